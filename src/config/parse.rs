@@ -1,0 +1,106 @@
+//! Shared plumbing for TOML config files: parse with the offending key's path in every error.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+/// A config problem, always naming the key it is about. `Display` is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+}
+
+impl ConfigError {
+    pub fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses TOML into `T`, reporting the dotted path of the key that failed.
+pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| syntax_error(&e))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = one_line(inner.message());
+        let key = if path == "." || path.is_empty() {
+            unknown_field_name(&message).unwrap_or_else(|| "(top level)".to_string())
+        } else {
+            match unknown_field_name(&message) {
+                Some(field) if !path.ends_with(&field) => format!("{path}.{field}"),
+                _ => path,
+            }
+        };
+        ConfigError::Key { key, message }
+    })
+}
+
+/// Reads a file into a string, with the path in the error.
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn syntax_error(e: &toml::de::Error) -> ConfigError {
+    ConfigError::Key {
+        key: "(syntax)".to_string(),
+        message: one_line(e.message()),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// serde's message for `deny_unknown_fields` is "unknown field `x`, expected ...".
+fn unknown_field_name(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Outer {
+        #[allow(dead_code)]
+        domains: BTreeMap<String, Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        #[allow(dead_code)]
+        port: u16,
+    }
+
+    #[test]
+    fn unknown_nested_key_is_named_with_its_path() {
+        let err = parse_toml::<Outer>("[domains.billing]\nport = 1\nprot = 2\n").unwrap_err();
+        let line = err.to_string();
+        assert!(line.contains("domains.billing.prot"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_path() {
+        let err = parse_toml::<Outer>("[domains.billing]\nport = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("domains.billing.port"), "{err}");
+    }
+}
