@@ -1,5 +1,147 @@
 //! chaingate: a token-exchanging reverse-proxy sidecar.
-#![doc = include_str!("../README.md")]
+//!
+//! The life of a request (one function, [`gateway::Gateway::handle`]):
+//!
+//! ```text
+//! inbound  ─ accept, TLS, HTTP/1.1 or HTTP/2                      (inbound.rs)
+//!   route  ─ first matching path prefix                           (gateway.rs)
+//!   shed   ─ refuse with 503 when too many requests are in flight (gateway.rs)
+//!   authn  ─ exactly one bearer token, from Authorization          (authn.rs)
+//!   cache  ─ digest(domain, scope, AT1) → AT2, coalesced misses    (cache.rs)
+//!   exchange ─ chain grant at the domain's token endpoint          (exchange.rs)
+//!   outbound ─ swap Authorization, strip hop-by-hop, stream        (outbound.rs)
+//! errors  ─ one enum, one mapping to status + WWW-Authenticate     (error.rs)
+//! admin   ─ /live, /ready, /metrics                                (admin.rs)
+//! ```
 
+pub mod admin;
+pub mod authn;
+pub mod cache;
 pub mod config;
+pub mod error;
+pub mod exchange;
+pub mod gateway;
+pub mod inbound;
+pub mod metrics;
+pub mod outbound;
 pub mod secret;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{Admin, Readiness};
+use crate::config::Config;
+use crate::gateway::Gateway;
+
+/// Response bodies: streamed from the upstream, or a small synthetic one.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// A gateway whose listeners are bound and serving.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    readiness: Readiness,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts a drain: `/ready` turns 503 at once, then the data listener closes after the
+    /// configured delay and in-flight requests get the drain timeout to finish.
+    pub fn begin_shutdown(&self) {
+        self.readiness.set(false);
+        self.stop.send_replace(true);
+    }
+
+    /// Waits until the drain has finished and both listeners are closed.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds both listeners and starts serving; `/ready` is 200 when this returns.
+pub async fn spawn(config: Config) -> Result<Running, StartError> {
+    let mut registry = Registry::default();
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    let data_listener = inbound::bind(config.listen).await?;
+    let admin_listener = inbound::bind(config.admin_listen).await?;
+    let addr = data_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let data_builder = inbound::http_builder(&config.timeouts, &config.limits);
+    let admin_builder = inbound::http_builder(&config.timeouts, &config.limits);
+    let handshake_timeout = config.timeouts.tls_handshake;
+    let shutdown = config.shutdown.clone();
+    let gateway = Arc::new(Gateway::new(config, &mut registry)?);
+    let readiness = Readiness::default();
+    let admin = Arc::new(Admin {
+        readiness: readiness.clone(),
+        registry,
+        gateway: gateway.clone(),
+    });
+
+    let (stop, stop_rx) = watch::channel(false);
+    let (data_stop, data_stop_rx) = watch::channel(false);
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let data = tokio::spawn(inbound::serve(
+        data_listener,
+        inbound::tls_acceptor(tls),
+        data_builder,
+        handshake_timeout,
+        data_stop_rx,
+        shutdown.drain_timeout,
+        move |request, peer| {
+            let gateway = gateway.clone();
+            async move { gateway.handle(request, peer).await }
+        },
+    ));
+    let admin_task = tokio::spawn(inbound::serve(
+        admin_listener,
+        None,
+        admin_builder,
+        handshake_timeout,
+        admin_stop_rx,
+        std::time::Duration::from_secs(1),
+        move |request, _peer| {
+            let response = admin.handle(&request);
+            async move { response }
+        },
+    ));
+    let task = tokio::spawn(async move {
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tracing::info!(delay = ?shutdown.drain_delay, timeout = ?shutdown.drain_timeout, "draining");
+        tokio::time::sleep(shutdown.drain_delay).await;
+        data_stop.send_replace(true);
+        let _ = data.await;
+        admin_stop.send_replace(true);
+        let _ = admin_task.await;
+        tracing::info!("drained");
+    });
+    readiness.set(true);
+    Ok(Running {
+        addr,
+        admin_addr,
+        readiness,
+        stop,
+        task,
+    })
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}

@@ -1,5 +1,548 @@
 //! Configuration: TOML files parsed into serde structs, validated once into typed values.
+//!
+//! Everything downstream of [`Config::from_toml`] works with parsed `Uri`s, `SocketAddr`s,
+//! `Duration`s, loaded PEMs and secrets; nothing parses configuration again.
 
+mod file;
 mod parse;
 
-pub use parse::{parse_toml, read_file, ConfigError};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::header::HeaderValue;
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+pub use parse::{parse_duration, parse_toml, read_file, ConfigError};
+
+use crate::secret::Secret;
+use file::{FileConfig, FileDomain, FileRoute};
+
+/// The validated gateway configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls: Option<TlsIdentity>,
+    pub domains: Vec<Arc<Domain>>,
+    pub routes: Vec<Route>,
+    pub cache: CacheSettings,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub shutdown: ShutdownSettings,
+    pub log: LogSettings,
+}
+
+/// A certificate chain and its key, loaded from PEM files.
+pub struct TlsIdentity {
+    pub certs: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("certs", &self.certs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A downstream OAuth domain whose token endpoint chaingate exchanges tokens at.
+#[derive(Debug)]
+pub struct Domain {
+    pub name: Arc<str>,
+    pub token_endpoint: Uri,
+    pub grant: Grant,
+    pub client_id: String,
+    pub client_auth: ClientAuth,
+    pub scope: Option<String>,
+    pub oauth_token_format: OAuthTokenFormat,
+    /// CA certificates for the token endpoint; `None` means the system roots.
+    pub ca_certs: Option<Vec<CertificateDer<'static>>>,
+    pub timeout: Duration,
+}
+
+/// The grant profile used at a domain's token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// draft-hunt-oauth-chain-01: `grant_type=http://oauth.net/grant_type/chain`.
+    Chain,
+}
+
+/// How chaingate authenticates itself to a token endpoint (RFC 6749 §2.3).
+pub enum ClientAuth {
+    /// Precomputed `Authorization: Basic` value (id and secret form-urlencoded first, §2.3.1).
+    Basic(HeaderValue),
+    /// `client_id` and `client_secret` in the form body.
+    Post(Secret),
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Basic(_) => f.write_str("ClientAuth::Basic([redacted])"),
+            Self::Post(_) => f.write_str("ClientAuth::Post([redacted])"),
+        }
+    }
+}
+
+/// What goes into `oauth_token` (specs.md §19.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthTokenFormat {
+    /// The bare token, as every RFC 8693/7523 server expects.
+    Bare,
+    /// The whole Authorization value, `Bearer <AT1>`, as the draft's text reads.
+    AuthorizationValue,
+}
+
+/// A route: requests whose path starts with `path_prefix` go to `upstream` with a token of `domain`.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub path_prefix: String,
+    pub upstream: Upstream,
+    pub domain: Arc<Domain>,
+    /// The scope requested at the token endpoint: the route's, else the domain's.
+    pub scope: Option<String>,
+}
+
+/// An upstream origin: scheme and authority only; the request's own path is kept.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub ca_certs: Option<Vec<CertificateDer<'static>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub max_entries: u64,
+    /// Subtracted from a token's lifetime so it is never used at the edge of expiry.
+    pub expiry_skew: Duration,
+    /// Lifetime assumed when a token response has no `expires_in`.
+    pub default_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub header_read: Duration,
+    pub tls_handshake: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_response: Duration,
+    pub pool_idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_concurrent_requests: usize,
+    pub max_headers: usize,
+    pub max_h2_streams: u32,
+    /// `Retry-After` sent with 503s that have no better estimate.
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShutdownSettings {
+    /// Time between `/ready` turning 503 and the listener closing, so endpoints can update.
+    pub drain_delay: Duration,
+    /// How long in-flight requests get to finish before the process exits anyway.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_toml(&read_file(path)?)
+    }
+
+    /// Parses and validates a config; the one place config text becomes typed values.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let file: FileConfig = parse_toml(text)?;
+        let duration = |key: &str, value: &Option<String>, default: Duration| match value {
+            Some(text) => parse_duration(key, text),
+            None => Ok(default),
+        };
+        let timeouts = &file.timeouts;
+        let token_endpoint_timeout = duration(
+            "timeouts.token_endpoint",
+            &timeouts.token_endpoint,
+            Duration::from_secs(5),
+        )?;
+
+        let mut domains = Vec::with_capacity(file.domains.len());
+        for (name, domain) in &file.domains {
+            domains.push(Arc::new(validate_domain(
+                name,
+                domain,
+                token_endpoint_timeout,
+            )?));
+        }
+        if file.routes.is_empty() {
+            return Err(ConfigError::key(
+                "routes",
+                "at least one [[routes]] entry is required",
+            ));
+        }
+        let routes = file
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| validate_route(i, route, &domains))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let max_entries = file.cache.max_entries.unwrap_or(100_000);
+        if max_entries == 0 {
+            return Err(ConfigError::key("cache.max_entries", "must be at least 1"));
+        }
+        let max_concurrent_requests = file.limits.max_concurrent_requests.unwrap_or(10_000);
+        if max_concurrent_requests == 0 {
+            return Err(ConfigError::key(
+                "limits.max_concurrent_requests",
+                "must be at least 1",
+            ));
+        }
+        let log_format = match file.log.format.as_deref() {
+            None | Some("plain") => LogFormat::Plain,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::key(
+                    "log.format",
+                    format!("`{other}` is not plain or json"),
+                ))
+            }
+        };
+
+        Ok(Self {
+            listen: socket_addr("listen", &file.listen)?,
+            admin_listen: socket_addr("admin_listen", &file.admin_listen)?,
+            tls: file
+                .tls
+                .as_ref()
+                .map(|tls| load_identity(&tls.cert_file, &tls.key_file))
+                .transpose()?,
+            domains,
+            routes,
+            cache: CacheSettings {
+                max_entries,
+                expiry_skew: duration(
+                    "cache.expiry_skew",
+                    &file.cache.expiry_skew,
+                    Duration::from_secs(30),
+                )?,
+                default_ttl: duration(
+                    "cache.default_ttl",
+                    &file.cache.default_ttl,
+                    Duration::from_secs(60),
+                )?,
+            },
+            timeouts: Timeouts {
+                header_read: duration(
+                    "timeouts.header_read",
+                    &timeouts.header_read,
+                    Duration::from_secs(10),
+                )?,
+                tls_handshake: duration(
+                    "timeouts.tls_handshake",
+                    &timeouts.tls_handshake,
+                    Duration::from_secs(10),
+                )?,
+                upstream_connect: duration(
+                    "timeouts.upstream_connect",
+                    &timeouts.upstream_connect,
+                    Duration::from_secs(2),
+                )?,
+                upstream_response: duration(
+                    "timeouts.upstream_response",
+                    &timeouts.upstream_response,
+                    Duration::from_secs(30),
+                )?,
+                pool_idle: duration(
+                    "timeouts.pool_idle",
+                    &timeouts.pool_idle,
+                    Duration::from_secs(90),
+                )?,
+            },
+            limits: Limits {
+                max_concurrent_requests,
+                max_headers: file.limits.max_headers.unwrap_or(100),
+                max_h2_streams: file.limits.max_h2_streams.unwrap_or(256),
+                retry_after: duration(
+                    "limits.retry_after",
+                    &file.limits.retry_after,
+                    Duration::from_secs(5),
+                )?,
+            },
+            shutdown: ShutdownSettings {
+                drain_delay: duration(
+                    "shutdown.drain_delay",
+                    &file.shutdown.drain_delay,
+                    Duration::ZERO,
+                )?,
+                drain_timeout: duration(
+                    "shutdown.drain_timeout",
+                    &file.shutdown.drain_timeout,
+                    Duration::from_secs(25),
+                )?,
+            },
+            log: LogSettings {
+                format: log_format,
+                access_log: file.log.access_log.unwrap_or(true),
+            },
+        })
+    }
+}
+
+fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::key(
+            key,
+            format!("`{text}` is not an address like 127.0.0.1:8080"),
+        )
+    })
+}
+
+fn validate_domain(
+    name: &str,
+    d: &FileDomain,
+    default_timeout: Duration,
+) -> Result<Domain, ConfigError> {
+    let key = |field: &str| format!("domains.{name}.{field}");
+    let token_endpoint: Uri = d
+        .token_endpoint
+        .parse()
+        .map_err(|_| ConfigError::key(key("token_endpoint"), "not a valid URL"))?;
+    match token_endpoint.scheme_str() {
+        Some("https") => {}
+        Some("http") if d.allow_insecure_http => {}
+        Some("http") => return Err(ConfigError::key(
+            key("token_endpoint"),
+            "plain http sends secrets in clear text; use https or set allow_insecure_http = true",
+        )),
+        _ => {
+            return Err(ConfigError::key(
+                key("token_endpoint"),
+                "must be an http(s) URL",
+            ))
+        }
+    }
+    if token_endpoint.authority().is_none() {
+        return Err(ConfigError::key(key("token_endpoint"), "has no host"));
+    }
+    let grant = match d.grant.as_str() {
+        "chain" => Grant::Chain,
+        other => {
+            return Err(ConfigError::key(
+                key("grant"),
+                format!("`{other}` is not a supported grant (chain)"),
+            ))
+        }
+    };
+    if d.client_id.is_empty() {
+        return Err(ConfigError::key(key("client_id"), "must not be empty"));
+    }
+    let secret = match (&d.client_secret, &d.client_secret_file) {
+        (Some(s), None) => Secret::new(s.as_str()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::key(
+                    key("client_secret_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Secret::new(text.trim_end_matches(['\r', '\n']))
+        }
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::key(
+                key("client_secret"),
+                "set client_secret or client_secret_file, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ConfigError::key(
+                key("client_secret"),
+                "missing (or client_secret_file)",
+            ))
+        }
+    };
+    if secret.is_empty() {
+        return Err(ConfigError::key(key("client_secret"), "must not be empty"));
+    }
+    let client_auth = match d.auth_method.as_str() {
+        "client_secret_basic" => ClientAuth::Basic(basic_authorization(&d.client_id, &secret)),
+        "client_secret_post" => ClientAuth::Post(secret),
+        other => {
+            return Err(ConfigError::key(
+                key("auth_method"),
+                format!("`{other}` is not client_secret_basic or client_secret_post"),
+            ))
+        }
+    };
+    let oauth_token_format = match d.oauth_token_format.as_str() {
+        "bare" => OAuthTokenFormat::Bare,
+        "authorization" => OAuthTokenFormat::AuthorizationValue,
+        other => {
+            return Err(ConfigError::key(
+                key("oauth_token_format"),
+                format!("`{other}` is not bare or authorization"),
+            ))
+        }
+    };
+    if let Some(scope) = &d.scope {
+        validate_scope(&key("scope"), scope)?;
+    }
+    let timeout = match &d.timeout {
+        Some(t) => parse_duration(&key("timeout"), t)?,
+        None => default_timeout,
+    };
+    Ok(Domain {
+        name: Arc::from(name),
+        token_endpoint,
+        grant,
+        client_id: d.client_id.clone(),
+        client_auth,
+        scope: d.scope.clone(),
+        oauth_token_format,
+        ca_certs: d
+            .ca_file
+            .as_deref()
+            .map(|p| load_certs(&key("ca_file"), p))
+            .transpose()?,
+        timeout,
+    })
+}
+
+fn validate_route(i: usize, r: &FileRoute, domains: &[Arc<Domain>]) -> Result<Route, ConfigError> {
+    let key = |field: &str| format!("routes[{i}].{field}");
+    if !r.path_prefix.starts_with('/') {
+        return Err(ConfigError::key(key("path_prefix"), "must start with /"));
+    }
+    let uri: Uri = r
+        .upstream
+        .parse()
+        .map_err(|_| ConfigError::key(key("upstream"), "not a valid URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
+        return Err(ConfigError::key(
+            key("upstream"),
+            "must be an absolute http(s) URL",
+        ));
+    };
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(ConfigError::key(key("upstream"), "must be http or https"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(ConfigError::key(
+            key("upstream"),
+            "must be an origin (scheme://host:port) without a path",
+        ));
+    }
+    let domain = domains
+        .iter()
+        .find(|d| *d.name == *r.domain)
+        .ok_or_else(|| {
+            ConfigError::key(
+                key("domain"),
+                format!("no [domains.{}] is defined", r.domain),
+            )
+        })?;
+    if let Some(scope) = &r.scope {
+        validate_scope(&key("scope"), scope)?;
+    }
+    Ok(Route {
+        name: Arc::from(r.name.as_deref().unwrap_or(&r.path_prefix)),
+        path_prefix: r.path_prefix.clone(),
+        upstream: Upstream {
+            scheme,
+            authority,
+            ca_certs: r
+                .ca_file
+                .as_deref()
+                .map(|p| load_certs(&key("ca_file"), p))
+                .transpose()?,
+        },
+        domain: domain.clone(),
+        scope: r.scope.clone().or_else(|| domain.scope.clone()),
+    })
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`, separated by single spaces.
+fn validate_scope(key: &str, scope: &str) -> Result<(), ConfigError> {
+    let ok = !scope.is_empty()
+        && scope.split(' ').all(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::key(
+            key,
+            "not a space-separated list of RFC 6749 scope tokens",
+        ))
+    }
+}
+
+/// RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
+fn basic_authorization(client_id: &str, secret: &Secret) -> HeaderValue {
+    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", encode(client_id), encode(secret.expose()));
+    let value = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    );
+    let mut value = HeaderValue::try_from(value).expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            ConfigError::key(
+                key,
+                format!("cannot read certificates from {}: {e}", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(ConfigError::key(
+            key,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+fn load_identity(cert_file: &Path, key_file: &Path) -> Result<TlsIdentity, ConfigError> {
+    let certs = load_certs("tls.cert_file", cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+        ConfigError::key(
+            "tls.key_file",
+            format!("cannot read a private key from {}: {e}", key_file.display()),
+        )
+    })?;
+    Ok(TlsIdentity { certs, key })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,83 @@
+//! The admin port. Endpoints:
+//!
+//! - `GET /live`: 200 while the process serves; touches nothing else.
+//! - `GET /ready`: 200 once config is loaded and listeners are bound; 503 before, and from the
+//!   moment a drain starts.
+//! - `GET /metrics`: Prometheus metrics (OpenMetrics text).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use prometheus_client::registry::Registry;
+
+use crate::gateway::Gateway;
+use crate::metrics::OPENMETRICS_CONTENT_TYPE;
+use crate::Body;
+
+/// Readiness, shared by the admin endpoint and the lifecycle that flips it.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Debug)]
+pub struct Admin {
+    pub readiness: Readiness,
+    pub registry: Registry,
+    pub gateway: Arc<Gateway>,
+}
+
+impl Admin {
+    pub fn handle(&self, request: &Request<Incoming>) -> Response<Body> {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        }
+        match request.uri().path() {
+            "/live" => text(StatusCode::OK, "live\n"),
+            "/ready" if self.readiness.is_ready() => text(StatusCode::OK, "ready\n"),
+            "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            "/metrics" => {
+                self.gateway.update_gauges();
+                let mut body = String::with_capacity(16 * 1024);
+                if prometheus_client::encoding::text::encode(&mut body, &self.registry).is_err() {
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "metrics encoding failed\n",
+                    );
+                }
+                let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE),
+                );
+                response
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,154 @@
+//! Inbound authentication: exactly one bearer credential, from the Authorization header only.
+//!
+//! RFC 6750 §2.1 (`b64token`), §2 (one method per request) and specs.md §19.18: query and body
+//! tokens are not accepted, and a request that tries to use them next to the header is refused.
+
+use std::fmt;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Uri};
+
+use crate::error::Error;
+
+/// The caller's token (AT1), borrowed from the request. Never printed.
+#[derive(Clone, Copy)]
+pub struct InboundToken<'a>(&'a str);
+
+impl<'a> InboundToken<'a> {
+    /// The token's value, for the cache key digest and the exchange request only.
+    pub fn expose(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl fmt::Debug for InboundToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InboundToken([redacted; {} bytes])", self.0.len())
+    }
+}
+
+/// Extracts the bearer token from a request's headers.
+pub fn bearer<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<InboundToken<'a>, Error> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Error::MissingToken);
+    };
+    if values.next().is_some() {
+        return Err(Error::InvalidRequest("more than one Authorization header"));
+    }
+    if uri.query().is_some_and(has_access_token_param) {
+        return Err(Error::InvalidRequest("token in both header and query"));
+    }
+    let value = value.as_bytes();
+    // The scheme is case-insensitive (RFC 9110 §11.1); anything but Bearer is not ours to use.
+    let Some((scheme, rest)) = split_once(value, b' ') else {
+        return if value.eq_ignore_ascii_case(b"bearer") {
+            Err(Error::InvalidRequest("empty bearer token"))
+        } else {
+            Err(Error::MissingToken)
+        };
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(Error::MissingToken);
+    }
+    if rest.is_empty() || !is_b64token(rest) {
+        return Err(Error::InvalidRequest("malformed bearer token"));
+    }
+    // is_b64token admits ASCII only, so this cannot fail.
+    std::str::from_utf8(rest)
+        .map(InboundToken)
+        .map_err(|_| Error::InvalidRequest("malformed bearer token"))
+}
+
+fn split_once(value: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
+    let at = value.iter().position(|&b| b == sep)?;
+    Some((&value[..at], &value[at + 1..]))
+}
+
+/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+fn is_b64token(token: &[u8]) -> bool {
+    let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
+    body_len > 0
+        && token[..body_len].iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+fn has_access_token_param(query: &str) -> bool {
+    query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("access_token"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn extract(values: &[&str], uri: &str) -> Result<String, Error> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        bearer(&headers, &uri.parse().unwrap()).map(|t| t.expose().to_string())
+    }
+
+    #[test]
+    fn bearer_token_is_extracted_whatever_the_scheme_case() {
+        assert_eq!(
+            extract(&["Bearer abc.def-_~+/=="], "/").unwrap(),
+            "abc.def-_~+/=="
+        );
+        assert_eq!(extract(&["bearer abc"], "/").unwrap(), "abc");
+        assert_eq!(extract(&["BEARER abc"], "/").unwrap(), "abc");
+    }
+
+    #[test]
+    fn no_or_foreign_credentials_are_missing_token() {
+        assert_eq!(extract(&[], "/"), Err(Error::MissingToken));
+        assert_eq!(
+            extract(&["Basic dXNlcjpwYXNz"], "/"),
+            Err(Error::MissingToken)
+        );
+        // A query token alone is not a credential we accept.
+        assert_eq!(extract(&[], "/?access_token=abc"), Err(Error::MissingToken));
+    }
+
+    #[test]
+    fn malformed_or_several_credentials_are_invalid_request() {
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Bearer a,b",
+            "Bearer ===",
+            "Bearer  abc",
+        ] {
+            assert!(
+                matches!(extract(&[bad], "/"), Err(Error::InvalidRequest(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            extract(&["Bearer a", "Bearer b"], "/"),
+            Err(Error::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            extract(&["Bearer a"], "/x?y=1&access_token=b"),
+            Err(Error::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn debug_does_not_show_the_token() {
+        let t = InboundToken("very-secret-token");
+        assert!(!format!("{t:?}").contains("very-secret"));
+    }
+}
+
+#[cfg(test)]
+impl<'a> InboundToken<'a> {
+    pub(crate) fn for_test(token: &'a str) -> Self {
+        Self(token)
+    }
+}

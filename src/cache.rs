@@ -1,0 +1,314 @@
+//! The token cache: one moka cache per domain, keyed by a digest, never by the raw token.
+//!
+//! Key = SHA-256 over (domain, effective scope, AT1), length-prefixed so no two inputs collide.
+//! An entry lives for `expires_in − skew`, capped by AT1's own `exp` when AT1 is a JWT, and is
+//! re-checked against `tokio::time` on every read because moka evicts on its own clock.
+//! Concurrent misses for one key share a single exchange; errors are never stored.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use http::HeaderValue;
+use moka::future::Cache;
+use moka::Expiry;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+
+use crate::authn::InboundToken;
+use crate::config::CacheSettings;
+use crate::error::Error;
+use crate::exchange::Issued;
+use crate::metrics::DomainLabel;
+
+/// A digest of (domain, scope, token). The raw token is never kept.
+#[derive(Clone, Copy, Hash, PartialEq, Eq)]
+pub struct CacheKey([u8; 32]);
+
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheKey(..)")
+    }
+}
+
+impl CacheKey {
+    pub fn new(domain: &str, scope: Option<&str>, token: InboundToken<'_>) -> Self {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for part in [domain, scope.unwrap_or(""), token.expose()] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part.as_bytes());
+        }
+        // A scope of "" and no scope must not share an entry.
+        ctx.update(&[u8::from(scope.is_some())]);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        Self(key)
+    }
+}
+
+/// A downstream token (AT2), ready to be sent upstream.
+pub struct CachedToken {
+    /// `Bearer <AT2>`, marked sensitive so hyper never logs or indexes it.
+    pub authorization: HeaderValue,
+    pub expires_at: Instant,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for CachedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedToken")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a lookup was served from the cache.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    Miss,
+}
+
+impl EncodeLabelValue for Lookup {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(
+            encoder,
+            match self {
+                Self::Hit => "hit",
+                Self::Miss => "miss",
+            },
+        )
+    }
+}
+
+impl Lookup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+        }
+    }
+}
+
+/// One domain's tokens.
+#[derive(Debug)]
+pub struct TokenCache {
+    entries: Cache<CacheKey, Arc<CachedToken>>,
+    settings: CacheSettings,
+    hits: Counter,
+    misses: Counter,
+    size: Gauge,
+}
+
+impl TokenCache {
+    pub fn new(domain: &Arc<str>, settings: &CacheSettings, metrics: &CacheMetrics) -> Self {
+        let label = |result| DomainResult {
+            domain: domain.clone(),
+            result,
+        };
+        Self {
+            entries: Cache::builder()
+                .max_capacity(settings.max_entries)
+                .expire_after(EntryLifetime)
+                .build(),
+            settings: settings.clone(),
+            hits: metrics.lookups.get_or_create_owned(&label(Lookup::Hit)),
+            misses: metrics.lookups.get_or_create_owned(&label(Lookup::Miss)),
+            size: metrics.entries.get_or_create_owned(&DomainLabel {
+                domain: domain.clone(),
+            }),
+        }
+    }
+
+    /// Returns the cached token for `key`, or runs `exchange` once for all concurrent callers.
+    pub async fn get_or_exchange<F>(
+        &self,
+        key: CacheKey,
+        token: InboundToken<'_>,
+        exchange: F,
+    ) -> Result<(Arc<CachedToken>, Lookup), Error>
+    where
+        F: Future<Output = Result<Issued, Error>>,
+    {
+        if let Some(cached) = self.entries.get(&key).await {
+            if cached.expires_at > Instant::now() {
+                self.hits.inc();
+                return Ok((cached, Lookup::Hit));
+            }
+            self.entries.invalidate(&key).await;
+        }
+        self.misses.inc();
+        let entry = self
+            .entries
+            .entry(key)
+            .or_try_insert_with(async {
+                let issued = exchange.await?;
+                self.to_cached(issued, token)
+            })
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok((entry.into_value(), Lookup::Miss))
+    }
+
+    /// Drops the entry for `key`, e.g. when the upstream says the token is no longer valid.
+    pub async fn evict(&self, key: &CacheKey) {
+        self.entries.invalidate(key).await;
+    }
+
+    /// Refreshes the `chaingate_token_cache_entries` gauge; called at scrape time.
+    pub fn update_size_metric(&self) {
+        self.size
+            .set(i64::try_from(self.entries.entry_count()).unwrap_or(i64::MAX));
+    }
+
+    fn to_cached(
+        &self,
+        issued: Issued,
+        inbound: InboundToken<'_>,
+    ) -> Result<Arc<CachedToken>, Error> {
+        let mut authorization =
+            HeaderValue::try_from(format!("Bearer {}", issued.access_token.expose()))
+                .map_err(|_| Error::ExchangeFailed("access_token is not a usable bearer token"))?;
+        authorization.set_sensitive(true);
+        let lifetime = issued.expires_in.unwrap_or(self.settings.default_ttl);
+        let mut ttl = lifetime.saturating_sub(self.settings.expiry_skew);
+        // Never keep AT2 past AT1's own expiry: chaining must not extend a grant.
+        if let Some(remaining) = jwt_remaining_lifetime(inbound.expose()) {
+            ttl = ttl.min(remaining);
+        }
+        // Bound the entry even if a server hands out absurd lifetimes.
+        ttl = ttl.min(Duration::from_secs(24 * 3600));
+        Ok(Arc::new(CachedToken {
+            authorization,
+            expires_at: Instant::now() + ttl,
+            ttl,
+        }))
+    }
+}
+
+/// moka's per-entry expiry: each entry lives for the TTL computed from its token.
+struct EntryLifetime;
+
+// moka's trait names std's Instant; the value is ignored, all our clocks are tokio's.
+#[allow(clippy::disallowed_types)]
+impl Expiry<CacheKey, Arc<CachedToken>> for EntryLifetime {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CachedToken>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Time left before a JWT's `exp`, read without verifying it (used only to shorten a TTL).
+/// `Some(ZERO)` if it has expired; `None` if the token is not a JWT with a numeric `exp`.
+fn jwt_remaining_lifetime(token: &str) -> Option<Duration> {
+    let mut parts = token.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > 16 * 1024 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    #[derive(serde::Deserialize)]
+    struct Exp {
+        exp: Option<serde_json::Value>,
+    }
+    let exp = serde_json::from_slice::<Exp>(&bytes).ok()?.exp?.as_u64()?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(exp.saturating_sub(now)))
+}
+
+// === metrics ===
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DomainResult {
+    domain: Arc<str>,
+    result: Lookup,
+}
+
+/// `chaingate_token_cache_lookups_total{domain,result}` and `chaingate_token_cache_entries{domain}`.
+#[derive(Debug, Clone)]
+pub struct CacheMetrics {
+    lookups: Family<DomainResult, Counter>,
+    entries: Family<DomainLabel, Gauge>,
+}
+
+impl CacheMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let lookups = Family::default();
+        registry.register(
+            "chaingate_token_cache_lookups",
+            "Token cache lookups, by result",
+            lookups.clone(),
+        );
+        let entries = Family::default();
+        registry.register(
+            "chaingate_token_cache_entries",
+            "Tokens currently cached",
+            entries.clone(),
+        );
+        Self { lookups, entries }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt_with(payload: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", b64(r#"{"alg":"ES256"}"#), b64(payload))
+    }
+
+    #[test]
+    fn keys_differ_by_domain_scope_and_token() {
+        let t = InboundToken::for_test("tok");
+        let base = CacheKey::new("billing", Some("a"), t);
+        assert_eq!(base, CacheKey::new("billing", Some("a"), t));
+        assert_ne!(base, CacheKey::new("payroll", Some("a"), t));
+        assert_ne!(base, CacheKey::new("billing", Some("b"), t));
+        assert_ne!(base, CacheKey::new("billing", None, t));
+        assert_ne!(
+            CacheKey::new("billing", Some(""), t),
+            CacheKey::new("billing", None, t)
+        );
+        assert_ne!(
+            base,
+            CacheKey::new("billing", Some("a"), InboundToken::for_test("tok2"))
+        );
+        // Length prefixes keep shifted boundaries apart.
+        assert_ne!(
+            CacheKey::new("ab", Some("c"), t),
+            CacheKey::new("a", Some("bc"), t)
+        );
+    }
+
+    #[test]
+    fn jwt_exp_caps_lifetime() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let left =
+            jwt_remaining_lifetime(&jwt_with(&format!(r#"{{"exp":{}}}"#, now + 100))).unwrap();
+        assert!(left <= Duration::from_secs(100) && left >= Duration::from_secs(98));
+        assert_eq!(
+            jwt_remaining_lifetime(&jwt_with(r#"{"exp":5}"#)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            jwt_remaining_lifetime(&jwt_with(r#"{"exp":"99999999999"}"#)),
+            None
+        );
+        assert_eq!(jwt_remaining_lifetime("opaque-token"), None);
+    }
+}

@@ -1,0 +1,133 @@
+//! The gateway's config file as written: plain serde structs, unknown keys rejected.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) listen: String,
+    pub(crate) admin_listen: String,
+    pub(crate) tls: Option<FileTls>,
+    #[serde(default)]
+    pub(crate) domains: BTreeMap<String, FileDomain>,
+    #[serde(default)]
+    pub(crate) routes: Vec<FileRoute>,
+    #[serde(default)]
+    pub(crate) cache: FileCache,
+    #[serde(default)]
+    pub(crate) timeouts: FileTimeouts,
+    #[serde(default)]
+    pub(crate) limits: FileLimits,
+    #[serde(default)]
+    pub(crate) shutdown: FileShutdown,
+    #[serde(default)]
+    pub(crate) log: FileLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileTls {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileDomain {
+    pub(crate) token_endpoint: String,
+    #[serde(default = "default_grant")]
+    pub(crate) grant: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_auth_method")]
+    pub(crate) auth_method: String,
+    pub(crate) scope: Option<String>,
+    /// `bare` (default) sends AT1 alone; `authorization` sends the whole `Bearer AT1` value.
+    #[serde(default = "default_oauth_token_format")]
+    pub(crate) oauth_token_format: String,
+    #[serde(default)]
+    pub(crate) allow_insecure_http: bool,
+    /// PEM bundle of CAs trusted for this token endpoint instead of the system roots.
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) timeout: Option<String>,
+}
+
+// Hand-written so that a secret in the file can never be printed through `{:?}`.
+impl std::fmt::Debug for FileDomain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileDomain")
+            .field("token_endpoint", &self.token_endpoint)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRoute {
+    pub(crate) name: Option<String>,
+    pub(crate) path_prefix: String,
+    pub(crate) upstream: String,
+    pub(crate) domain: String,
+    pub(crate) scope: Option<String>,
+    /// PEM bundle of CAs trusted for an `https` upstream instead of the system roots.
+    pub(crate) ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileCache {
+    pub(crate) max_entries: Option<u64>,
+    pub(crate) expiry_skew: Option<String>,
+    pub(crate) default_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileTimeouts {
+    pub(crate) header_read: Option<String>,
+    pub(crate) tls_handshake: Option<String>,
+    pub(crate) upstream_connect: Option<String>,
+    pub(crate) upstream_response: Option<String>,
+    pub(crate) token_endpoint: Option<String>,
+    pub(crate) pool_idle: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileLimits {
+    pub(crate) max_concurrent_requests: Option<usize>,
+    pub(crate) max_headers: Option<usize>,
+    pub(crate) max_h2_streams: Option<u32>,
+    pub(crate) retry_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileShutdown {
+    pub(crate) drain_delay: Option<String>,
+    pub(crate) drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileLog {
+    pub(crate) format: Option<String>,
+    pub(crate) access_log: Option<bool>,
+}
+
+fn default_grant() -> String {
+    "chain".to_string()
+}
+
+fn default_auth_method() -> String {
+    "client_secret_basic".to_string()
+}
+
+fn default_oauth_token_format() -> String {
+    "bare".to_string()
+}

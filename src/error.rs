@@ -1,0 +1,196 @@
+//! The gateway's one error type, and the one place it becomes an HTTP response.
+//!
+//! Each variant says whose fault it is. [`Error::into_response`] is the only code that writes
+//! error statuses and `WWW-Authenticate` challenges (RFC 6750 §3, specs.md §19.12); its match is
+//! exhaustive. Bodies are small static JSON: no token server details and no token material.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+
+use crate::Body;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Caller: no Authorization header, or a scheme other than Bearer.
+    #[error("no bearer credentials")]
+    MissingToken,
+    /// Caller: malformed or several credentials.
+    #[error("malformed request: {0}")]
+    InvalidRequest(&'static str),
+    /// Caller: the token server rejected the caller's token (`invalid_grant`).
+    #[error("the token server rejected the caller's token")]
+    InvalidToken,
+    /// Caller: the token server refused the scope the route needs (`invalid_scope`).
+    #[error("the token server refused the route's scope")]
+    InsufficientScope,
+    /// Caller: no route matches the request path.
+    #[error("no route matches")]
+    NoRoute,
+    /// Token server: unreachable, 5xx or 429; the caller may retry after the given delay.
+    #[error("token server unavailable")]
+    ExchangeUnavailable { retry_after: Duration },
+    /// Token server: no answer within the domain's timeout.
+    #[error("token server timed out")]
+    ExchangeTimeout,
+    /// Token server or our config: our credentials were refused, or its answer was unusable.
+    #[error("token exchange failed: {0}")]
+    ExchangeFailed(&'static str),
+    /// Upstream: connection failed or the response was invalid.
+    #[error("upstream unavailable")]
+    UpstreamUnavailable,
+    /// Upstream: no response headers within the timeout.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// chaingate: too many requests in flight.
+    #[error("overloaded")]
+    Overloaded { retry_after: Duration },
+}
+
+const REALM: &str = "Bearer realm=\"chaingate\"";
+
+impl Error {
+    /// The response for this error. No side effects: logging and metrics happen at the edge.
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            Self::MissingToken => respond(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "bearer token required",
+            )
+            .challenge(REALM),
+            Self::InvalidRequest(why) => respond(StatusCode::BAD_REQUEST, "invalid_request", why)
+                .challenge("Bearer realm=\"chaingate\", error=\"invalid_request\""),
+            Self::InvalidToken => respond(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the access token is not accepted",
+            )
+            .challenge("Bearer realm=\"chaingate\", error=\"invalid_token\""),
+            Self::InsufficientScope => respond(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "the access token does not allow this request",
+            )
+            .challenge("Bearer realm=\"chaingate\", error=\"insufficient_scope\""),
+            Self::NoRoute => {
+                respond(StatusCode::NOT_FOUND, "not_found", "no route for this path").done()
+            }
+            Self::ExchangeUnavailable { retry_after } | Self::Overloaded { retry_after } => {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "try again later",
+                )
+                .retry_after(retry_after)
+            }
+            Self::ExchangeTimeout => respond(
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                "token server did not answer in time",
+            )
+            .done(),
+            Self::ExchangeFailed(_) => respond(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "token exchange failed",
+            )
+            .done(),
+            Self::UpstreamUnavailable => respond(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "upstream unavailable",
+            )
+            .done(),
+            Self::UpstreamTimeout => respond(
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                "upstream did not answer in time",
+            )
+            .done(),
+        }
+    }
+}
+
+struct Synthetic(Response<Body>);
+
+fn respond(status: StatusCode, error: &'static str, description: &'static str) -> Synthetic {
+    let body = format!("{{\"error\":\"{error}\",\"error_description\":\"{description}\"}}");
+    let mut response = Response::new(Body::Right(http_body_util::Full::new(Bytes::from(body))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Synthetic(response)
+}
+
+impl Synthetic {
+    fn challenge(mut self, value: &'static str) -> Response<Body> {
+        self.0
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        self.0
+    }
+
+    fn retry_after(mut self, after: Duration) -> Response<Body> {
+        let secs = after.as_secs().max(1);
+        self.0
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+        self.0
+    }
+
+    fn done(self) -> Response<Body> {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn challenge(e: Error) -> (StatusCode, Option<String>) {
+        let r = e.into_response();
+        let c = r
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_string());
+        (r.status(), c)
+    }
+
+    #[test]
+    fn missing_token_challenge_carries_no_error_code() {
+        let (status, c) = challenge(Error::MissingToken);
+        assert_eq!(status, 401);
+        assert_eq!(c.as_deref(), Some("Bearer realm=\"chaingate\""));
+    }
+
+    #[test]
+    fn each_oauth_error_has_its_rfc6750_status() {
+        assert_eq!(challenge(Error::InvalidRequest("x")).0, 400);
+        assert_eq!(
+            challenge(Error::InvalidToken),
+            (
+                401,
+                Some("Bearer realm=\"chaingate\", error=\"invalid_token\"".into())
+            )
+        );
+        assert_eq!(challenge(Error::InsufficientScope).0, 403);
+        assert_eq!(challenge(Error::ExchangeTimeout).0, 504);
+        assert_eq!(challenge(Error::ExchangeFailed("x")).0, 502);
+        assert_eq!(challenge(Error::UpstreamUnavailable).0, 502);
+        assert_eq!(challenge(Error::UpstreamTimeout).0, 504);
+    }
+
+    #[test]
+    fn unavailable_carries_retry_after() {
+        let r = Error::ExchangeUnavailable {
+            retry_after: Duration::from_secs(7),
+        }
+        .into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()[RETRY_AFTER], "7");
+    }
+}

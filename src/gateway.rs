@@ -1,0 +1,273 @@
+//! The request path: route → shed → authn → exchange (cached) → outbound, in one function.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::authn;
+use crate::cache::{CacheKey, CacheMetrics, Lookup, TokenCache};
+use crate::config::{Config, Route};
+use crate::error::Error;
+use crate::exchange::{ExchangeMetrics, Exchanger};
+use crate::metrics::{latency_histogram, RouteLabel};
+use crate::outbound::{self, Peer, UpstreamClient};
+use crate::Body;
+
+/// Everything a request needs, built once at start.
+#[derive(Debug)]
+pub struct Gateway {
+    routes: Vec<RouteRuntime>,
+    domains: Vec<DomainRuntime>,
+    in_flight: Arc<Semaphore>,
+    metrics: RequestMetrics,
+    unmatched: RouteLabel,
+    retry_after: Duration,
+    upstream_timeout: Duration,
+    access_log: bool,
+}
+
+#[derive(Debug)]
+struct RouteRuntime {
+    config: Route,
+    domain: usize,
+    client: UpstreamClient,
+    label: RouteLabel,
+    duration: Histogram,
+}
+
+#[derive(Debug)]
+struct DomainRuntime {
+    exchanger: Exchanger,
+    cache: TokenCache,
+}
+
+impl Gateway {
+    /// Builds clients, caches and metric handles from a validated config.
+    pub fn new(config: Config, registry: &mut Registry) -> Result<Self, rustls::Error> {
+        let metrics = RequestMetrics::register(registry);
+        let exchange_metrics = ExchangeMetrics::register(registry);
+        let cache_metrics = CacheMetrics::register(registry);
+        let domains = config
+            .domains
+            .iter()
+            .map(|domain| {
+                Ok(DomainRuntime {
+                    cache: TokenCache::new(&domain.name, &config.cache, &cache_metrics),
+                    exchanger: Exchanger::new(
+                        domain.clone(),
+                        config.timeouts.pool_idle,
+                        config.limits.retry_after,
+                        &exchange_metrics,
+                    )?,
+                })
+            })
+            .collect::<Result<Vec<_>, rustls::Error>>()?;
+        let routes = config
+            .routes
+            .into_iter()
+            .map(|route| {
+                let label = RouteLabel {
+                    route: route.name.clone(),
+                };
+                Ok(RouteRuntime {
+                    domain: domains
+                        .iter()
+                        .position(|d| Arc::ptr_eq(d.exchanger.domain(), &route.domain))
+                        .expect("routes name validated domains"),
+                    client: outbound::client(
+                        &route.upstream,
+                        config.timeouts.upstream_connect,
+                        config.timeouts.pool_idle,
+                    )?,
+                    duration: metrics.duration.get_or_create_owned(&label),
+                    label,
+                    config: route,
+                })
+            })
+            .collect::<Result<Vec<_>, rustls::Error>>()?;
+        Ok(Self {
+            routes,
+            domains,
+            in_flight: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
+            metrics,
+            unmatched: RouteLabel {
+                route: Arc::from("(unmatched)"),
+            },
+            retry_after: config.limits.retry_after,
+            upstream_timeout: config.timeouts.upstream_response,
+            access_log: config.log.access_log,
+        })
+    }
+
+    /// Serves one request. Never fails: every error becomes its RFC 6750 / RFC 9110 response.
+    pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+
+        // Route: the first configured prefix wins; nothing else about the request picks a target.
+        let Some(route) = self
+            .routes
+            .iter()
+            .find(|r| path.starts_with(&r.config.path_prefix))
+        else {
+            let response = Error::NoRoute.into_response();
+            self.record(
+                &self.unmatched,
+                None,
+                &response,
+                started,
+                None,
+                &method,
+                &path,
+            );
+            return response;
+        };
+        let mut lookup = None;
+        let response = match self.proxy(route, request, peer, &mut lookup).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        self.record(
+            &route.label,
+            Some(&route.duration),
+            &response,
+            started,
+            lookup,
+            &method,
+            &path,
+        );
+        response
+    }
+
+    async fn proxy(
+        &self,
+        route: &RouteRuntime,
+        mut request: Request<Incoming>,
+        peer: Peer,
+        lookup: &mut Option<Lookup>,
+    ) -> Result<Response<Body>, Error> {
+        // Shed: refuse at once rather than queue when too many requests are in flight.
+        let _permit = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| Error::Overloaded {
+                retry_after: self.retry_after,
+            })?;
+
+        // Authn: exactly one bearer token, from the Authorization header.
+        let token = authn::bearer(request.headers(), request.uri())?;
+
+        // Exchange: AT1 → AT2 at the route's domain, once per (AT1, domain, scope), coalesced.
+        let domain = &self.domains[route.domain];
+        let scope = route.config.scope.as_deref();
+        let key = CacheKey::new(&domain.exchanger.domain().name, scope, token);
+        let (downstream, result) = domain
+            .cache
+            .get_or_exchange(key, token, domain.exchanger.exchange(token, scope))
+            .await?;
+        *lookup = Some(result);
+
+        // Outbound: swap the credential, strip hop-by-hop fields, stream both bodies.
+        outbound::prepare(
+            &mut request,
+            &route.config.upstream,
+            downstream.authorization.clone(),
+            peer,
+        );
+        let response = outbound::send(&route.client, request, self.upstream_timeout).await?;
+        Ok(response.map(Body::Left))
+    }
+
+    /// Refreshes scrape-time gauges (cache sizes).
+    pub fn update_gauges(&self) {
+        for domain in &self.domains {
+            domain.cache.update_size_metric();
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        label: &RouteLabel,
+        duration: Option<&Histogram>,
+        response: &Response<Body>,
+        started: Instant,
+        lookup: Option<Lookup>,
+        method: &http::Method,
+        path: &str,
+    ) {
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        self.metrics
+            .requests
+            .get_or_create(&RouteCode {
+                route: label.route.clone(),
+                code: status,
+            })
+            .inc();
+        match duration {
+            Some(histogram) => histogram.observe(elapsed.as_secs_f64()),
+            None => self
+                .metrics
+                .duration
+                .get_or_create(label)
+                .observe(elapsed.as_secs_f64()),
+        }
+        if self.access_log {
+            // The path only: a query string may carry credentials a caller should not have sent.
+            tracing::info!(
+                target: "chaingate::access",
+                route = %label.route,
+                %method,
+                path,
+                status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                cache = lookup.map_or("none", Lookup::as_str),
+            );
+        }
+    }
+}
+
+// === metrics ===
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteCode {
+    route: Arc<str>,
+    code: u16,
+}
+
+/// `chaingate_requests_total{route,code}` and `chaingate_request_duration_seconds{route}`.
+#[derive(Debug, Clone)]
+struct RequestMetrics {
+    requests: Family<RouteCode, Counter>,
+    duration: Family<RouteLabel, Histogram>,
+}
+
+impl RequestMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let requests = Family::default();
+        registry.register(
+            "chaingate_requests",
+            "Requests served, by route and status code",
+            requests.clone(),
+        );
+        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "chaingate_request_duration",
+            "Time from request head to response head, by route",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        Self { requests, duration }
+    }
+}

@@ -1,0 +1,208 @@
+//! Outbound: the request as the upstream sees it, sent over a pooled keep-alive client.
+//!
+//! RFC 9110 §7.6.1: fields named in `Connection` and the hop-by-hop set are removed both ways.
+//! Forwarding metadata (`X-Forwarded-*`, `Forwarded`) and client-certificate headers from the
+//! caller are not trusted (RFC 9700 §4.13) and are replaced or dropped. `Authorization` is
+//! replaced with the downstream token, so AT1 never leaves chaingate.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderMap, Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::Upstream;
+use crate::error::Error;
+
+/// Removed from every forwarded request and response, listed or not (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Caller-supplied copies of what only chaingate may assert.
+const UNTRUSTED: [HeaderName; 9] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("client-cert"),
+    HeaderName::from_static("client-cert-chain"),
+    HeaderName::from_static("x-forwarded-client-cert"),
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+
+/// Builds the pooled client for upstreams with the given trust roots.
+pub fn client(
+    upstream: &Upstream,
+    connect_timeout: Duration,
+    pool_idle: Duration,
+) -> Result<UpstreamClient, rustls::Error> {
+    let tls = crate::tls::client_config(upstream.ca_certs.as_deref())?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(pool_idle)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
+}
+
+/// Where the request came from, as chaingate saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// Rewrites `request` for the upstream: URI, hop-by-hop and untrusted fields, forwarding headers.
+pub fn prepare(
+    request: &mut Request<Incoming>,
+    upstream: &Upstream,
+    authorization: HeaderValue,
+    peer: Peer,
+) {
+    let original_host = request.headers().get(header::HOST).cloned().or_else(|| {
+        request
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let via = match request.version() {
+        Version::HTTP_10 => "1.0 chaingate",
+        Version::HTTP_2 => "2 chaingate",
+        _ => "1.1 chaingate",
+    };
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(upstream.scheme.clone());
+    parts.authority = Some(upstream.authority.clone());
+    parts.path_and_query = Some(path_and_query);
+    // Scheme, authority and path were each valid on their own, so this cannot fail.
+    *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+    // The upstream connection is ours: HTTP/1.1 unless the pool negotiates h2 by ALPN.
+    *request.version_mut() = Version::HTTP_11;
+
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
+    for name in &UNTRUSTED {
+        headers.remove(name);
+    }
+    // Host is set from the upstream URI by the client; the caller's goes in X-Forwarded-Host.
+    headers.remove(header::HOST);
+    headers.insert(header::AUTHORIZATION, authorization);
+    let client_ip = HeaderValue::try_from(peer.addr.ip().to_string());
+    headers.insert(
+        X_FORWARDED_FOR,
+        client_ip.unwrap_or(HeaderValue::from_static("unknown")),
+    );
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
+    );
+    if let Some(host) = original_host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    headers.append(header::VIA, HeaderValue::from_static(via));
+}
+
+/// Removes the fields named in `Connection` and the fixed hop-by-hop set.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        // A caller must not be able to make us drop the credential we add ourselves.
+        if name != header::AUTHORIZATION {
+            headers.remove(&name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Sends the prepared request; waits at most `timeout` for the response head.
+pub async fn send(
+    client: &UpstreamClient,
+    request: Request<Incoming>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, Error> {
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(mut response)) => {
+            strip_hop_by_hop(response.headers_mut());
+            response.headers_mut().remove(header::PROXY_AUTHENTICATE);
+            Ok(response)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, connect = e.is_connect(), "upstream request failed");
+            Err(Error::UpstreamUnavailable)
+        }
+        Err(_) => Err(Error::UpstreamTimeout),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_listed_and_hop_by_hop_fields_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("X-Foo, close, Authorization"),
+        );
+        h.insert("x-foo", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic x"),
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer ours"),
+        );
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(h.contains_key("x-keep") && h.contains_key(header::AUTHORIZATION));
+    }
+}
