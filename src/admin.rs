@@ -41,7 +41,7 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn handle(&self, request: &Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
         }
@@ -50,7 +50,7 @@ impl Admin {
             "/ready" if self.readiness.is_ready() => text(StatusCode::OK, "ready\n"),
             "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             "/metrics" => {
-                self.gateway.update_gauges();
+                self.gateway.update_gauges().await;
                 let mut body = String::with_capacity(16 * 1024);
                 if prometheus_client::encoding::text::encode(&mut body, &self.registry).is_err() {
                     return text(

@@ -161,7 +161,9 @@ impl TokenCache {
     }
 
     /// Refreshes the `chaingate_token_cache_entries` gauge; called at scrape time.
-    pub fn update_size_metric(&self) {
+    pub async fn update_size_metric(&self) {
+        // moka counts lazily; settle pending inserts and evictions so the gauge is exact.
+        self.entries.run_pending_tasks().await;
         self.size
             .set(i64::try_from(self.entries.entry_count()).unwrap_or(i64::MAX));
     }

@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(
             challenge(Error::InvalidToken),
             (
-                401,
+                StatusCode::UNAUTHORIZED,
                 Some("Bearer realm=\"chaingate\", error=\"invalid_token\"".into())
             )
         );

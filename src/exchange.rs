@@ -311,6 +311,7 @@ fn classify_error(status: StatusCode, body: &[u8]) -> Failure {
     }
 }
 
+#[derive(Debug)]
 struct Failure {
     error: Error,
     outcome: Outcome,

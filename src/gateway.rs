@@ -189,9 +189,9 @@ impl Gateway {
     }
 
     /// Refreshes scrape-time gauges (cache sizes).
-    pub fn update_gauges(&self) {
+    pub async fn update_gauges(&self) {
         for domain in &self.domains {
-            domain.cache.update_size_metric();
+            domain.cache.update_size_metric().await;
         }
     }
 

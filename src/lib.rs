@@ -112,8 +112,8 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         admin_stop_rx,
         std::time::Duration::from_secs(1),
         move |request, _peer| {
-            let response = admin.handle(&request);
-            async move { response }
+            let admin = admin.clone();
+            async move { admin.handle(request).await }
         },
     ));
     let task = tokio::spawn(async move {
