@@ -81,6 +81,13 @@ fn has_access_token_param(query: &str) -> bool {
 }
 
 #[cfg(test)]
+impl<'a> InboundToken<'a> {
+    pub(crate) fn for_test(token: &'a str) -> Self {
+        Self(token)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
@@ -143,12 +150,5 @@ mod tests {
     fn debug_does_not_show_the_token() {
         let t = InboundToken("very-secret-token");
         assert!(!format!("{t:?}").contains("very-secret"));
-    }
-}
-
-#[cfg(test)]
-impl<'a> InboundToken<'a> {
-    pub(crate) fn for_test(token: &'a str) -> Self {
-        Self(token)
     }
 }

@@ -70,6 +70,32 @@ fn unknown_field_name(message: &str) -> Option<String> {
     Some(rest[..rest.find('`')?].to_string())
 }
 
+/// Parses a duration such as `250ms`, `30s`, `5m`, `1h` (one number, one unit).
+pub fn parse_duration(key: &str, text: &str) -> Result<std::time::Duration, ConfigError> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| {
+        ConfigError::key(
+            key,
+            format!("`{text}` is not a duration like 250ms, 30s, 5m or 1h"),
+        )
+    })?;
+    let secs = |m: u64| std::time::Duration::from_secs(n.saturating_mul(m));
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(secs(1)),
+        "m" => Ok(secs(60)),
+        "h" => Ok(secs(3600)),
+        _ => Err(ConfigError::key(
+            key,
+            format!("`{text}` has no unit; use ms, s, m or h"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,31 +139,5 @@ mod tests {
     fn wrong_type_is_named_with_its_path() {
         let err = parse_toml::<Outer>("[domains.billing]\nport = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("domains.billing.port"), "{err}");
-    }
-}
-
-/// Parses a duration such as `250ms`, `30s`, `5m`, `1h` (one number, one unit).
-pub fn parse_duration(key: &str, text: &str) -> Result<std::time::Duration, ConfigError> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        ConfigError::key(
-            key,
-            format!("`{text}` is not a duration like 250ms, 30s, 5m or 1h"),
-        )
-    })?;
-    let secs = |m: u64| std::time::Duration::from_secs(n.saturating_mul(m));
-    match unit {
-        "ms" => Ok(std::time::Duration::from_millis(n)),
-        "s" => Ok(secs(1)),
-        "m" => Ok(secs(60)),
-        "h" => Ok(secs(3600)),
-        _ => Err(ConfigError::key(
-            key,
-            format!("`{text}` has no unit; use ms, s, m or h"),
-        )),
     }
 }
