@@ -124,3 +124,10 @@ fn bad_scopes_and_durations_are_named() {
     let text = format!("{MINIMAL}\n[cache]\nexpiry_skew = \"ten\"\n");
     assert!(error_for(&text).contains("cache.expiry_skew"));
 }
+
+#[test]
+fn the_shipped_example_config_loads() {
+    let config = Config::from_toml(include_str!("../../config/chaingate.toml")).unwrap();
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(&*config.routes[0].name, "invoices");
+}
