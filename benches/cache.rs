@@ -22,7 +22,10 @@ const TOKEN: &str = "eyJhbGciOiJFUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJpc3MiOiJodHRwOi
 
 fn headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap());
+    headers.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
+    );
     headers
 }
 
@@ -30,7 +33,8 @@ fn headers() -> HeaderMap {
 fn bearer_parse(bencher: divan::Bencher<'_, '_>) {
     let headers = headers();
     let uri: Uri = "/invoices/42".parse().unwrap();
-    bencher.bench_local(|| authn::bearer(divan::black_box(&headers), &uri).map(|t| t.expose().len()));
+    bencher
+        .bench_local(|| authn::bearer(divan::black_box(&headers), &uri).map(|t| t.expose().len()));
 }
 
 #[divan::bench]
@@ -38,13 +42,17 @@ fn cache_key_digest(bencher: divan::Bencher<'_, '_>) {
     let headers = headers();
     let uri: Uri = "/".parse().unwrap();
     let token = authn::bearer(&headers, &uri).unwrap();
-    bencher.bench_local(|| CacheKey::new(divan::black_box("billing"), Some("invoices.read"), token));
+    bencher
+        .bench_local(|| CacheKey::new(divan::black_box("billing"), Some("invoices.read"), token));
 }
 
 /// Parse + digest + cache hit: everything the gateway does for a token on a warm cache.
 #[divan::bench]
 fn hit_x1(bencher: divan::Bencher<'_, '_>) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = CacheMetrics::register(&mut registry);
     let settings = CacheSettings {
@@ -56,17 +64,27 @@ fn hit_x1(bencher: divan::Bencher<'_, '_>) {
     let headers = headers();
     let uri: Uri = "/".parse().unwrap();
     let warm = async {
-        Ok::<_, Error>(Issued { access_token: Secret::new("downstream-token"), expires_in: Some(Duration::from_secs(3600)) })
+        Ok::<_, Error>(Issued {
+            access_token: Secret::new("downstream-token"),
+            expires_in: Some(Duration::from_secs(3600)),
+        })
     };
     let token = authn::bearer(&headers, &uri).unwrap();
     let key = CacheKey::new("billing", Some("invoices.read"), token);
-    rt.block_on(cache.get_or_exchange(key, token, warm)).unwrap();
+    rt.block_on(cache.get_or_exchange(key, token, warm))
+        .unwrap();
     bencher.bench_local(|| {
         rt.block_on(async {
             let token = authn::bearer(&headers, &uri).unwrap();
             let key = CacheKey::new("billing", Some("invoices.read"), token);
             let miss = async { Err::<Issued, _>(Error::ExchangeTimeout) };
-            cache.get_or_exchange(key, token, miss).await.unwrap().0.authorization.len()
+            cache
+                .get_or_exchange(key, token, miss)
+                .await
+                .unwrap()
+                .0
+                .authorization
+                .len()
         })
     });
 }

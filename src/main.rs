@@ -37,13 +37,27 @@ enum Command {
         #[arg(long, env = "CHAINGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Config tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the effective config (file plus CHAINGATE_* overrides), secrets redacted.
+    Print {
+        #[arg(long, env = "CHAINGATE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     chaingate::tls::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config } => match Config::load(&config, std::env::vars()) {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
@@ -53,8 +67,22 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Config {
+            action: ConfigAction::Print { config },
+        } => match chaingate::config::read_file(&config)
+            .and_then(|text| chaingate::config::effective_toml(&text, std::env::vars()))
+        {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
         Command::Run { config } => {
-            let config = match Config::load(&config) {
+            let config = match Config::load(&config, std::env::vars()) {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("{}: {e}", config.display());

@@ -24,16 +24,35 @@ fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 fn check_accepts_a_valid_config_and_names_the_bad_key_otherwise() {
     let good = config("http://127.0.0.1:1/token", "http://127.0.0.1:2", "");
     let (_dir, path) = write_config(&good);
-    let ok = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 
     // CHAINGATE_CONFIG stands in for --config.
-    let via_env = Command::new(BIN).arg("check").env("CHAINGATE_CONFIG", &path).output().unwrap();
+    let via_env = Command::new(BIN)
+        .arg("check")
+        .env("CHAINGATE_CONFIG", &path)
+        .output()
+        .unwrap();
     assert!(via_env.status.success());
 
-    let bad = good.replace("client_id = \"gateway-a\"", "client_id = \"gateway-a\"\nclient_idd = \"typo\"");
+    let bad = good.replace(
+        "client_id = \"gateway-a\"",
+        "client_id = \"gateway-a\"\nclient_idd = \"typo\"",
+    );
     let (_dir, path) = write_config(&bad);
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
@@ -41,7 +60,11 @@ fn check_accepts_a_valid_config_and_names_the_bad_key_otherwise() {
     assert!(!stderr.contains("gateway-secret-value"));
 
     // `run` refuses the same config the same way.
-    let out = Command::new(BIN).args(["run", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
 
@@ -73,17 +96,31 @@ impl Process {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("chaingate ready") {
                     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                    let _ = tx.send((v["listen"].as_str().unwrap().parse().unwrap(), v["admin"].as_str().unwrap().parse().unwrap()));
+                    let _ = tx.send((
+                        v["listen"].as_str().unwrap().parse().unwrap(),
+                        v["admin"].as_str().unwrap().parse().unwrap(),
+                    ));
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let (addr, admin) = rx.recv_timeout(Duration::from_secs(20)).expect("chaingate reports ready");
-        Self { child, addr, admin, logs, _dir: dir }
+        let (addr, admin) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("chaingate reports ready");
+        Self {
+            child,
+            addr,
+            admin,
+            logs,
+            _dir: dir,
+        }
     }
 
     fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -93,7 +130,10 @@ impl Process {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "chaingate did not exit");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chaingate did not exit"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -109,7 +149,11 @@ impl Drop for Process {
 async fn sigterm_turns_ready_off_finishes_in_flight_requests_and_exits_zero() {
     let sts = TokenServer::start().await;
     let upstream = Upstream::start().await;
-    let mut gw = Process::start(&config(&sts.url(), &upstream.url(), "[shutdown]\ndrain_timeout = \"10s\"\n"));
+    let mut gw = Process::start(&config(
+        &sts.url(),
+        &upstream.url(),
+        "[shutdown]\ndrain_timeout = \"10s\"\n",
+    ));
     assert_eq!(get(gw.admin, "/ready", None).await.status, 200);
     // Warm the cache so in-flight requests are only waiting on the upstream.
     assert_eq!(get(gw.addr, "/", Some(AT1)).await.status, 200);
@@ -133,10 +177,17 @@ async fn sigterm_turns_ready_off_finishes_in_flight_requests_and_exits_zero() {
     assert_eq!(ready, 503);
     // New connections are refused once draining has begun.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener still open while draining");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener still open while draining"
+    );
 
     for request in in_flight {
-        assert_eq!(request.await.unwrap(), 200, "an in-flight request was cut off");
+        assert_eq!(
+            request.await.unwrap(),
+            200,
+            "an in-flight request was cut off"
+        );
     }
     let status = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(10)));
     assert!(status.success(), "exit status {status:?}");
@@ -148,14 +199,26 @@ async fn trace_level_logs_hold_no_token_or_secret() {
     let upstream = Upstream::start().await;
     let mut gw = Process::start(&config(&sts.url(), &upstream.url(), ""));
     assert_eq!(get(gw.addr, "/path?q=1", Some(AT1)).await.status, 200);
-    assert_eq!(get(gw.addr, "/path", Some("malformed token")).await.status, 400);
+    assert_eq!(
+        get(gw.addr, "/path", Some("malformed token")).await.status,
+        400
+    );
     gw.terminate();
     tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(10)));
     let logs = gw.logs.lock().unwrap().join("\n");
-    assert!(logs.contains("chaingate::access"), "no access log line:\n{logs}");
+    assert!(
+        logs.contains("chaingate::access"),
+        "no access log line:\n{logs}"
+    );
     use base64::Engine as _;
     let basic = base64::engine::general_purpose::STANDARD.encode("gateway-a:gateway-secret-value");
-    for secret in [AT1, "at2-0", "gateway-secret-value", basic.as_str(), "malformed token"] {
+    for secret in [
+        AT1,
+        "at2-0",
+        "gateway-secret-value",
+        basic.as_str(),
+        "malformed token",
+    ] {
         assert!(!logs.contains(secret), "{secret} appears in the logs");
     }
 }

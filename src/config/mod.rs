@@ -18,7 +18,7 @@ use http::Uri;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use parse::{parse_duration, parse_toml, read_file, ConfigError};
+pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError};
 
 use crate::secret::Secret;
 use file::{FileConfig, FileDomain, FileRoute};
@@ -169,14 +169,28 @@ pub struct LogSettings {
 // === impl Config ===
 
 impl Config {
-    /// Reads and validates a config file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::from_toml(&read_file(path)?)
+    /// Reads and validates a config file, with `CHAINGATE_*` overrides from `env`.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_toml_with_env(&read_file(path)?, env)
+    }
+
+    /// Parses and validates a config without environment overrides.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with_env(text, std::iter::empty())
     }
 
     /// Parses and validates a config; the one place config text becomes typed values.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let file: FileConfig = parse_toml(text)?;
+    ///
+    /// `CHAINGATE_A__B=v` in `env` overrides key `a.b` (see [`parse_toml_with_env`]);
+    /// the command-line variables `CHAINGATE_CONFIG` and `CHAINGATE_LOG_FORMAT` are not keys.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let file: FileConfig = parse_toml_with_env(text, ENV_PREFIX, config_env(env))?;
         let duration = |key: &str, value: &Option<String>, default: Duration| match value {
             Some(text) => parse_duration(key, text),
             None => Ok(default),
@@ -308,6 +322,54 @@ impl Config {
                 access_log: file.log.access_log.unwrap_or(true),
             },
         })
+    }
+}
+
+/// Environment variables with this prefix override config keys.
+pub const ENV_PREFIX: &str = "CHAINGATE_";
+
+/// Variables that configure the command line, not the config file.
+const NOT_KEYS: [&str; 3] = [
+    "CHAINGATE_CONFIG",
+    "CHAINGATE_LOG_FORMAT",
+    "CHAINGATE_WORKER_THREADS",
+];
+
+fn config_env(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> impl Iterator<Item = (String, String)> {
+    env.into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && !NOT_KEYS.contains(&name.as_str()))
+}
+
+/// The effective config (file plus `env` overrides) as TOML, every secret value redacted.
+/// Fails like [`Config::from_toml_with_env`] if the result is not a valid config.
+pub fn effective_toml(
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<String, ConfigError> {
+    let env: Vec<_> = config_env(env).collect();
+    Config::from_toml_with_env(text, env.clone())?;
+    let mut table: toml::Table = parse_toml_with_env(text, ENV_PREFIX, env)?;
+    redact(&mut table);
+    Ok(toml::to_string_pretty(&table).unwrap_or_default())
+}
+
+fn redact(table: &mut toml::Table) {
+    for (key, value) in table.iter_mut() {
+        match value {
+            toml::Value::Table(t) => redact(t),
+            toml::Value::Array(items) => items.iter_mut().for_each(|item| {
+                if let toml::Value::Table(t) = item {
+                    redact(t);
+                }
+            }),
+            // Paths to secret files are fine to show; inline secrets are not.
+            _ if key.contains("secret") && !key.ends_with("_file") => {
+                *value = toml::Value::String("[redacted]".to_string());
+            }
+            _ => {}
+        }
     }
 }
 

@@ -28,11 +28,37 @@ impl ConfigError {
 
 /// Parses TOML into `T`, reporting the dotted path of the key that failed.
 pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
-    let de = toml::Deserializer::parse(text).map_err(|e| syntax_error(&e))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    parse_toml_with_env(text, "", std::iter::empty())
+}
+
+/// Parses TOML, applies environment overrides, then deserializes into `T`.
+///
+/// A variable `<prefix>A__B__0__C=value` sets key `a.b[0].c`. The value is read as a TOML value
+/// when it parses as one (`true`, `42`, `"x"`, `["a","b"]`) and as a plain string otherwise.
+/// The environment is passed in, never read here, so tests need not touch the process's own.
+pub fn parse_toml_with_env<T: DeserializeOwned>(
+    text: &str,
+    prefix: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| syntax_error(&e))?;
+    if !prefix.is_empty() {
+        for (name, value) in env {
+            if let Some(path) = name.strip_prefix(prefix) {
+                apply_override(&mut table, &name, path, &value)?;
+            }
+        }
+    }
+    deserialize(toml::Value::Table(table))
+}
+
+fn deserialize<T: DeserializeOwned>(value: toml::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let message = one_line(inner.message());
+        let message = one_line(&inner.to_string());
         let key = if path == "." || path.is_empty() {
             unknown_field_name(&message).unwrap_or_else(|| "(top level)".to_string())
         } else {
@@ -43,6 +69,80 @@ pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
         };
         ConfigError::Key { key, message }
     })
+}
+
+fn apply_override(
+    table: &mut toml::Table,
+    var: &str,
+    path: &str,
+    raw: &str,
+) -> Result<(), ConfigError> {
+    let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    if segments.iter().any(String::is_empty) {
+        return Err(ConfigError::key(
+            var,
+            "malformed override name; nest keys with __",
+        ));
+    }
+    // A TOML literal if it is one, else the raw text as a string.
+    let value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let mut root = toml::Value::Table(std::mem::take(table));
+    let result = set_path(&mut root, &segments, value, var, "");
+    if let toml::Value::Table(t) = root {
+        *table = t;
+    }
+    result
+}
+
+fn set_path(
+    node: &mut toml::Value,
+    segments: &[String],
+    value: toml::Value,
+    var: &str,
+    at: &str,
+) -> Result<(), ConfigError> {
+    let Some((first, rest)) = segments.split_first() else {
+        return Ok(());
+    };
+    match node {
+        toml::Value::Table(table) => {
+            let here = if at.is_empty() {
+                first.clone()
+            } else {
+                format!("{at}.{first}")
+            };
+            if rest.is_empty() {
+                table.insert(first.clone(), value);
+                return Ok(());
+            }
+            let child = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            set_path(child, rest, value, var, &here)
+        }
+        toml::Value::Array(items) => {
+            let here = format!("{at}[{first}]");
+            let child = first
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| items.get_mut(i))
+                .ok_or_else(|| ConfigError::key(&here, format!("{var} names no such entry")))?;
+            if rest.is_empty() {
+                *child = value;
+                return Ok(());
+            }
+            set_path(child, rest, value, var, &here)
+        }
+        _ => Err(ConfigError::key(
+            at,
+            format!("{var} overrides inside a value that is not a table"),
+        )),
+    }
 }
 
 /// Reads a file into a string, with the path in the error.

@@ -131,3 +131,59 @@ fn the_shipped_example_config_loads() {
     assert_eq!(config.routes.len(), 2);
     assert_eq!(&*config.routes[0].name, "invoices");
 }
+
+fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn environment_overrides_any_key_including_nested_and_array_entries() {
+    let config = Config::from_toml_with_env(
+        MINIMAL,
+        env(&[
+            ("CHAINGATE_LISTEN", "127.0.0.1:18080"),
+            ("CHAINGATE_DOMAINS__BILLING__CLIENT_ID", "from-env"),
+            ("CHAINGATE_ROUTES__0__UPSTREAM", "http://127.0.0.1:4000"),
+            ("CHAINGATE_CACHE__MAX_ENTRIES", "7"),
+            ("CHAINGATE_LOG__ACCESS_LOG", "false"),
+            ("CHAINGATE_CONFIG", "/not/a/key"),
+            ("HOME", "/root"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.listen.port(), 18080);
+    assert_eq!(config.domains[0].client_id, "from-env");
+    assert_eq!(
+        config.routes[0].upstream.authority.as_str(),
+        "127.0.0.1:4000"
+    );
+    assert_eq!(config.cache.max_entries, 7);
+    assert!(!config.log.access_log);
+}
+
+#[test]
+fn a_mistyped_override_is_named_like_a_mistyped_key() {
+    let err = Config::from_toml_with_env(MINIMAL, env(&[("CHAINGATE_CACHE__MAX_ENTRYS", "7")]))
+        .unwrap_err();
+    assert!(err.to_string().contains("cache.max_entrys"), "{err}");
+    let err = Config::from_toml_with_env(MINIMAL, env(&[("CHAINGATE_ROUTES__3__UPSTREAM", "x")]))
+        .unwrap_err();
+    assert!(err.to_string().contains("routes[3]"), "{err}");
+}
+
+#[test]
+fn effective_config_shows_overrides_and_hides_secrets() {
+    let shown = effective_toml(
+        MINIMAL,
+        env(&[("CHAINGATE_DOMAINS__BILLING__CLIENT_SECRET", "env-secret")]),
+    )
+    .unwrap();
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("env-secret"),
+        "{shown}"
+    );
+    assert!(shown.contains("[redacted]"));
+    assert!(shown.contains("gateway-a"));
+}
