@@ -102,10 +102,7 @@ fn decide_scope(
 fn targets(state: &Authority, client: &Client, form: &Form) -> Result<Vec<String>, OAuthError> {
     let mut out: Vec<String> = Vec::new();
     for resource in form.all("resource") {
-        let absolute = resource
-            .parse::<http::Uri>()
-            .is_ok_and(|u| u.scheme().is_some());
-        if !absolute || resource.contains('#') {
+        if !is_absolute_uri(resource) || resource.contains('#') {
             return Err(OAuthError::invalid_target(
                 "resource must be an absolute URI without fragment",
             ));
@@ -135,6 +132,18 @@ fn targets(state: &Authority, client: &Client, form: &Form) -> Result<Vec<String
         );
     }
     Ok(out)
+}
+
+/// RFC 3986 §4.3 absolute-URI shape: a scheme, `:`, and no whitespace.
+fn is_absolute_uri(value: &str) -> bool {
+    let Some((scheme, rest)) = value.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty()
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn client_credentials(

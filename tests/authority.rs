@@ -1,0 +1,13 @@
+//! Authority acceptance tests over real HTTP on loopback (see docs/authority.md).
+
+#[path = "authority/support.rs"]
+mod support;
+
+#[path = "authority/chain.rs"]
+mod chain;
+#[path = "authority/clients.rs"]
+mod clients;
+#[path = "authority/endpoints.rs"]
+mod endpoints;
+#[path = "authority/exchange.rs"]
+mod exchange;
