@@ -11,3 +11,5 @@ mod clients;
 mod endpoints;
 #[path = "authority/exchange.rs"]
 mod exchange;
+#[path = "authority/jwks_fetch.rs"]
+mod jwks_fetch;
