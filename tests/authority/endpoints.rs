@@ -198,3 +198,46 @@ async fn issuer_defaults_to_the_bound_address_and_shutdown_stops_serving() {
     running.shutdown().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn signing_key_file_selects_es256_for_ec_and_rs256_for_rsa_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    for (name, pair, alg, kty) in [
+        ("ec.pem", ec, "ES256", "EC"),
+        ("rsa.pem", rsa, "RS256", "RSA"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pair.serialize_pem()).unwrap();
+        let toml = format!(
+            "listen = \"127.0.0.1:0\"\nsigning_key_file = \"{}\"\n[[clients]]\nclient_id = \"c\"\nclient_secret = \"s\"\ngrants = [\"client_credentials\"]\n",
+            path.display()
+        );
+        let running = spawn(AuthorityConfig::from_toml(&toml).unwrap())
+            .await
+            .unwrap();
+        let iss = running.issuer().to_string();
+        let r = post(
+            &format!("{iss}/token"),
+            Some(&basic("c", "s")),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+        let token = r.token();
+        assert_eq!(header(&token)["alg"], alg);
+        let jwks = get(&format!("{iss}/jwks.json")).await.body;
+        assert_eq!(jwks["keys"][0]["kty"], kty);
+        assert_eq!(jwks["keys"][0]["kid"], header(&token)["kid"]);
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwks["keys"][0].clone()).unwrap();
+        let mut v = jsonwebtoken::Validation::new(alg.parse().unwrap());
+        v.set_audience(&[iss.as_str()]);
+        jsonwebtoken::decode::<Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+            &v,
+        )
+        .expect("verifies with the published key");
+        running.shutdown().await;
+    }
+}

@@ -30,7 +30,9 @@ impl JwksServer {
         let (b, h) = (body.clone(), hits.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut stream, _)) = listener.accept().await else { return };
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
                 h.fetch_add(1, Ordering::SeqCst);
                 let body = b.lock().unwrap().clone();
                 tokio::spawn(async move {
@@ -75,7 +77,9 @@ allow_insecure_http = true
 audiences = ["urn:a:gateway"]
 "#
     );
-    spawn(AuthorityConfig::from_toml(&toml).unwrap()).await.unwrap()
+    spawn(AuthorityConfig::from_toml(&toml).unwrap())
+        .await
+        .unwrap()
 }
 
 fn token(key: &TestKey) -> String {
@@ -106,14 +110,23 @@ async fn unknown_kid_triggers_a_refetch_but_only_once_per_interval() {
         let r = chain_at(&b, &token(&k2)).await;
         assert_eq!(r.error(), "invalid_grant", "{}", r.raw);
     }
-    assert_eq!(server.hits.load(Ordering::SeqCst), 1, "refetch is rate-limited");
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        1,
+        "refetch is rate-limited"
+    );
 
     let b2 = authority(&server.url, "jwks_min_refetch_interval = \"0s\"").await;
     *server.body.lock().unwrap() = k1.jwks();
     assert_eq!(chain_at(&b2, &token(&k1)).await.status, StatusCode::OK);
     *server.body.lock().unwrap() = k2.jwks();
     let r = chain_at(&b2, &token(&k2)).await;
-    assert_eq!(r.status, StatusCode::OK, "rotated key found after refetch: {}", r.raw);
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "rotated key found after refetch: {}",
+        r.raw
+    );
 }
 
 #[tokio::test]
