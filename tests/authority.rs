@@ -11,5 +11,7 @@ mod clients;
 mod endpoints;
 #[path = "authority/exchange.rs"]
 mod exchange;
+#[path = "authority/introspected.rs"]
+mod introspected;
 #[path = "authority/jwks_fetch.rs"]
 mod jwks_fetch;

@@ -103,6 +103,17 @@ pub(crate) struct Client {
 pub(crate) enum KeySource {
     Remote(http::Uri),
     Static(KeySet),
+    /// Opaque (or any) tokens validated at the issuer's RFC 7662 endpoint.
+    Introspection(IntrospectionSource),
+}
+
+/// Where and as whom to introspect a trusted issuer's tokens.
+#[derive(Debug)]
+pub(crate) struct IntrospectionSource {
+    pub(crate) endpoint: http::Uri,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret,
+    pub(crate) cache_ttl: Duration,
 }
 
 /// An issuer whose access tokens the chain grant and token exchange accept.
@@ -137,7 +148,11 @@ impl AuthorityConfig {
     }
 }
 
-fn duration(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+pub(super) fn duration(
+    key: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     value.map_or(Ok(default), |v| {
         parse_duration(v).map_err(|m| ConfigError::key(key, m))
     })

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::config::{
-    check_uri_like, read_relative, Client, ClientAuthMethod, Grant, KeySource, TrustedIssuer,
+    check_uri_like, duration, read_relative, Client, ClientAuthMethod, Grant, IntrospectionSource,
+    KeySource, TrustedIssuer,
 };
 use super::keys::{parse_asymmetric_alg, KeySet, DEFAULT_ALGORITHMS};
 use super::util::parse_scope;
@@ -43,6 +44,10 @@ pub(super) struct RawIssuer {
     algorithms: Option<Vec<String>>,
     #[serde(default)]
     allow_insecure_http: bool,
+    introspection_endpoint: Option<String>,
+    introspection_client_id: Option<String>,
+    introspection_client_secret: Option<String>,
+    introspection_cache_ttl: Option<String>,
 }
 
 pub(super) fn validate_client(c: RawClient, i: usize, base: &Path) -> Result<Client, ConfigError> {
@@ -152,22 +157,44 @@ pub(super) fn validate_issuer(
     if algorithms.is_empty() {
         return Err(ConfigError::key(key("algorithms"), "must not be empty"));
     }
-    let keys = match (&t.jwks_uri, &t.jwks_file) {
-        (Some(uri), None) => KeySource::Remote(
+    let keys = match (&t.jwks_uri, &t.jwks_file, &t.introspection_endpoint) {
+        (Some(uri), None, None) => KeySource::Remote(
             check_jwks_uri(uri, t.allow_insecure_http)
                 .map_err(|m| ConfigError::key(key("jwks_uri"), m))?,
         ),
-        (None, Some(path)) => {
+        (None, Some(path), None) => {
             let text = read_relative(base, &key("jwks_file"), path)?;
             KeySource::Static(
                 KeySet::from_jwks(text.as_bytes(), &algorithms)
                     .map_err(|m| ConfigError::key(key("jwks_file"), m))?,
             )
         }
+        (None, None, Some(endpoint)) => {
+            let endpoint = check_jwks_uri(endpoint, t.allow_insecure_http)
+                .map_err(|m| ConfigError::key(key("introspection_endpoint"), m))?;
+            let (Some(id), Some(secret)) =
+                (&t.introspection_client_id, &t.introspection_client_secret)
+            else {
+                return Err(ConfigError::key(
+                    key("introspection_client_id"),
+                    "introspection_endpoint needs introspection_client_id and introspection_client_secret",
+                ));
+            };
+            KeySource::Introspection(IntrospectionSource {
+                endpoint,
+                client_id: id.clone(),
+                client_secret: Secret::new(secret.as_str()),
+                cache_ttl: duration(
+                    &key("introspection_cache_ttl"),
+                    t.introspection_cache_ttl.as_deref(),
+                    std::time::Duration::from_secs(30),
+                )?,
+            })
+        }
         _ => {
             return Err(ConfigError::key(
                 key("jwks_uri"),
-                "set exactly one of jwks_uri or jwks_file",
+                "set exactly one of jwks_uri, jwks_file or introspection_endpoint",
             ))
         }
     };

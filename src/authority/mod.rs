@@ -9,6 +9,7 @@ mod config;
 mod config_entries;
 mod endpoints;
 mod grants;
+mod introspection;
 mod jwt;
 mod keys;
 mod remote;

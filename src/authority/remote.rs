@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty, Limited};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 use super::keys::KeySet;
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// The authority's one outgoing HTTP client, built on first use.
+pub(crate) type SharedClient = Arc<tokio::sync::OnceCell<Result<HttpClient, String>>>;
 
 /// Fetch limits shared by all remote key sets.
 #[derive(Debug, Clone)]
@@ -50,7 +52,7 @@ pub(crate) struct RemoteKeys {
     uri: http::Uri,
     algorithms: Vec<Algorithm>,
     limits: FetchLimits,
-    client: Arc<tokio::sync::OnceCell<Result<HttpClient, String>>>,
+    client: SharedClient,
     state: Mutex<State>,
 }
 
@@ -67,7 +69,7 @@ impl RemoteKeys {
         uri: http::Uri,
         algorithms: Vec<Algorithm>,
         limits: FetchLimits,
-        client: Arc<tokio::sync::OnceCell<Result<HttpClient, String>>>,
+        client: SharedClient,
     ) -> Self {
         Self {
             uri,
@@ -116,37 +118,45 @@ impl RemoteKeys {
     }
 
     async fn fetch(&self) -> Result<KeySet, String> {
-        let client = self
-            .client
-            .get_or_init(|| async { http_client() })
-            .await
-            .as_ref()
-            .map_err(Clone::clone)?;
         let request = http::Request::get(self.uri.clone())
             .header(
                 http::header::ACCEPT,
                 "application/jwk-set+json, application/json",
             )
-            .body(Empty::new())
+            .body(Full::default())
             .map_err(|e| e.to_string())?;
-        let limit = self.limits.max_bytes;
-        let work = async {
-            let response = client
-                .request(request)
-                .await
-                .map_err(|e| format!("request failed: {e}"))?;
-            if response.status() != http::StatusCode::OK {
-                return Err(format!("HTTP status {}", response.status()));
-            }
-            let body = Limited::new(response.into_body(), limit)
-                .collect()
-                .await
-                .map_err(|e| format!("body unreadable or larger than {limit} bytes: {e}"))?;
-            Ok::<_, String>(body.to_bytes())
-        };
-        let body = tokio::time::timeout(self.limits.timeout, work)
-            .await
-            .map_err(|_| format!("timed out after {:?}", self.limits.timeout))??;
+        let body = send(&self.client, request, &self.limits).await?;
         KeySet::from_jwks(&body, &self.algorithms)
     }
+}
+
+/// Sends `request`, requires 200 and returns the body, within the time and size limits.
+pub(crate) async fn send(
+    client: &SharedClient,
+    request: http::Request<Full<Bytes>>,
+    limits: &FetchLimits,
+) -> Result<Bytes, String> {
+    let client = client
+        .get_or_init(|| async { http_client() })
+        .await
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let limit = limits.max_bytes;
+    let work = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        if response.status() != http::StatusCode::OK {
+            return Err(format!("HTTP status {}", response.status()));
+        }
+        let body = Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| format!("body unreadable or larger than {limit} bytes: {e}"))?;
+        Ok::<_, String>(body.to_bytes())
+    };
+    tokio::time::timeout(limits.timeout, work)
+        .await
+        .map_err(|_| format!("timed out after {:?}", limits.timeout))?
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::{AuthorityConfig, Client, KeySource, TrustedIssuer};
+use super::introspection::Introspector;
 use super::keys::{KeySet, SigningKey};
-use super::remote::{FetchLimits, RemoteKeys};
+use super::remote::{FetchLimits, RemoteKeys, SharedClient};
 use super::store::ExpiringSet;
 
 /// Capacity of the revocation list and of the assertion replay cache.
@@ -29,6 +30,10 @@ pub(crate) struct Authority {
     pub(crate) config: AuthorityConfig,
     /// Parallel to `config.trusted_issuers`: the remote key cache, if the keys are remote.
     remote: Vec<Option<RemoteKeys>>,
+    /// Parallel to `config.trusted_issuers`: the introspection cache, if validated by introspection.
+    pub(crate) introspectors: Vec<Option<Introspector>>,
+    pub(crate) http: SharedClient,
+    pub(crate) limits: FetchLimits,
     pub(crate) replay: ExpiringSet,
     pub(crate) revoked: ExpiringSet,
     failures: Mutex<HashMap<String, (Instant, u32)>>,
@@ -82,8 +87,13 @@ impl Authority {
                     limits.clone(),
                     client.clone(),
                 )),
-                KeySource::Static(_) => None,
+                KeySource::Static(_) | KeySource::Introspection(_) => None,
             })
+            .collect();
+        let introspectors = config
+            .trusted_issuers
+            .iter()
+            .map(|t| matches!(t.keys, KeySource::Introspection(_)).then(Introspector::default))
             .collect();
         Ok(Self {
             issuer,
@@ -94,6 +104,9 @@ impl Authority {
             known_audiences,
             config,
             remote,
+            introspectors,
+            http: client,
+            limits,
             replay: ExpiringSet::new(STORE_CAPACITY),
             revoked: ExpiringSet::new(STORE_CAPACITY),
             failures: Mutex::new(HashMap::new()),
@@ -128,7 +141,9 @@ impl Authority {
         ) {
             (KeySource::Static(set), _) => Ok(Arc::new(set.clone())),
             (KeySource::Remote(_), Some(remote)) => remote.keys(kid).await,
-            (KeySource::Remote(_), None) => Err("issuer keys are not configured".into()),
+            (KeySource::Remote(_) | KeySource::Introspection(_), _) => {
+                Err("issuer keys are not configured".into())
+            }
         }
     }
 
