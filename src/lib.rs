@@ -16,8 +16,10 @@
 
 pub mod admin;
 pub mod authn;
+pub mod authority;
 pub mod cache;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod exchange;
 pub mod gateway;

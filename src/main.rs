@@ -37,6 +37,17 @@ enum Command {
         #[arg(long, env = "CHAINGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Run the reference authority (a token server speaking the chain grant).
+    Authority {
+        #[arg(long, env = "CHAINGATE_AUTHORITY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the whole flow on loopback: two authorities, an echo upstream and the gateway.
+    Demo {
+        /// The gateway's data port (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
     /// Config tools.
     Config {
         #[command(subcommand)]
@@ -81,6 +92,45 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Authority { config } => {
+            let config = match chaingate::authority::AuthorityConfig::load(&config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            init_logging(log_format(cli.log_format.as_deref(), LogFormat::Plain));
+            runtime().block_on(async {
+                let running = match chaingate::authority::spawn(config).await {
+                    Ok(running) => running,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the authority");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                tracing::info!(issuer = running.issuer(), listen = %running.local_addr(), "authority ready");
+                shutdown_signal().await;
+                running.shutdown().await;
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Demo { port } => {
+            init_logging(log_format(cli.log_format.as_deref(), LogFormat::Plain));
+            runtime().block_on(async {
+                let demo = match chaingate::demo::start(port).await {
+                    Ok(demo) => demo,
+                    Err(e) => {
+                        eprintln!("chaingate demo: {e} (is port {port} free? try --port 0)");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                println!("{}", demo.instructions());
+                shutdown_signal().await;
+                demo.shutdown().await;
+                ExitCode::SUCCESS
+            })
+        }
         Command::Run { config } => {
             let config = match Config::load(&config, std::env::vars()) {
                 Ok(config) => config,
@@ -89,12 +139,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let format = match cli.log_format.as_deref() {
-                Some("json") => LogFormat::Json,
-                Some(_) => LogFormat::Plain,
-                None => config.log.format,
-            };
-            init_logging(format);
+            init_logging(log_format(cli.log_format.as_deref(), config.log.format));
             runtime().block_on(run(config))
         }
     }
@@ -120,6 +165,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+fn log_format(flag: Option<&str>, configured: LogFormat) -> LogFormat {
+    match flag {
+        Some("json") => LogFormat::Json,
+        Some(_) => LogFormat::Plain,
+        None => configured,
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -1,0 +1,127 @@
+//! Reference token server ("authority") for a downstream domain: chain grant, token exchange.
+//!
+//! Serves `POST /token` (client_credentials, `http://oauth.net/grant_type/chain`, RFC 8693
+//! token exchange), `POST /introspect` (RFC 7662), `POST /revoke` (RFC 7009), `GET /jwks.json`
+//! and RFC 8414 metadata. See `docs/authority.md`.
+
+mod client_auth;
+mod config;
+mod config_entries;
+mod endpoints;
+mod grants;
+mod introspection;
+mod jwt;
+mod keys;
+mod remote;
+mod state;
+mod store;
+mod subject;
+mod util;
+mod web;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub use config::AuthorityConfig;
+use state::Authority;
+
+/// How long `shutdown` waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A running authority. Dropping it stops accepting connections; prefer [`Self::shutdown`].
+#[derive(Debug)]
+pub struct RunningAuthority {
+    local_addr: SocketAddr,
+    issuer: String,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningAuthority {
+    /// The bound address (useful when `listen` used port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The issuer identifier used in `iss` and metadata.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Stops accepting connections and waits briefly for in-flight requests to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `listen` (may be port 0), starts serving in a tokio task and returns.
+pub async fn spawn(config: AuthorityConfig) -> Result<RunningAuthority, std::io::Error> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let local_addr = listener.local_addr()?;
+    let state = Arc::new(Authority::new(config, local_addr).map_err(std::io::Error::other)?);
+    let issuer = state.issuer.clone();
+    let (stop, stopped) = oneshot::channel();
+    tracing::info!(%local_addr, %issuer, "authority listening");
+    let task = tokio::spawn(serve(listener, state, stopped));
+    Ok(RunningAuthority {
+        local_addr,
+        issuer,
+        stop,
+        task,
+    })
+}
+
+async fn serve(listener: TcpListener, state: Arc<Authority>, mut stopped: oneshot::Receiver<()>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let state = state.clone();
+                let service = service_fn(move |req: http::Request<Incoming>| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(endpoints::route(&state, req).await) }
+                });
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut stopped => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("authority shutdown: in-flight requests did not finish in time");
+    }
+}
