@@ -37,7 +37,7 @@ impl Readiness {
 pub struct Admin {
     pub readiness: Readiness,
     pub registry: Registry,
-    pub gateway: Arc<Gateway>,
+    pub gateway: Arc<arc_swap::ArcSwap<Gateway>>,
 }
 
 impl Admin {
@@ -50,7 +50,7 @@ impl Admin {
             "/ready" if self.readiness.is_ready() => text(StatusCode::OK, "ready\n"),
             "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             "/metrics" => {
-                self.gateway.update_gauges().await;
+                self.gateway.load_full().update_gauges().await;
                 let mut body = String::with_capacity(16 * 1024);
                 if prometheus_client::encoding::text::encode(&mut body, &self.registry).is_err() {
                     return text(

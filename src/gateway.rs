@@ -26,7 +26,7 @@ use crate::Body;
 #[derive(Debug)]
 pub struct Gateway {
     routes: Vec<RouteRuntime>,
-    domains: Vec<DomainRuntime>,
+    domains: Vec<Arc<DomainRuntime>>,
     in_flight: Arc<Semaphore>,
     metrics: RequestMetrics,
     unmatched: RouteLabel,
@@ -48,32 +48,80 @@ struct RouteRuntime {
 struct DomainRuntime {
     exchanger: Exchanger,
     cache: TokenCache,
+    /// Equal keys across reloads mean this runtime, and its cached tokens, can be kept.
+    reuse_key: [u8; 32],
+}
+
+impl DomainRuntime {
+    fn reuse_key(domain: &crate::config::Domain, config: &Config) -> [u8; 32] {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(&domain.fingerprint());
+        // The cache and exchanger settings that are baked into the runtime at construction.
+        let baked = format!(
+            "{:?}|{:?}|{:?}",
+            config.cache, config.timeouts.pool_idle, config.limits.retry_after
+        );
+        ctx.update(baked.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        key
+    }
+}
+
+/// The metric families every generation of the gateway records into; registered once.
+#[derive(Debug, Clone)]
+pub struct GatewayMetrics {
+    requests: RequestMetrics,
+    exchange: ExchangeMetrics,
+    cache: CacheMetrics,
+}
+
+impl GatewayMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        Self {
+            requests: RequestMetrics::register(registry),
+            exchange: ExchangeMetrics::register(registry),
+            cache: CacheMetrics::register(registry),
+        }
+    }
 }
 
 impl Gateway {
-    /// Builds clients, caches and metric handles from a validated config.
-    pub fn new(config: Config, registry: &mut Registry) -> Result<Self, rustls::Error> {
-        let metrics = RequestMetrics::register(registry);
-        let exchange_metrics = ExchangeMetrics::register(registry);
-        let cache_metrics = CacheMetrics::register(registry);
+    /// Builds clients, caches and metric handles from a validated config. Domains whose settings
+    /// are unchanged from `previous` keep their exchanger and cached tokens (config reload).
+    pub fn new(
+        config: &Config,
+        metrics: &GatewayMetrics,
+        previous: Option<&Gateway>,
+    ) -> Result<Self, rustls::Error> {
         let domains = config
             .domains
             .iter()
             .map(|domain| {
-                Ok(DomainRuntime {
-                    cache: TokenCache::new(&domain.name, &config.cache, &cache_metrics),
+                let reuse_key = DomainRuntime::reuse_key(domain, config);
+                if let Some(kept) = previous
+                    .into_iter()
+                    .flat_map(|p| p.domains.iter())
+                    .find(|d| d.reuse_key == reuse_key)
+                {
+                    return Ok(kept.clone());
+                }
+                Ok(Arc::new(DomainRuntime {
+                    cache: TokenCache::new(&domain.name, &config.cache, &metrics.cache),
                     exchanger: Exchanger::new(
                         domain.clone(),
                         config.timeouts.pool_idle,
                         config.limits.retry_after,
-                        &exchange_metrics,
+                        &metrics.exchange,
                     )?,
-                })
+                    reuse_key,
+                }))
             })
             .collect::<Result<Vec<_>, rustls::Error>>()?;
         let routes = config
             .routes
-            .into_iter()
+            .iter()
+            .cloned()
             .map(|route| {
                 let label = RouteLabel {
                     route: route.name.clone(),
@@ -81,14 +129,14 @@ impl Gateway {
                 Ok(RouteRuntime {
                     domain: domains
                         .iter()
-                        .position(|d| Arc::ptr_eq(d.exchanger.domain(), &route.domain))
+                        .position(|d| *d.exchanger.domain().name == *route.domain.name)
                         .expect("routes name validated domains"),
                     client: outbound::client(
                         &route.upstream,
                         config.timeouts.upstream_connect,
                         config.timeouts.pool_idle,
                     )?,
-                    duration: metrics.duration.get_or_create_owned(&label),
+                    duration: metrics.requests.duration.get_or_create_owned(&label),
                     label,
                     config: route,
                 })
@@ -98,7 +146,7 @@ impl Gateway {
             routes,
             domains,
             in_flight: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
-            metrics,
+            metrics: metrics.requests.clone(),
             unmatched: RouteLabel {
                 route: Arc::from("(unmatched)"),
             },

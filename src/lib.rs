@@ -26,6 +26,7 @@ pub mod gateway;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
+pub mod reload;
 pub mod secret;
 pub mod tls;
 
@@ -41,7 +42,9 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, GatewayMetrics};
+use crate::reload::{ReloadMetrics, ReloadSource, Reloader};
+use arc_swap::ArcSwap;
 
 /// Response bodies: streamed from the upstream, or a small synthetic one.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -72,6 +75,14 @@ impl Running {
 
 /// Binds both listeners and starts serving; `/ready` is 200 when this returns.
 pub async fn spawn(config: Config) -> Result<Running, StartError> {
+    spawn_with_reload(config, None).await
+}
+
+/// Like [`spawn`], and re-reads `reload` (if given and `reload.enabled`) to apply config changes.
+pub async fn spawn_with_reload(
+    config: Config,
+    reload: Option<ReloadSource>,
+) -> Result<Running, StartError> {
     let mut registry = Registry::default();
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let data_listener = inbound::bind(config.listen).await?;
@@ -83,13 +94,28 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let admin_builder = inbound::http_builder(&config.timeouts, &config.limits);
     let handshake_timeout = config.timeouts.tls_handshake;
     let shutdown = config.shutdown.clone();
-    let gateway = Arc::new(Gateway::new(config, &mut registry)?);
+    let metrics = GatewayMetrics::register(&mut registry);
+    let reloads = ReloadMetrics::register(&mut registry);
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(
+        &config, &metrics, None,
+    )?));
     let readiness = Readiness::default();
     let admin = Arc::new(Admin {
         readiness: readiness.clone(),
         registry,
         gateway: gateway.clone(),
     });
+    let (reload_stop, reload_stop_rx) = watch::channel(false);
+    if let Some(source) = reload.filter(|_| config.reload.enabled) {
+        let reloader = Reloader {
+            source,
+            applied: config,
+            current: gateway.clone(),
+            metrics,
+            reloads,
+        };
+        tokio::spawn(reloader.run(reload_stop_rx));
+    }
 
     let (stop, stop_rx) = watch::channel(false);
     let (data_stop, data_stop_rx) = watch::channel(false);
@@ -102,7 +128,8 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         data_stop_rx,
         shutdown.drain_timeout,
         move |request, peer| {
-            let gateway = gateway.clone();
+            // The generation current when the request arrived serves it to the end.
+            let gateway = gateway.load_full();
             async move { gateway.handle(request, peer).await }
         },
     ));
@@ -122,6 +149,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         let mut stop_rx = stop_rx;
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
         tracing::info!(delay = ?shutdown.drain_delay, timeout = ?shutdown.drain_timeout, "draining");
+        reload_stop.send_replace(true);
         tokio::time::sleep(shutdown.drain_delay).await;
         data_stop.send_replace(true);
         let _ = data.await;

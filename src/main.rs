@@ -131,22 +131,26 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Run { config } => {
-            let config = match Config::load(&config, std::env::vars()) {
+        Command::Run { config: path } => {
+            let config = match Config::load(&path, std::env::vars()) {
                 Ok(config) => config,
                 Err(e) => {
-                    eprintln!("{}: {e}", config.display());
+                    eprintln!("{}: {e}", path.display());
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
             init_logging(log_format(cli.log_format.as_deref(), config.log.format));
-            runtime().block_on(run(config))
+            let reload = chaingate::reload::ReloadSource {
+                path,
+                env: std::env::vars().collect(),
+            };
+            runtime().block_on(run(config, reload))
         }
     }
 }
 
-async fn run(config: Config) -> ExitCode {
-    let running = match chaingate::spawn(config).await {
+async fn run(config: Config, reload: chaingate::reload::ReloadSource) -> ExitCode {
+    let running = match chaingate::spawn_with_reload(config, Some(reload)).await {
         Ok(running) => running,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");

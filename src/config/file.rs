@@ -25,6 +25,15 @@ pub(crate) struct FileConfig {
     pub(crate) shutdown: FileShutdown,
     #[serde(default)]
     pub(crate) log: FileLog,
+    #[serde(default)]
+    pub(crate) reload: FileReload,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileReload {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -36,6 +36,18 @@ pub struct Config {
     pub limits: Limits,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
+    pub reload: ReloadSettings,
+    /// Digest of the text and overrides this config was read from.
+    source_digest: [u8; 32],
+}
+
+/// Watching the config file (and the files it names) for changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSettings {
+    pub enabled: bool,
+    /// How often the files are re-read; Kubernetes updates mounted ConfigMaps and Secrets
+    /// within about a minute, so a few seconds here costs nothing.
+    pub interval: Duration,
 }
 
 /// A certificate chain and its key, loaded from PEM files.
@@ -101,7 +113,7 @@ pub enum OAuthTokenFormat {
 }
 
 /// A route: requests whose path starts with `path_prefix` go to `upstream` with a token of `domain`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Route {
     pub name: Arc<str>,
     pub path_prefix: String,
@@ -169,6 +181,126 @@ pub struct LogSettings {
 // === impl Config ===
 
 impl Config {
+    /// A digest of everything this config was built from: its text, overrides and the contents
+    /// of every file it names (secrets, CAs, TLS identity). Equal digests, nothing to reload.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut d = Digest::new();
+        d.part(&self.source_digest);
+        for domain in &self.domains {
+            d.part(&domain.fingerprint());
+        }
+        for cert in self
+            .routes
+            .iter()
+            .flat_map(|r| r.upstream.ca_certs.iter().flatten())
+        {
+            d.part(cert.as_ref());
+        }
+        if let Some(tls) = &self.tls {
+            d.part(&tls.digest());
+        }
+        d.finish()
+    }
+
+    /// Keys that only take effect at start; a reload that changes them keeps the old values.
+    pub fn restart_only_changes(&self, next: &Self) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |differs: bool, key: &'static str| {
+            if differs {
+                changed.push(key);
+            }
+        };
+        check(self.listen != next.listen, "listen");
+        check(self.admin_listen != next.admin_listen, "admin_listen");
+        check(
+            self.tls.as_ref().map(TlsIdentity::digest)
+                != next.tls.as_ref().map(TlsIdentity::digest),
+            "tls",
+        );
+        check(
+            self.timeouts.header_read != next.timeouts.header_read,
+            "timeouts.header_read",
+        );
+        check(
+            self.timeouts.tls_handshake != next.timeouts.tls_handshake,
+            "timeouts.tls_handshake",
+        );
+        check(
+            self.limits.max_headers != next.limits.max_headers,
+            "limits.max_headers",
+        );
+        check(
+            self.limits.max_h2_streams != next.limits.max_h2_streams,
+            "limits.max_h2_streams",
+        );
+        check(
+            self.shutdown.drain_delay != next.shutdown.drain_delay,
+            "shutdown.drain_delay",
+        );
+        check(
+            self.shutdown.drain_timeout != next.shutdown.drain_timeout,
+            "shutdown.drain_timeout",
+        );
+        check(self.log.format != next.log.format, "log.format");
+        check(self.reload != next.reload, "reload");
+        changed
+    }
+}
+
+impl TlsIdentity {
+    fn digest(&self) -> [u8; 32] {
+        let mut d = Digest::new();
+        for cert in &self.certs {
+            d.part(cert.as_ref());
+        }
+        d.part(self.key.secret_der());
+        d.finish()
+    }
+}
+
+impl Domain {
+    /// A digest of every setting, secret and CA included: equal digests mean an exchanger and
+    /// its cached tokens can be kept across a reload.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut d = Digest::new();
+        d.part(self.name.as_bytes());
+        d.part(self.token_endpoint.to_string().as_bytes());
+        d.part(format!("{:?}{:?}", self.grant, self.oauth_token_format).as_bytes());
+        d.part(self.client_id.as_bytes());
+        match &self.client_auth {
+            ClientAuth::Basic(value) => d.part(value.as_bytes()),
+            ClientAuth::Post(secret) => d.part(secret.expose().as_bytes()),
+        }
+        d.part(self.scope.as_deref().unwrap_or("").as_bytes());
+        for cert in self.ca_certs.iter().flatten() {
+            d.part(cert.as_ref());
+        }
+        d.part(&self.timeout.as_nanos().to_be_bytes());
+        d.finish()
+    }
+}
+
+/// SHA-256 over length-prefixed parts, so part boundaries cannot shift.
+struct Digest(aws_lc_rs::digest::Context);
+
+impl Digest {
+    fn new() -> Self {
+        Self(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256))
+    }
+
+    fn part(&mut self, bytes: &[u8]) {
+        self.0.update(&(bytes.len() as u64).to_be_bytes());
+        self.0.update(bytes);
+    }
+
+    fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
+impl Config {
     /// Reads and validates a config file, with `CHAINGATE_*` overrides from `env`.
     pub fn load(
         path: &Path,
@@ -190,7 +322,15 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let file: FileConfig = parse_toml_with_env(text, ENV_PREFIX, config_env(env))?;
+        let env: Vec<_> = config_env(env).collect();
+        let mut source = Digest::new();
+        source.part(text.as_bytes());
+        for (name, value) in &env {
+            source.part(name.as_bytes());
+            source.part(value.as_bytes());
+        }
+        let source_digest = source.finish();
+        let file: FileConfig = parse_toml_with_env(text, ENV_PREFIX, env)?;
         let duration = |key: &str, value: &Option<String>, default: Duration| match value {
             Some(text) => parse_duration(key, text),
             None => Ok(default),
@@ -321,6 +461,15 @@ impl Config {
                 format: log_format,
                 access_log: file.log.access_log.unwrap_or(true),
             },
+            reload: ReloadSettings {
+                enabled: file.reload.enabled.unwrap_or(true),
+                interval: duration(
+                    "reload.interval",
+                    &file.reload.interval,
+                    Duration::from_secs(2),
+                )?,
+            },
+            source_digest,
         })
     }
 }
