@@ -25,6 +25,7 @@ pub mod exchange;
 pub mod gateway;
 pub mod inbound;
 pub mod metrics;
+mod oauth;
 pub mod outbound;
 pub mod reload;
 pub mod secret;

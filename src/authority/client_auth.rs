@@ -6,11 +6,11 @@ use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
 use super::config::{Client, ClientAuthMethod};
-use super::jwt;
 use super::state::Authority;
 use super::store::InsertError;
-use super::util::now_secs;
 use super::web::{Form, OAuthError};
+use crate::oauth::jwt;
+use crate::oauth::util::now_secs;
 use crate::secret::Secret;
 
 /// RFC 7523 §2.2 assertion type for client authentication.
@@ -189,7 +189,7 @@ fn assertion_client_id(assertion: &Secret, form: &Form) -> Result<String, OAuthE
 fn check_assertion(
     state: &Authority,
     client: &Client,
-    keys: &super::keys::KeySet,
+    keys: &crate::oauth::keys::KeySet,
     assertion: &Secret,
     endpoint: &str,
 ) -> Result<(), OAuthError> {

@@ -9,9 +9,9 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use super::config_entries::{validate_client, validate_issuer, RawClient, RawIssuer};
-use super::keys::{parse_asymmetric_alg, KeySet, SigningKey};
-use super::util::parse_duration;
 use crate::config::{parse_toml, read_file, ConfigError};
+use crate::oauth::keys::{parse_asymmetric_alg, KeySet, SigningKey};
+use crate::oauth::util::parse_duration;
 use crate::secret::Secret;
 
 #[derive(Debug, Deserialize)]

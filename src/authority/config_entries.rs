@@ -9,9 +9,9 @@ use super::config::{
     check_uri_like, duration, read_relative, Client, ClientAuthMethod, Grant, IntrospectionSource,
     KeySource, TrustedIssuer,
 };
-use super::keys::{parse_asymmetric_alg, KeySet, DEFAULT_ALGORITHMS};
-use super::util::parse_scope;
 use crate::config::ConfigError;
+use crate::oauth::keys::{parse_asymmetric_alg, KeySet, DEFAULT_ALGORITHMS};
+use crate::oauth::util::parse_scope;
 use crate::secret::Secret;
 
 #[derive(Debug, Deserialize)]

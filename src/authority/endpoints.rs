@@ -5,11 +5,11 @@ use serde_json::{json, Value};
 
 use super::client_auth::authenticate;
 use super::grants::{self, CHAIN, TOKEN_EXCHANGE};
-use super::jwt;
 use super::state::Authority;
 use super::store::InsertError;
-use super::util::now_secs;
 use super::web::{self, read_form, OAuthError, Response};
+use crate::oauth::jwt;
+use crate::oauth::util::now_secs;
 
 /// Dispatches a request by path (relative to the issuer's path) and method.
 pub(crate) async fn route<B>(state: &Authority, req: Request<B>) -> Response

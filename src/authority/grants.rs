@@ -10,8 +10,8 @@ use super::client_auth::authenticate;
 use super::config::{Client, Grant};
 use super::state::Authority;
 use super::subject::{self, PresentedToken};
-use super::util::{join_scope, now_secs, parse_scope, random_id};
 use super::web::{Form, OAuthError};
+use crate::oauth::util::{join_scope, now_secs, parse_scope, random_id};
 
 pub(crate) const CHAIN: &str = "http://oauth.net/grant_type/chain";
 pub(crate) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

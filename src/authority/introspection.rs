@@ -10,8 +10,8 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use super::config::IntrospectionSource;
-use super::remote::{send, FetchLimits, SharedClient};
-use super::util::now_secs;
+use crate::oauth::remote::{send, FetchLimits, SharedClient};
+use crate::oauth::util::now_secs;
 
 /// Most cached introspection answers kept per issuer.
 const CACHE_CAPACITY: usize = 10_000;

@@ -10,13 +10,9 @@ mod config_entries;
 mod endpoints;
 mod grants;
 mod introspection;
-mod jwt;
-mod keys;
-mod remote;
 mod state;
 mod store;
 mod subject;
-mod util;
 mod web;
 
 use std::convert::Infallible;

@@ -9,9 +9,9 @@ use tokio::time::Instant;
 
 use super::config::{AuthorityConfig, Client, KeySource, TrustedIssuer};
 use super::introspection::Introspector;
-use super::keys::{KeySet, SigningKey};
-use super::remote::{FetchLimits, RemoteKeys, SharedClient};
 use super::store::ExpiringSet;
+use crate::oauth::keys::{KeySet, SigningKey};
+use crate::oauth::remote::{FetchLimits, RemoteKeys, SharedClient};
 
 /// Capacity of the revocation list and of the assertion replay cache.
 const STORE_CAPACITY: usize = 100_000;

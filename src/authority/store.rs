@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::util::now_secs;
+use crate::oauth::util::now_secs;
 
 /// Keys remembered until a Unix time; expired entries are dropped on every insert.
 #[derive(Debug)]

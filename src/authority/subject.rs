@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::config::{Client, KeySource, TrustedIssuer};
-use super::jwt;
 use super::state::Authority;
+use crate::oauth::jwt;
 
 /// A validated access token from a trusted issuer.
 #[derive(Debug)]
