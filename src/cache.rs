@@ -56,7 +56,17 @@ pub struct CachedToken {
     /// `Bearer <AT2>`, marked sensitive so hyper never logs or indexes it.
     pub authorization: HeaderValue,
     pub expires_at: Instant,
+    /// False for an RFC 8693 `N_A` token: usable as another hop's subject, never forwarded.
+    pub bearer: bool,
     ttl: Duration,
+}
+
+impl CachedToken {
+    /// The token itself, e.g. as the subject token of the next hop.
+    pub fn token(&self) -> &str {
+        // Built from "Bearer " + a visible-ASCII token in `to_cached`.
+        self.authorization.to_str().map_or("", |v| &v[7..])
+    }
 }
 
 impl std::fmt::Debug for CachedToken {
@@ -187,6 +197,7 @@ impl TokenCache {
         ttl = ttl.min(Duration::from_secs(24 * 3600));
         Ok(Arc::new(CachedToken {
             authorization,
+            bearer: issued.bearer,
             expires_at: Instant::now() + ttl,
             ttl,
         }))

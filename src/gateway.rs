@@ -1,5 +1,7 @@
 //! The request path: route → shed → authn → exchange (cached) → outbound, in one function.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::authn;
-use crate::cache::{CacheKey, CacheMetrics, Lookup, TokenCache};
+use crate::authn::InboundToken;
+use crate::cache::{CacheKey, CacheMetrics, CachedToken, Lookup, TokenCache};
 use crate::config::{Config, Route};
 use crate::error::Error;
 use crate::exchange::{ExchangeMetrics, Exchanger};
@@ -22,11 +25,16 @@ use crate::metrics::{latency_histogram, RouteLabel};
 use crate::outbound::{self, Peer, UpstreamClient};
 use crate::Body;
 
+/// A domain's token for the caller, and whether the cache had it.
+type TokenResult = Result<(Arc<CachedToken>, Lookup), Error>;
+
 /// Everything a request needs, built once at start.
 #[derive(Debug)]
 pub struct Gateway {
     routes: Vec<RouteRuntime>,
     domains: Vec<Arc<DomainRuntime>>,
+    /// For each domain, the domain whose token is its subject token (multi-hop), by index.
+    subject_of: Vec<Option<usize>>,
     in_flight: Arc<Semaphore>,
     metrics: RequestMetrics,
     unmatched: RouteLabel,
@@ -46,7 +54,7 @@ struct RouteRuntime {
 
 #[derive(Debug)]
 struct DomainRuntime {
-    exchanger: Exchanger,
+    exchanger: Arc<Exchanger>,
     cache: TokenCache,
     /// Equal keys across reloads mean this runtime, and its cached tokens, can be kept.
     reuse_key: [u8; 32],
@@ -118,6 +126,16 @@ impl Gateway {
                 }))
             })
             .collect::<Result<Vec<_>, rustls::Error>>()?;
+        let index_of = |name: &str| {
+            domains
+                .iter()
+                .position(|d| *d.exchanger.domain().name == *name)
+        };
+        let subject_of = config
+            .domains
+            .iter()
+            .map(|d| d.subject_domain.as_deref().and_then(index_of))
+            .collect();
         let routes = config
             .routes
             .iter()
@@ -145,6 +163,7 @@ impl Gateway {
         Ok(Self {
             routes,
             domains,
+            subject_of,
             in_flight: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
             metrics: metrics.requests.clone(),
             unmatched: RouteLabel {
@@ -216,14 +235,13 @@ impl Gateway {
         let token = authn::bearer(request.headers(), request.uri())?;
 
         // Exchange: AT1 → AT2 at the route's domain, once per (AT1, domain, scope), coalesced.
-        let domain = &self.domains[route.domain];
-        let scope = route.config.scope.as_deref();
-        let key = CacheKey::new(&domain.exchanger.domain().name, scope, token);
-        let (downstream, result) = domain
-            .cache
-            .get_or_exchange(key, token, domain.exchanger.exchange(token, scope))
+        let (downstream, result) = self
+            .token(route.domain, route.config.scope.as_deref(), token)
             .await?;
         *lookup = Some(result);
+        if !downstream.bearer {
+            return Err(Error::ExchangeFailed("an N_A token cannot be forwarded"));
+        }
 
         // Outbound: swap the credential, strip hop-by-hop fields, stream both bodies.
         outbound::prepare(
@@ -234,6 +252,50 @@ impl Gateway {
         );
         let response = outbound::send(&route.client, request, self.upstream_timeout).await?;
         Ok(response.map(Body::Left))
+    }
+
+    /// The token of domain `index` for the caller's token: cached, or exchanged once for all
+    /// concurrent callers. With a subject domain, that domain's token (itself cached) is the
+    /// subject of this exchange.
+    async fn token(
+        &self,
+        index: usize,
+        scope: Option<&str>,
+        at1: InboundToken<'_>,
+    ) -> Result<(Arc<CachedToken>, Lookup), Error> {
+        let domain = &self.domains[index];
+        let key = CacheKey::new(&domain.exchanger.domain().name, scope, at1);
+        let exchange = async {
+            match self.subject_of[index] {
+                None => domain.exchanger.exchange(at1.expose(), scope).await,
+                Some(parent) => {
+                    let (subject, _) = self.parent_token(parent, at1).await?;
+                    domain.exchanger.exchange(subject.token(), scope).await
+                }
+            }
+        };
+        domain.cache.get_or_exchange(key, at1, exchange).await
+    }
+
+    /// Boxed, because hops recurse (config validation bounds the depth).
+    fn parent_token<'a>(
+        &'a self,
+        parent: usize,
+        at1: InboundToken<'a>,
+    ) -> Pin<Box<dyn Future<Output = TokenResult> + Send + 'a>> {
+        let scope = self.domains[parent].exchanger.domain().scope.as_deref();
+        Box::pin(self.token(parent, scope, at1))
+    }
+
+    /// Waits until every domain's token endpoint is known (discovery has succeeded once).
+    pub async fn ready(&self) {
+        for domain in &self.domains {
+            domain.exchanger.ready().await;
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.domains.iter().all(|d| d.exchanger.is_ready())
     }
 
     /// Refreshes scrape-time gauges (cache sizes).

@@ -119,6 +119,20 @@ pub async fn spawn_with_reload(
     }
 
     let (stop, stop_rx) = watch::channel(false);
+    // Ready once listeners are bound and every token endpoint is known (discovery may lag);
+    // never after a drain has begun.
+    let first = gateway.load_full();
+    if first.is_ready() {
+        readiness.set(true);
+    } else {
+        let (readiness, draining) = (readiness.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            first.ready().await;
+            if !*draining.borrow() {
+                readiness.set(true);
+            }
+        });
+    }
     let (data_stop, data_stop_rx) = watch::channel(false);
     let (admin_stop, admin_stop_rx) = watch::channel(false);
     let data = tokio::spawn(inbound::serve(
@@ -158,7 +172,6 @@ pub async fn spawn_with_reload(
         let _ = admin_task.await;
         tracing::info!("drained");
     });
-    readiness.set(true);
     Ok(Running {
         addr,
         admin_addr,

@@ -27,6 +27,14 @@ pub fn server_config(identity: &TlsIdentity) -> Result<Arc<ServerConfig>, rustls
 pub fn client_config(
     ca: Option<&[CertificateDer<'static>]>,
 ) -> Result<ClientConfig, rustls::Error> {
+    client_config_with_identity(ca, None)
+}
+
+/// Like [`client_config`], presenting `identity` as a client certificate (RFC 8705) if given.
+pub fn client_config_with_identity(
+    ca: Option<&[CertificateDer<'static>]>,
+    identity: Option<&TlsIdentity>,
+) -> Result<ClientConfig, rustls::Error> {
     let roots = match ca {
         Some(certs) => {
             let mut roots = RootCertStore::empty();
@@ -37,10 +45,15 @@ pub fn client_config(
         }
         None => system_roots(),
     };
-    Ok(ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    match identity {
+        Some(identity) => {
+            builder.with_client_auth_cert(identity.certs.clone(), identity.key.clone_key())
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

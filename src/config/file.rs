@@ -46,7 +46,10 @@ pub(crate) struct FileTls {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileDomain {
-    pub(crate) token_endpoint: String,
+    pub(crate) token_endpoint: Option<String>,
+    /// RFC 8414 discovery instead of a fixed `token_endpoint`.
+    pub(crate) issuer: Option<String>,
+    pub(crate) discovery_refresh: Option<String>,
     #[serde(default = "default_grant")]
     pub(crate) grant: String,
     pub(crate) client_id: String,
@@ -54,15 +57,56 @@ pub(crate) struct FileDomain {
     pub(crate) client_secret_file: Option<PathBuf>,
     #[serde(default = "default_auth_method")]
     pub(crate) auth_method: String,
+    /// private_key_jwt: PKCS#8 PEM key, optional `kid`, `aud` and algorithm.
+    pub(crate) client_key_file: Option<PathBuf>,
+    pub(crate) client_key_id: Option<String>,
+    pub(crate) client_assertion_audience: Option<String>,
+    pub(crate) client_assertion_alg: Option<String>,
+    /// tls_client_auth: client certificate chain and key (PEM).
+    pub(crate) client_cert_file: Option<PathBuf>,
+    pub(crate) client_cert_key_file: Option<PathBuf>,
     pub(crate) scope: Option<String>,
     /// `bare` (default) sends AT1 alone; `authorization` sends the whole `Bearer AT1` value.
-    #[serde(default = "default_oauth_token_format")]
-    pub(crate) oauth_token_format: String,
+    pub(crate) oauth_token_format: Option<String>,
+    // RFC 8693 token exchange.
+    pub(crate) subject_token_type: Option<String>,
+    #[serde(default)]
+    pub(crate) audience: OneOrMany,
+    #[serde(default)]
+    pub(crate) resource: OneOrMany,
+    pub(crate) requested_token_type: Option<String>,
+    pub(crate) actor_token_file: Option<PathBuf>,
+    pub(crate) actor_token_type: Option<String>,
+    /// Extra form parameters for provider quirks (e.g. `requested_token_use = "on_behalf_of"`).
+    #[serde(default)]
+    pub(crate) extra_params: BTreeMap<String, String>,
+    /// Another domain whose token (exchanged from the caller's) is this domain's subject token.
+    pub(crate) subject_domain: Option<String>,
     #[serde(default)]
     pub(crate) allow_insecure_http: bool,
     /// PEM bundle of CAs trusted for this token endpoint instead of the system roots.
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) timeout: Option<String>,
+}
+
+/// A key that takes one string or a list of them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(crate) fn to_vec(&self) -> Vec<String> {
+        match self {
+            Self::None => Vec::new(),
+            Self::One(v) => vec![v.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
 }
 
 // Hand-written so that a secret in the file can never be printed through `{:?}`.
@@ -135,8 +179,4 @@ fn default_grant() -> String {
 
 fn default_auth_method() -> String {
     "client_secret_basic".to_string()
-}
-
-fn default_oauth_token_format() -> String {
-    "bare".to_string()
 }

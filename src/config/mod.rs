@@ -3,6 +3,8 @@
 //! Everything downstream of [`Config::from_toml`] works with parsed `Uri`s, `SocketAddr`s,
 //! `Duration`s, loaded PEMs and secrets; nothing parses configuration again.
 
+mod digest;
+mod domain;
 mod file;
 mod parse;
 
@@ -11,17 +13,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use http::header::HeaderValue;
 use http::uri::{Authority, Scheme};
 use http::Uri;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+pub use domain::{
+    AssertionAudience, AssertionKey, ClientAuth, Domain, Grant, OAuthTokenFormat, TokenEndpoint,
+    TokenExchange, TOKEN_TYPE_PREFIX,
+};
 pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError};
 
-use crate::secret::Secret;
-use file::{FileConfig, FileDomain, FileRoute};
+use digest::Digest;
+use domain::validate_domain;
+use file::{FileConfig, FileRoute};
 
 /// The validated gateway configuration.
 #[derive(Debug)]
@@ -62,54 +67,6 @@ impl std::fmt::Debug for TlsIdentity {
             .field("certs", &self.certs.len())
             .finish_non_exhaustive()
     }
-}
-
-/// A downstream OAuth domain whose token endpoint chaingate exchanges tokens at.
-#[derive(Debug)]
-pub struct Domain {
-    pub name: Arc<str>,
-    pub token_endpoint: Uri,
-    pub grant: Grant,
-    pub client_id: String,
-    pub client_auth: ClientAuth,
-    pub scope: Option<String>,
-    pub oauth_token_format: OAuthTokenFormat,
-    /// CA certificates for the token endpoint; `None` means the system roots.
-    pub ca_certs: Option<Vec<CertificateDer<'static>>>,
-    pub timeout: Duration,
-}
-
-/// The grant profile used at a domain's token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Grant {
-    /// draft-hunt-oauth-chain-01: `grant_type=http://oauth.net/grant_type/chain`.
-    Chain,
-}
-
-/// How chaingate authenticates itself to a token endpoint (RFC 6749 §2.3).
-pub enum ClientAuth {
-    /// Precomputed `Authorization: Basic` value (id and secret form-urlencoded first, §2.3.1).
-    Basic(HeaderValue),
-    /// `client_id` and `client_secret` in the form body.
-    Post(Secret),
-}
-
-impl std::fmt::Debug for ClientAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Basic(_) => f.write_str("ClientAuth::Basic([redacted])"),
-            Self::Post(_) => f.write_str("ClientAuth::Post([redacted])"),
-        }
-    }
-}
-
-/// What goes into `oauth_token` (specs.md §19.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OAuthTokenFormat {
-    /// The bare token, as every RFC 8693/7523 server expects.
-    Bare,
-    /// The whole Authorization value, `Bearer <AT1>`, as the draft's text reads.
-    AuthorizationValue,
 }
 
 /// A route: requests whose path starts with `path_prefix` go to `upstream` with a token of `domain`.
@@ -258,48 +215,6 @@ impl TlsIdentity {
     }
 }
 
-impl Domain {
-    /// A digest of every setting, secret and CA included: equal digests mean an exchanger and
-    /// its cached tokens can be kept across a reload.
-    pub fn fingerprint(&self) -> [u8; 32] {
-        let mut d = Digest::new();
-        d.part(self.name.as_bytes());
-        d.part(self.token_endpoint.to_string().as_bytes());
-        d.part(format!("{:?}{:?}", self.grant, self.oauth_token_format).as_bytes());
-        d.part(self.client_id.as_bytes());
-        match &self.client_auth {
-            ClientAuth::Basic(value) => d.part(value.as_bytes()),
-            ClientAuth::Post(secret) => d.part(secret.expose().as_bytes()),
-        }
-        d.part(self.scope.as_deref().unwrap_or("").as_bytes());
-        for cert in self.ca_certs.iter().flatten() {
-            d.part(cert.as_ref());
-        }
-        d.part(&self.timeout.as_nanos().to_be_bytes());
-        d.finish()
-    }
-}
-
-/// SHA-256 over length-prefixed parts, so part boundaries cannot shift.
-struct Digest(aws_lc_rs::digest::Context);
-
-impl Digest {
-    fn new() -> Self {
-        Self(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256))
-    }
-
-    fn part(&mut self, bytes: &[u8]) {
-        self.0.update(&(bytes.len() as u64).to_be_bytes());
-        self.0.update(bytes);
-    }
-
-    fn finish(self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(self.0.finish().as_ref());
-        out
-    }
-}
-
 impl Config {
     /// Reads and validates a config file, with `CHAINGATE_*` overrides from `env`.
     pub fn load(
@@ -350,6 +265,7 @@ impl Config {
                 token_endpoint_timeout,
             )?));
         }
+        validate_subject_domains(&domains)?;
         if file.routes.is_empty() {
             return Err(ConfigError::key(
                 "routes",
@@ -391,7 +307,14 @@ impl Config {
             tls: file
                 .tls
                 .as_ref()
-                .map(|tls| load_identity(&tls.cert_file, &tls.key_file))
+                .map(|tls| {
+                    load_identity(
+                        &tls.cert_file,
+                        &tls.key_file,
+                        "tls.cert_file",
+                        "tls.key_file",
+                    )
+                })
                 .transpose()?,
             domains,
             routes,
@@ -531,116 +454,6 @@ fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn validate_domain(
-    name: &str,
-    d: &FileDomain,
-    default_timeout: Duration,
-) -> Result<Domain, ConfigError> {
-    let key = |field: &str| format!("domains.{name}.{field}");
-    let token_endpoint: Uri = d
-        .token_endpoint
-        .parse()
-        .map_err(|_| ConfigError::key(key("token_endpoint"), "not a valid URL"))?;
-    match token_endpoint.scheme_str() {
-        Some("https") => {}
-        Some("http") if d.allow_insecure_http => {}
-        Some("http") => return Err(ConfigError::key(
-            key("token_endpoint"),
-            "plain http sends secrets in clear text; use https or set allow_insecure_http = true",
-        )),
-        _ => {
-            return Err(ConfigError::key(
-                key("token_endpoint"),
-                "must be an http(s) URL",
-            ))
-        }
-    }
-    if token_endpoint.authority().is_none() {
-        return Err(ConfigError::key(key("token_endpoint"), "has no host"));
-    }
-    let grant = match d.grant.as_str() {
-        "chain" => Grant::Chain,
-        other => {
-            return Err(ConfigError::key(
-                key("grant"),
-                format!("`{other}` is not a supported grant (chain)"),
-            ))
-        }
-    };
-    if d.client_id.is_empty() {
-        return Err(ConfigError::key(key("client_id"), "must not be empty"));
-    }
-    let secret = match (&d.client_secret, &d.client_secret_file) {
-        (Some(s), None) => Secret::new(s.as_str()),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::key(
-                    key("client_secret_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            Secret::new(text.trim_end_matches(['\r', '\n']))
-        }
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::key(
-                key("client_secret"),
-                "set client_secret or client_secret_file, not both",
-            ))
-        }
-        (None, None) => {
-            return Err(ConfigError::key(
-                key("client_secret"),
-                "missing (or client_secret_file)",
-            ))
-        }
-    };
-    if secret.is_empty() {
-        return Err(ConfigError::key(key("client_secret"), "must not be empty"));
-    }
-    let client_auth = match d.auth_method.as_str() {
-        "client_secret_basic" => ClientAuth::Basic(basic_authorization(&d.client_id, &secret)),
-        "client_secret_post" => ClientAuth::Post(secret),
-        other => {
-            return Err(ConfigError::key(
-                key("auth_method"),
-                format!("`{other}` is not client_secret_basic or client_secret_post"),
-            ))
-        }
-    };
-    let oauth_token_format = match d.oauth_token_format.as_str() {
-        "bare" => OAuthTokenFormat::Bare,
-        "authorization" => OAuthTokenFormat::AuthorizationValue,
-        other => {
-            return Err(ConfigError::key(
-                key("oauth_token_format"),
-                format!("`{other}` is not bare or authorization"),
-            ))
-        }
-    };
-    if let Some(scope) = &d.scope {
-        validate_scope(&key("scope"), scope)?;
-    }
-    let timeout = match &d.timeout {
-        Some(t) => parse_duration(&key("timeout"), t)?,
-        None => default_timeout,
-    };
-    Ok(Domain {
-        name: Arc::from(name),
-        token_endpoint,
-        grant,
-        client_id: d.client_id.clone(),
-        client_auth,
-        scope: d.scope.clone(),
-        oauth_token_format,
-        ca_certs: d
-            .ca_file
-            .as_deref()
-            .map(|p| load_certs(&key("ca_file"), p))
-            .transpose()?,
-        timeout,
-    })
-}
-
 fn validate_route(i: usize, r: &FileRoute, domains: &[Arc<Domain>]) -> Result<Route, ConfigError> {
     let key = |field: &str| format!("routes[{i}].{field}");
     if !r.path_prefix.starts_with('/') {
@@ -695,7 +508,30 @@ fn validate_route(i: usize, r: &FileRoute, domains: &[Arc<Domain>]) -> Result<Ro
 }
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`, separated by single spaces.
-fn validate_scope(key: &str, scope: &str) -> Result<(), ConfigError> {
+/// Every `subject_domain` names a domain, and following them never loops.
+fn validate_subject_domains(domains: &[Arc<Domain>]) -> Result<(), ConfigError> {
+    for domain in domains {
+        let mut hops = 0;
+        let mut at = domain;
+        while let Some(next) = &at.subject_domain {
+            let key = format!("domains.{}.subject_domain", at.name);
+            at = domains
+                .iter()
+                .find(|d| d.name == *next)
+                .ok_or_else(|| ConfigError::key(&key, format!("no [domains.{next}] is defined")))?;
+            hops += 1;
+            if hops > 4 {
+                return Err(ConfigError::key(
+                    key,
+                    "subject domains loop or chain more than 4 hops",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_scope(key: &str, scope: &str) -> Result<(), ConfigError> {
     let ok = !scope.is_empty()
         && scope.split(' ').all(|token| {
             !token.is_empty()
@@ -713,20 +549,10 @@ fn validate_scope(key: &str, scope: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
-fn basic_authorization(client_id: &str, secret: &Secret) -> HeaderValue {
-    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let pair = format!("{}:{}", encode(client_id), encode(secret.expose()));
-    let value = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(pair)
-    );
-    let mut value = HeaderValue::try_from(value).expect("base64 is a valid header value");
-    value.set_sensitive(true);
-    value
-}
-
-fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+pub(crate) fn load_certs(
+    key: &str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| {
@@ -744,11 +570,16 @@ fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Co
     Ok(certs)
 }
 
-fn load_identity(cert_file: &Path, key_file: &Path) -> Result<TlsIdentity, ConfigError> {
-    let certs = load_certs("tls.cert_file", cert_file)?;
+pub(crate) fn load_identity(
+    cert_file: &Path,
+    key_file: &Path,
+    cert_key: &str,
+    key_key: &str,
+) -> Result<TlsIdentity, ConfigError> {
+    let certs = load_certs(cert_key, cert_file)?;
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
         ConfigError::key(
-            "tls.key_file",
+            key_key,
             format!("cannot read a private key from {}: {e}", key_file.display()),
         )
     })?;

@@ -1,4 +1,7 @@
 use super::*;
+use crate::secret::Secret;
+use base64::Engine as _;
+use domain::basic_authorization;
 
 const MINIMAL: &str = r#"
 listen = "127.0.0.1:8080"
@@ -113,7 +116,7 @@ fn secret_file_is_read_and_trailing_newline_dropped() {
     let config = Config::from_toml(&text).unwrap();
     match &config.domains[0].client_auth {
         ClientAuth::Post(secret) => assert!(secret.ct_eq("from-file")),
-        ClientAuth::Basic(_) => panic!("expected post"),
+        other => panic!("expected post, got {other:?}"),
     }
 }
 

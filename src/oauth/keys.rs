@@ -73,7 +73,16 @@ impl SigningKey {
             let jwk = serde_json::to_value(&jwk).map_err(|e| e.to_string())?;
             return Self::finish(alg, key, jwk);
         }
-        Err("not a PKCS#8 PEM EC P-256 or RSA private key".to_string())
+        if let Ok(key) = EncodingKey::from_ed_pem(pem) {
+            let alg = alg.unwrap_or(Algorithm::EdDSA);
+            if alg != Algorithm::EdDSA {
+                return Err(format!("an Ed25519 key signs EdDSA only, not {alg:?}"));
+            }
+            let jwk = Jwk::from_encoding_key(&key, alg).map_err(|e| format!("Ed25519 key: {e}"))?;
+            let jwk = serde_json::to_value(&jwk).map_err(|e| e.to_string())?;
+            return Self::finish(alg, key, jwk);
+        }
+        Err("not a PKCS#8 PEM EC P-256, RSA or Ed25519 private key".to_string())
     }
 
     fn finish(alg: Algorithm, key: EncodingKey, jwk: Value) -> Result<Self, String> {
@@ -98,6 +107,19 @@ impl SigningKey {
             key,
             public: Value::Object(public),
         })
+    }
+
+    /// Replaces the thumbprint `kid` with one the key's owner registered.
+    pub(crate) fn with_kid(mut self, kid: String) -> Self {
+        if let Value::Object(public) = &mut self.public {
+            public.insert("kid".into(), Value::String(kid.clone()));
+        }
+        self.kid = kid;
+        self
+    }
+
+    pub(crate) fn kid(&self) -> &str {
+        &self.kid
     }
 
     pub(crate) fn alg(&self) -> Algorithm {

@@ -1,0 +1,467 @@
+//! Downstream domains: where chaingate exchanges tokens, with which grant, as which client.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::header::HeaderValue;
+use http::Uri;
+use rustls::pki_types::CertificateDer;
+
+use super::digest::Digest;
+use super::file::FileDomain;
+use super::{load_certs, load_identity, parse_duration, validate_scope, ConfigError, TlsIdentity};
+use crate::oauth::keys::{parse_asymmetric_alg, SigningKey};
+use crate::secret::Secret;
+
+/// A downstream OAuth domain whose token endpoint chaingate exchanges tokens at.
+#[derive(Debug)]
+pub struct Domain {
+    pub name: Arc<str>,
+    pub endpoint: TokenEndpoint,
+    pub allow_insecure_http: bool,
+    pub grant: Grant,
+    pub client_id: String,
+    pub client_auth: ClientAuth,
+    pub scope: Option<String>,
+    /// Sent with every token request, after the grant's own parameters.
+    pub extra_params: Vec<(String, String)>,
+    /// The domain whose token is this domain's subject token (multi-hop), if any.
+    pub subject_domain: Option<Arc<str>>,
+    /// CA certificates for the token endpoint; `None` means the system roots.
+    pub ca_certs: Option<Vec<CertificateDer<'static>>>,
+    pub timeout: Duration,
+}
+
+/// Where the token endpoint comes from.
+#[derive(Debug, Clone)]
+pub enum TokenEndpoint {
+    Fixed(Uri),
+    /// RFC 8414 discovery from the issuer, refreshed periodically.
+    Discover {
+        issuer: String,
+        refresh: Duration,
+    },
+}
+
+/// The grant profile used at a domain's token endpoint.
+#[derive(Debug, Clone)]
+pub enum Grant {
+    /// draft-hunt-oauth-chain-01: `grant_type=http://oauth.net/grant_type/chain`.
+    Chain {
+        oauth_token_format: OAuthTokenFormat,
+    },
+    /// RFC 8693 token exchange.
+    TokenExchange(TokenExchange),
+    /// RFC 7523 §2.1: the subject token is the `assertion` (on-behalf-of, identity chaining).
+    JwtBearer,
+}
+
+/// RFC 8693 §2.1 request parameters.
+#[derive(Debug, Clone)]
+pub struct TokenExchange {
+    pub subject_token_type: String,
+    pub audience: Vec<String>,
+    pub resource: Vec<String>,
+    pub requested_token_type: Option<String>,
+    /// Re-read at every exchange: projected service-account tokens rotate on disk.
+    pub actor_token_file: Option<PathBuf>,
+    pub actor_token_type: String,
+}
+
+/// What goes into `oauth_token` (specs.md §19.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthTokenFormat {
+    /// The bare token, as every RFC 8693/7523 server expects.
+    Bare,
+    /// The whole Authorization value, `Bearer <AT1>`, as the draft's text reads.
+    AuthorizationValue,
+}
+
+/// How chaingate authenticates itself to a token endpoint (RFC 6749 §2.3, RFC 7523, RFC 8705).
+pub enum ClientAuth {
+    /// Precomputed `Authorization: Basic` value (id and secret form-urlencoded first, §2.3.1).
+    Basic(HeaderValue),
+    /// `client_id` and `client_secret` in the form body.
+    Post(Secret),
+    /// A fresh signed client assertion per request.
+    PrivateKeyJwt(Arc<AssertionKey>),
+    /// Mutual TLS with this certificate; `client_id` in the body.
+    TlsClientAuth(Arc<TlsIdentity>),
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Basic(_) => "ClientAuth::Basic([redacted])",
+            Self::Post(_) => "ClientAuth::Post([redacted])",
+            Self::PrivateKeyJwt(_) => "ClientAuth::PrivateKeyJwt([redacted])",
+            Self::TlsClientAuth(_) => "ClientAuth::TlsClientAuth([redacted])",
+        })
+    }
+}
+
+/// The key that signs RFC 7523 client assertions, and the `aud` they carry.
+#[derive(Debug)]
+pub struct AssertionKey {
+    pub(crate) key: SigningKey,
+    pub audience: AssertionAudience,
+    /// The PEM the key came from, for change detection on reload.
+    pem_digest: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssertionAudience {
+    TokenEndpoint,
+    Issuer,
+    Fixed(String),
+}
+
+pub const TOKEN_TYPE_PREFIX: &str = "urn:ietf:params:oauth:token-type:";
+
+/// `access_token` → `urn:ietf:params:oauth:token-type:access_token`; URNs stay as they are.
+fn token_type_urn(key: &str, value: &str) -> Result<String, ConfigError> {
+    match value {
+        "access_token" | "jwt" | "id_token" | "refresh_token" | "saml1" | "saml2" => {
+            Ok(format!("{TOKEN_TYPE_PREFIX}{value}"))
+        }
+        v if v.contains(':') => Ok(v.to_string()),
+        other => Err(ConfigError::key(
+            key,
+            format!("`{other}` is not a token type (access_token, jwt, or a URN)"),
+        )),
+    }
+}
+
+fn http_url(key: &str, text: &str, allow_insecure_http: bool) -> Result<Uri, ConfigError> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| ConfigError::key(key, "not a valid URL"))?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if allow_insecure_http => {}
+        Some("http") => return Err(ConfigError::key(
+            key,
+            "plain http sends secrets in clear text; use https or set allow_insecure_http = true",
+        )),
+        _ => return Err(ConfigError::key(key, "must be an http(s) URL")),
+    }
+    if uri.authority().is_none() {
+        return Err(ConfigError::key(key, "has no host"));
+    }
+    Ok(uri)
+}
+
+pub(super) fn validate_domain(
+    name: &str,
+    d: &FileDomain,
+    default_timeout: Duration,
+) -> Result<Domain, ConfigError> {
+    let key = |field: &str| format!("domains.{name}.{field}");
+    let endpoint = match (&d.token_endpoint, &d.issuer) {
+        (Some(url), None) => TokenEndpoint::Fixed(http_url(
+            &key("token_endpoint"),
+            url,
+            d.allow_insecure_http,
+        )?),
+        (None, Some(issuer)) => {
+            let uri = http_url(&key("issuer"), issuer, d.allow_insecure_http)?;
+            if uri.query().is_some() || issuer.contains('#') {
+                return Err(ConfigError::key(
+                    key("issuer"),
+                    "must have no query or fragment (RFC 8414 §2)",
+                ));
+            }
+            let refresh = match &d.discovery_refresh {
+                Some(t) => parse_duration(&key("discovery_refresh"), t)?,
+                None => Duration::from_secs(3600),
+            };
+            TokenEndpoint::Discover {
+                issuer: issuer.clone(),
+                refresh,
+            }
+        }
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::key(
+                key("issuer"),
+                "set token_endpoint or issuer, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ConfigError::key(
+                key("token_endpoint"),
+                "missing (or issuer, for discovery)",
+            ))
+        }
+    };
+
+    let exchange_only = [
+        ("subject_token_type", d.subject_token_type.is_some()),
+        ("audience", !d.audience.to_vec().is_empty()),
+        ("resource", !d.resource.to_vec().is_empty()),
+        ("requested_token_type", d.requested_token_type.is_some()),
+        ("actor_token_file", d.actor_token_file.is_some()),
+        ("actor_token_type", d.actor_token_type.is_some()),
+    ];
+    let grant = match d.grant.as_str() {
+        "chain" => Grant::Chain {
+            oauth_token_format: match d.oauth_token_format.as_deref() {
+                None | Some("bare") => OAuthTokenFormat::Bare,
+                Some("authorization") => OAuthTokenFormat::AuthorizationValue,
+                Some(other) => {
+                    return Err(ConfigError::key(
+                        key("oauth_token_format"),
+                        format!("`{other}` is not bare or authorization"),
+                    ))
+                }
+            },
+        },
+        "token-exchange" => {
+            for resource in d.resource.to_vec() {
+                let ok = resource.parse::<Uri>().is_ok_and(|u| u.scheme().is_some())
+                    && !resource.contains('#');
+                if !ok {
+                    return Err(ConfigError::key(
+                        key("resource"),
+                        "each resource is an absolute URI without fragment (RFC 8707)",
+                    ));
+                }
+            }
+            Grant::TokenExchange(TokenExchange {
+                subject_token_type: token_type_urn(
+                    &key("subject_token_type"),
+                    d.subject_token_type.as_deref().unwrap_or("access_token"),
+                )?,
+                audience: d.audience.to_vec(),
+                resource: d.resource.to_vec(),
+                requested_token_type: d
+                    .requested_token_type
+                    .as_deref()
+                    .map(|t| token_type_urn(&key("requested_token_type"), t))
+                    .transpose()?,
+                actor_token_file: d.actor_token_file.clone(),
+                actor_token_type: token_type_urn(
+                    &key("actor_token_type"),
+                    d.actor_token_type.as_deref().unwrap_or("jwt"),
+                )?,
+            })
+        }
+        "jwt-bearer" => Grant::JwtBearer,
+        other => {
+            return Err(ConfigError::key(
+                key("grant"),
+                format!("`{other}` is not a supported grant (chain, token-exchange, jwt-bearer)"),
+            ))
+        }
+    };
+    if !matches!(grant, Grant::TokenExchange(_)) {
+        if let Some((field, _)) = exchange_only.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::key(
+                key(field),
+                "applies to grant = \"token-exchange\" only",
+            ));
+        }
+    }
+    if d.oauth_token_format.is_some() && !matches!(grant, Grant::Chain { .. }) {
+        return Err(ConfigError::key(
+            key("oauth_token_format"),
+            "applies to grant = \"chain\" only",
+        ));
+    }
+
+    if d.client_id.is_empty() {
+        return Err(ConfigError::key(key("client_id"), "must not be empty"));
+    }
+    let client_auth = client_auth(name, d)?;
+    if let Some(scope) = &d.scope {
+        validate_scope(&key("scope"), scope)?;
+    }
+    for param in d.extra_params.keys() {
+        const RESERVED: [&str; 9] = [
+            "grant_type",
+            "client_id",
+            "client_secret",
+            "client_assertion",
+            "client_assertion_type",
+            "oauth_token",
+            "subject_token",
+            "assertion",
+            "actor_token",
+        ];
+        if RESERVED.contains(&param.as_str()) {
+            return Err(ConfigError::key(
+                key(&format!("extra_params.{param}")),
+                "is set by chaingate itself",
+            ));
+        }
+    }
+    if d.subject_domain.as_deref() == Some(name) {
+        return Err(ConfigError::key(
+            key("subject_domain"),
+            "a domain cannot be its own subject domain",
+        ));
+    }
+    Ok(Domain {
+        name: Arc::from(name),
+        endpoint,
+        allow_insecure_http: d.allow_insecure_http,
+        grant,
+        client_id: d.client_id.clone(),
+        client_auth,
+        scope: d.scope.clone(),
+        extra_params: d
+            .extra_params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        subject_domain: d.subject_domain.as_deref().map(Arc::from),
+        ca_certs: d
+            .ca_file
+            .as_deref()
+            .map(|p| load_certs(&key("ca_file"), p))
+            .transpose()?,
+        timeout: match &d.timeout {
+            Some(t) => parse_duration(&key("timeout"), t)?,
+            None => default_timeout,
+        },
+    })
+}
+
+fn client_auth(name: &str, d: &FileDomain) -> Result<ClientAuth, ConfigError> {
+    let key = |field: &str| format!("domains.{name}.{field}");
+    let no_secret = |method: &str| {
+        if d.client_secret.is_some() || d.client_secret_file.is_some() {
+            return Err(ConfigError::key(
+                key("client_secret"),
+                format!("not used with auth_method = \"{method}\""),
+            ));
+        }
+        Ok(())
+    };
+    match d.auth_method.as_str() {
+        "client_secret_basic" => Ok(ClientAuth::Basic(basic_authorization(&d.client_id, &secret(name, d)?))),
+        "client_secret_post" => Ok(ClientAuth::Post(secret(name, d)?)),
+        "private_key_jwt" => {
+            no_secret("private_key_jwt")?;
+            let path = d
+                .client_key_file
+                .as_ref()
+                .ok_or_else(|| ConfigError::key(key("client_key_file"), "required for private_key_jwt"))?;
+            let pem = std::fs::read(path).map_err(|e| {
+                ConfigError::key(key("client_key_file"), format!("cannot read {}: {e}", path.display()))
+            })?;
+            let alg = d
+                .client_assertion_alg
+                .as_deref()
+                .map(parse_asymmetric_alg)
+                .transpose()
+                .map_err(|e| ConfigError::key(key("client_assertion_alg"), e))?;
+            let mut signing = SigningKey::from_pem(&pem, alg).map_err(|e| ConfigError::key(key("client_key_file"), e))?;
+            if let Some(kid) = &d.client_key_id {
+                signing = signing.with_kid(kid.clone());
+            }
+            let audience = match d.client_assertion_audience.as_deref() {
+                None | Some("token_endpoint") => AssertionAudience::TokenEndpoint,
+                Some("issuer") => AssertionAudience::Issuer,
+                Some(url) => AssertionAudience::Fixed(url.to_string()),
+            };
+            if audience == AssertionAudience::Issuer && d.issuer.is_none() {
+                return Err(ConfigError::key(key("client_assertion_audience"), "\"issuer\" needs the domain's issuer"));
+            }
+            let mut digest = Digest::new();
+            digest.part(&pem);
+            Ok(ClientAuth::PrivateKeyJwt(Arc::new(AssertionKey { key: signing, audience, pem_digest: digest.finish() })))
+        }
+        "tls_client_auth" => {
+            no_secret("tls_client_auth")?;
+            let (Some(cert), Some(cert_key)) = (&d.client_cert_file, &d.client_cert_key_file) else {
+                return Err(ConfigError::key(key("client_cert_file"), "tls_client_auth needs client_cert_file and client_cert_key_file"));
+            };
+            let identity = load_identity(cert, cert_key, &key("client_cert_file"), &key("client_cert_key_file"))?;
+            Ok(ClientAuth::TlsClientAuth(Arc::new(identity)))
+        }
+        other => Err(ConfigError::key(
+            key("auth_method"),
+            format!("`{other}` is not client_secret_basic, client_secret_post, private_key_jwt or tls_client_auth"),
+        )),
+    }
+}
+
+fn secret(name: &str, d: &FileDomain) -> Result<Secret, ConfigError> {
+    let key = |field: &str| format!("domains.{name}.{field}");
+    let secret = match (&d.client_secret, &d.client_secret_file) {
+        (Some(s), None) => Secret::new(s.as_str()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::key(
+                    key("client_secret_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Secret::new(text.trim_end_matches(['\r', '\n']))
+        }
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::key(
+                key("client_secret"),
+                "set client_secret or client_secret_file, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ConfigError::key(
+                key("client_secret"),
+                "missing (or client_secret_file)",
+            ))
+        }
+    };
+    if secret.is_empty() {
+        return Err(ConfigError::key(key("client_secret"), "must not be empty"));
+    }
+    Ok(secret)
+}
+
+/// RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
+pub(super) fn basic_authorization(client_id: &str, secret: &Secret) -> HeaderValue {
+    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", encode(client_id), encode(secret.expose()));
+    let value = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    );
+    let mut value = HeaderValue::try_from(value).expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+impl Domain {
+    /// A digest of every setting, secret and key included: equal digests mean an exchanger and
+    /// its cached tokens can be kept across a reload.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut d = Digest::new();
+        d.part(self.name.as_bytes());
+        d.part(
+            format!(
+                "{:?}|{:?}|{:?}|{:?}",
+                self.endpoint, self.grant, self.extra_params, self.subject_domain
+            )
+            .as_bytes(),
+        );
+        d.part(&[u8::from(self.allow_insecure_http)]);
+        d.part(self.client_id.as_bytes());
+        match &self.client_auth {
+            ClientAuth::Basic(value) => d.part(value.as_bytes()),
+            ClientAuth::Post(secret) => d.part(secret.expose().as_bytes()),
+            ClientAuth::PrivateKeyJwt(key) => {
+                d.part(&key.pem_digest);
+                d.part(format!("{:?}|{:?}", key.audience, key.key.kid()).as_bytes());
+            }
+            ClientAuth::TlsClientAuth(identity) => d.part(&identity.digest()),
+        }
+        d.part(self.scope.as_deref().unwrap_or("").as_bytes());
+        for cert in self.ca_certs.iter().flatten() {
+            d.part(cert.as_ref());
+        }
+        d.part(&self.timeout.as_nanos().to_be_bytes());
+        d.finish()
+    }
+}

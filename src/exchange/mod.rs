@@ -1,0 +1,405 @@
+//! Token exchange at a domain's token endpoint: the chain grant (draft-hunt-oauth-chain-01),
+//! RFC 8693 token exchange, or the RFC 7523 JWT bearer grant.
+//!
+//! One pooled client per domain. Requests are built in `request.rs`, responses read strictly in
+//! `response.rs` (every failure becomes the gateway's [`Error`], specs.md §19.12) and the token
+//! endpoint may come from RFC 8414 discovery (`discovery.rs`). Token server error details are
+//! logged as the `error` code only, never returned to the caller.
+
+mod discovery;
+mod request;
+mod response;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use http::{StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::{ClientAuth, Domain, Grant, TokenEndpoint};
+use crate::error::Error;
+use crate::metrics::{latency_histogram, DomainLabel};
+use crate::secret::Secret;
+
+pub use request::{CHAIN_GRANT, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT};
+
+/// Token responses larger than this are refused rather than buffered.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A token issued by a domain's token endpoint.
+pub struct Issued {
+    pub access_token: Secret,
+    pub expires_in: Option<Duration>,
+    /// `token_type` Bearer; an RFC 8693 `N_A` token may only be another hop's subject.
+    pub bearer: bool,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("expires_in", &self.expires_in)
+            .field("bearer", &self.bearer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where requests go: the token endpoint, and the issuer it was discovered from.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub token: Uri,
+    pub issuer: Option<String>,
+}
+
+/// Exchanges tokens at one domain's token endpoint.
+#[derive(Debug)]
+pub struct Exchanger {
+    domain: Arc<Domain>,
+    client: HttpsClient,
+    endpoints: ArcSwapOption<Endpoints>,
+    discovered: Notify,
+    metrics: DomainExchangeMetrics,
+    retry_after: Duration,
+}
+
+impl Exchanger {
+    /// Builds the exchanger; with `issuer` configured, also starts discovery (and its refresh),
+    /// which ends by itself once the exchanger is dropped.
+    pub fn new(
+        domain: Arc<Domain>,
+        pool_idle: Duration,
+        retry_after: Duration,
+        metrics: &ExchangeMetrics,
+    ) -> Result<Arc<Self>, rustls::Error> {
+        let identity = match &domain.client_auth {
+            ClientAuth::TlsClientAuth(identity) => Some(identity.as_ref()),
+            _ => None,
+        };
+        let tls = crate::tls::client_config_with_identity(domain.ca_certs.as_deref(), identity)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(domain.timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(pool_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
+        let label = DomainLabel {
+            domain: domain.name.clone(),
+        };
+        let fixed = match &domain.endpoint {
+            TokenEndpoint::Fixed(uri) => Some(Arc::new(Endpoints {
+                token: uri.clone(),
+                issuer: None,
+            })),
+            TokenEndpoint::Discover { .. } => None,
+        };
+        let exchanger = Arc::new(Self {
+            metrics: DomainExchangeMetrics {
+                issued: metrics
+                    .exchanges
+                    .get_or_create_owned(&label.outcome(Outcome::Issued)),
+                rejected: metrics
+                    .exchanges
+                    .get_or_create_owned(&label.outcome(Outcome::Rejected)),
+                error: metrics
+                    .exchanges
+                    .get_or_create_owned(&label.outcome(Outcome::Error)),
+                duration: metrics.duration.get_or_create_owned(&label),
+            },
+            endpoints: ArcSwapOption::new(fixed),
+            discovered: Notify::new(),
+            domain,
+            client,
+            retry_after,
+        });
+        if let TokenEndpoint::Discover { issuer, refresh } = &exchanger.domain.endpoint {
+            tokio::spawn(keep_discovering(
+                Arc::downgrade(&exchanger),
+                issuer.clone(),
+                *refresh,
+            ));
+        }
+        Ok(exchanger)
+    }
+
+    pub fn domain(&self) -> &Arc<Domain> {
+        &self.domain
+    }
+
+    /// Whether the token endpoint is known (always, unless discovery has not succeeded yet).
+    pub fn is_ready(&self) -> bool {
+        self.endpoints.load().is_some()
+    }
+
+    /// Waits until the token endpoint is known.
+    pub async fn ready(&self) {
+        loop {
+            let notified = self.discovered.notified();
+            if self.is_ready() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Exchanges `subject` (the caller's token, or a previous hop's) for a token of this domain.
+    pub async fn exchange(&self, subject: &str, scope: Option<&str>) -> Result<Issued, Error> {
+        let started = Instant::now();
+        let result =
+            match tokio::time::timeout(self.domain.timeout, self.request(subject, scope)).await {
+                Ok(result) => result,
+                Err(_) => Err(Failure::error(Error::ExchangeTimeout, "timeout")),
+            };
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(issued) => {
+                self.metrics.issued.inc();
+                Ok(issued)
+            }
+            Err(failure) => {
+                match failure.outcome {
+                    Outcome::Rejected => self.metrics.rejected.inc(),
+                    _ => self.metrics.error.inc(),
+                };
+                tracing::warn!(domain = %self.domain.name, reason = failure.reason, "token exchange failed");
+                Err(failure.error)
+            }
+        }
+    }
+
+    async fn request(&self, subject: &str, scope: Option<&str>) -> Result<Issued, Failure> {
+        let Some(endpoints) = self.endpoints.load_full() else {
+            return Err(Failure::error(
+                Error::ExchangeUnavailable {
+                    retry_after: self.retry_after,
+                },
+                "not discovered yet",
+            ));
+        };
+        let actor = match &self.domain.grant {
+            Grant::TokenExchange(settings) => match &settings.actor_token_file {
+                // Read per exchange: a projected service-account token is rotated in place.
+                Some(path) => Some(
+                    tokio::fs::read_to_string(path)
+                        .await
+                        .map(|t| t.trim().to_string())
+                        .map_err(|_| {
+                            Failure::error(
+                                Error::ExchangeFailed("actor token unreadable"),
+                                "actor token file",
+                            )
+                        })?,
+                ),
+                None => None,
+            },
+            _ => None,
+        };
+        let request = request::build(
+            &self.domain,
+            &endpoints,
+            &request::TokenRequest {
+                subject,
+                scope,
+                actor: actor.as_deref(),
+            },
+        )?;
+        let response = self.client.request(request).await.map_err(|e| {
+            tracing::debug!(error = %e, "token endpoint unreachable");
+            Failure::error(
+                Error::ExchangeUnavailable {
+                    retry_after: self.retry_after,
+                },
+                "unreachable",
+            )
+        })?;
+        self.read_response(response).await
+    }
+
+    async fn read_response(
+        &self,
+        response: http::Response<hyper::body::Incoming>,
+    ) -> Result<Issued, Failure> {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(3600)))
+            .unwrap_or(self.retry_after);
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(Failure::error(
+                Error::ExchangeUnavailable { retry_after },
+                "unavailable status",
+            ));
+        }
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|_| {
+                Failure::error(Error::ExchangeFailed("unreadable token response"), "body")
+            })?
+            .to_bytes();
+        if status == StatusCode::OK {
+            response::parse_success(&body, &self.domain.grant)
+        } else {
+            Err(response::classify_error(status, &body, &self.domain.grant))
+        }
+    }
+}
+
+/// Discovers the token endpoint, retrying with backoff until it works, then refreshes it.
+/// A failed refresh keeps the last good endpoint.
+async fn keep_discovering(exchanger: Weak<Exchanger>, issuer: String, refresh: Duration) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let Some(this) = exchanger.upgrade() else {
+            return;
+        };
+        let mtls = matches!(this.domain.client_auth, ClientAuth::TlsClientAuth(_));
+        let found = discovery::discover(
+            &this.client,
+            &issuer,
+            this.domain.timeout,
+            this.domain.allow_insecure_http,
+            mtls,
+        )
+        .await;
+        let wait = match found {
+            Ok(endpoints) => {
+                tracing::info!(domain = %this.domain.name, token_endpoint = %endpoints.token, "discovered token endpoint");
+                this.endpoints.store(Some(Arc::new(endpoints)));
+                this.discovered.notify_waiters();
+                backoff = Duration::from_millis(250);
+                refresh
+            }
+            Err(e) => {
+                tracing::warn!(domain = %this.domain.name, error = %e, "discovery failed");
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                if this.is_ready() {
+                    refresh.min(backoff)
+                } else {
+                    backoff
+                }
+            }
+        };
+        drop(this);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[derive(Debug)]
+struct Failure {
+    error: Error,
+    outcome: Outcome,
+    reason: &'static str,
+}
+
+impl Failure {
+    fn error(error: Error, reason: &'static str) -> Self {
+        Self {
+            error,
+            outcome: Outcome::Error,
+            reason,
+        }
+    }
+}
+
+// === metrics ===
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    Issued,
+    Rejected,
+    Error,
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(
+            encoder,
+            match self {
+                Self::Issued => "issued",
+                Self::Rejected => "rejected",
+                Self::Error => "error",
+            },
+        )
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DomainOutcome {
+    domain: Arc<str>,
+    outcome: Outcome,
+}
+
+impl DomainLabel {
+    fn outcome(&self, outcome: Outcome) -> DomainOutcome {
+        DomainOutcome {
+            domain: self.domain.clone(),
+            outcome,
+        }
+    }
+}
+
+/// `chaingate_token_exchanges_total{domain,outcome}` and `..._duration_seconds{domain}`.
+#[derive(Debug, Clone)]
+pub struct ExchangeMetrics {
+    exchanges: Family<DomainOutcome, Counter>,
+    duration: Family<DomainLabel, Histogram>,
+}
+
+impl ExchangeMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let exchanges = Family::default();
+        registry.register(
+            "chaingate_token_exchanges",
+            "Token exchanges at a domain's token endpoint, by outcome",
+            exchanges.clone(),
+        );
+        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "chaingate_token_exchange_duration",
+            "Time spent on one token exchange, including connection setup",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        Self {
+            exchanges,
+            duration,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DomainExchangeMetrics {
+    issued: Counter,
+    rejected: Counter,
+    error: Counter,
+    duration: Histogram,
+}
