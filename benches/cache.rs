@@ -67,6 +67,7 @@ fn hit_x1(bencher: divan::Bencher<'_, '_>) {
         Ok::<_, Error>(Issued {
             access_token: Secret::new("downstream-token"),
             expires_in: Some(Duration::from_secs(3600)),
+            bearer: true,
         })
     };
     let token = authn::bearer(&headers, &uri).unwrap();
