@@ -84,6 +84,8 @@ pub(crate) enum Grant {
     ClientCredentials,
     Chain,
     TokenExchange,
+    /// RFC 7523 §2.1: a JWT from a trusted issuer as an authorization grant.
+    JwtBearer,
 }
 
 /// A registered client.

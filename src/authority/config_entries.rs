@@ -105,10 +105,11 @@ pub(super) fn validate_client(c: RawClient, i: usize, base: &Path) -> Result<Cli
             "token-exchange"
             | "token_exchange"
             | "urn:ietf:params:oauth:grant-type:token-exchange" => Grant::TokenExchange,
+            "jwt-bearer" | "urn:ietf:params:oauth:grant-type:jwt-bearer" => Grant::JwtBearer,
             other => {
                 return Err(ConfigError::key(
                     key(&format!("grants[{g}]")),
-                    format!("unknown grant `{other}` (client_credentials, chain, token-exchange)"),
+                    format!("unknown grant `{other}` (client_credentials, chain, token-exchange, jwt-bearer)"),
                 ))
             }
         });

@@ -4,7 +4,7 @@ use http::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::client_auth::authenticate;
-use super::grants::{self, CHAIN, TOKEN_EXCHANGE};
+use super::grants::{self, CHAIN, JWT_BEARER, TOKEN_EXCHANGE};
 use super::state::Authority;
 use super::store::InsertError;
 use super::web::{self, read_form, OAuthError, Response};
@@ -165,7 +165,7 @@ fn metadata(state: &Authority) -> Response {
         "jwks_uri": state.endpoint("/jwks.json"),
         "introspection_endpoint": state.endpoint("/introspect"),
         "revocation_endpoint": state.endpoint("/revoke"),
-        "grant_types_supported": ["client_credentials", CHAIN, TOKEN_EXCHANGE],
+        "grant_types_supported": ["client_credentials", CHAIN, TOKEN_EXCHANGE, JWT_BEARER],
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
         "introspection_endpoint_auth_methods_supported": auth_methods,

@@ -1,4 +1,5 @@
-//! `POST /token`: client_credentials, the chain grant and RFC 8693 token exchange.
+//! `POST /token`: client_credentials, the chain grant, RFC 8693 token exchange and the RFC 7523
+//! JWT bearer grant.
 
 use std::collections::BTreeSet;
 
@@ -15,6 +16,7 @@ use crate::oauth::util::{join_scope, now_secs, parse_scope, random_id};
 
 pub(crate) const CHAIN: &str = "http://oauth.net/grant_type/chain";
 pub(crate) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
@@ -53,6 +55,7 @@ pub(crate) async fn token(
         "client_credentials" => Grant::ClientCredentials,
         CHAIN => Grant::Chain,
         TOKEN_EXCHANGE => Grant::TokenExchange,
+        JWT_BEARER => Grant::JwtBearer,
         _ => {
             return Err(OAuthError::unsupported_grant_type(
                 "grant_type is not supported",
@@ -69,6 +72,7 @@ pub(crate) async fn token(
         Grant::ClientCredentials => client_credentials(state, client, form),
         Grant::Chain => chain(state, client, form).await,
         Grant::TokenExchange => exchange(state, client, form).await,
+        Grant::JwtBearer => jwt_bearer(state, client, form).await,
     }
 }
 
@@ -195,6 +199,29 @@ async fn chain(state: &Authority, client: &Client, form: &Form) -> Result<Value,
     issue_token(state, client, issue)
 }
 
+/// RFC 7523 §2.1 (and the second step of draft-ietf-oauth-identity-chaining): the `assertion`
+/// is validated like a chain-grant token; every failure is `invalid_grant` (§3.1).
+async fn jwt_bearer(state: &Authority, client: &Client, form: &Form) -> Result<Value, OAuthError> {
+    if form.count("assertion") != 1 {
+        return Err(OAuthError::invalid_request(
+            "exactly one assertion parameter is required",
+        ));
+    }
+    let presented = subject::validate(state, client, form.require("assertion")?)
+        .await
+        .map_err(OAuthError::invalid_grant)?;
+    let (scope, sub) = mapped(state, client, form, &presented)?;
+    let audiences = targets(state, client, form)?;
+    let issue = Issue {
+        sub: &sub,
+        audiences,
+        scope,
+        max_exp: Some(presented.exp),
+        act: None,
+    };
+    issue_token(state, client, issue)
+}
+
 /// Scope (requested ∩ mapped token scope ∩ client scope) and mapped subject.
 fn mapped(
     state: &Authority,
@@ -279,6 +306,11 @@ async fn exchange(state: &Authority, client: &Client, form: &Form) -> Result<Val
     };
     let mut response = issue_token(state, client, issue)?;
     response["issued_token_type"] = Value::String(issued_type.to_string());
+    // A JWT asked for as a JWT (an identity-chaining authorization grant) is not meant to be
+    // used as an access token: RFC 8693 §2.2.1 says so with token_type N_A.
+    if issued_type == JWT_TYPE {
+        response["token_type"] = Value::String("N_A".to_string());
+    }
     Ok(response)
 }
 
