@@ -8,6 +8,8 @@ what it checked and exits non-zero with one line per problem.
   check.py manifests native|classic FILE  a rendered kustomize variant
   check.py monitoring DIR PROMQL_OUT      PodMonitor, PrometheusRule, rule tests, dashboard
   check.py helm CHART_DIR                 chart lint without helm
+  check.py helm-rendered NATIVE_DIR CLASSIC_DIR   the two helmrender outputs
+  check.py chaingate-check BIN WORKDIR SRC...     `chaingate check` each shipped config
   check.py metrics-findings SCRAPE FINDINGS   classify `promtool check metrics` output
 """
 
@@ -422,6 +424,51 @@ def cmd_helm(chart: Path) -> None:
     finish()
 
 
+# --- helm (rendered by deploy/tools/helmrender) ------------------------------------------
+
+
+def cmd_helm_rendered(native: Path, classic: Path) -> None:
+    pm = yaml.safe_load((classic / "podmonitor.yaml").read_text())
+    ep = pm["spec"]["podMetricsEndpoints"][0]
+    expect(pm["kind"] == "PodMonitor" and ep["port"] == "chaingate-admin",
+           "helm: podMonitor.enabled renders a PodMonitor on chaingate-admin")
+    expect(any(r.get("action") == "keep" and re.fullmatch(r.get("regex", ""), "chaingate;chaingate-admin")
+               for r in ep.get("relabelings", [])), "helm: PodMonitor keep-relabel on chaingate-admin")
+    expect(pm["metadata"]["labels"].get("release") == "kube-prometheus-stack",
+           "helm: podMonitor.labels applied")
+    expect(not (native / "podmonitor.yaml").exists(), "helm: no PodMonitor by default")
+    expect(not (classic / "secret.yaml").exists(), "helm: existingSecret: no chart-made Secret")
+    expect((native / "secret.yaml").exists(), "helm: default makes the placeholder Secret")
+    dep = yaml.safe_load((classic / "deployment.yaml").read_text())
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    expect(vols.get("secret-billing", {}).get("secret", {}).get("secretName") == "billing-oauth-client",
+           "helm: existingSecret mounted as the domain's secret directory")
+    ann = yaml.safe_load((native / "deployment.yaml").read_text())["spec"]["template"]["metadata"]["annotations"]
+    expect(re.fullmatch(r"[0-9a-f]{64}", ann.get("checksum/config", "")) is not None,
+           "helm: checksum/config pod annotation")
+    notes = (native / "NOTES.txt").read_text()
+    expect("replace-me" in notes, "helm: NOTES warn about the placeholder secret")
+    finish()
+
+
+def cmd_chaingate_check(binary: str, work: Path, sources: list[str]) -> None:
+    """Runs `chaingate check` on each shipped chaingate.toml (a file, or a ConfigMap holding
+    one), with client_secret_file pointed at a local stand-in for the pod's Secret mount."""
+    import subprocess
+    secret = work / "client-secret"
+    secret.write_text("placeholder\n")
+    for i, src in enumerate(sources):
+        text = Path(src).read_text()
+        if src.endswith(".yaml"):
+            text = yaml.safe_load(text)["data"]["chaingate.toml"]
+        text = re.sub(r'(client_secret_file = )"[^"]*"', lambda m: f'{m.group(1)}"{secret}"', text)
+        cfg = work / f"check-{i}.toml"
+        cfg.write_text(text)
+        r = subprocess.run([binary, "check", "--config", str(cfg)], capture_output=True, text=True)
+        expect(r.returncode == 0, f"chaingate check {src}" + (f": {r.stderr.strip()}" if r.returncode else ""))
+    finish()
+
+
 # --- promtool check metrics findings -----------------------------------------------------
 
 
@@ -460,6 +507,10 @@ def main() -> None:
         cmd_monitoring(Path(args[1]), Path(args[2]))
     elif cmd == "helm":
         cmd_helm(Path(args[1]))
+    elif cmd == "helm-rendered":
+        cmd_helm_rendered(Path(args[1]), Path(args[2]))
+    elif cmd == "chaingate-check":
+        cmd_chaingate_check(args[1], Path(args[2]), args[3:])
     elif cmd == "metrics-findings":
         cmd_metrics_findings(Path(args[1]), Path(args[2]))
     else:
