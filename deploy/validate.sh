@@ -67,7 +67,8 @@ step "yamllint"
 # Helm templates are Go templates, not YAML; values.yaml and Chart.yaml are linted.
 "$VENV/bin/yamllint" --strict -c "$DEPLOY/.yamllint" \
   "$DEPLOY/kustomize" "$DEPLOY/monitoring" \
-  "$DEPLOY/helm/chaingate/values.yaml" "$DEPLOY/helm/chaingate/Chart.yaml"
+  "$DEPLOY/helm/chaingate/values.yaml" "$DEPLOY/helm/chaingate/Chart.yaml" \
+  "$DEPLOY/tools/helm-test-values-classic.yaml"
 echo "yamllint: clean"
 
 # --- kustomize: render, schema-validate, structure ---------------------------------------
