@@ -3,7 +3,8 @@
 //! - `GET /live`: 200 while the process serves; touches nothing else.
 //! - `GET /ready`: 200 once config is loaded and listeners are bound; 503 before, and from the
 //!   moment a drain starts.
-//! - `GET /metrics`: Prometheus metrics (OpenMetrics text).
+//! - `GET /metrics`: Prometheus metrics: OpenMetrics when the scraper asks for it (`Accept`),
+//!   else the Prometheus 0.0.4 text format.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
 
 use crate::gateway::Gateway;
-use crate::metrics::OPENMETRICS_CONTENT_TYPE;
+use crate::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 use crate::Body;
 
 /// Readiness, shared by the admin endpoint and the lifecycle that flips it.
@@ -58,11 +59,24 @@ impl Admin {
                         "metrics encoding failed\n",
                     );
                 }
+                // Prometheus asks for OpenMetrics; older scrapers and promtool read the 0.0.4 text.
+                let openmetrics = request
+                    .headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("application/openmetrics-text"));
+                let (body, content_type) = if openmetrics {
+                    (body, OPENMETRICS_CONTENT_TYPE)
+                } else {
+                    (
+                        crate::metrics::to_prometheus_text(&body),
+                        PROMETHEUS_TEXT_CONTENT_TYPE,
+                    )
+                };
                 let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE),
-                );
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
                 response
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
