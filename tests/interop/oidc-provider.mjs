@@ -248,7 +248,9 @@ async function verifyFromA(token, { accessToken, what }) {
     })
     return { payload, protectedHeader }
   } catch (err) {
-    throw new Failure(`${what}: ${err.code ?? ''} ${err.message}`, what)
+    // A's JWKS unreachable or broken is not the client's fault: 500 server_error, retryable.
+    if (!err.code || err.code === 'ERR_JWKS_TIMEOUT' || err.code === 'ERR_JOSE_GENERIC') throw err
+    throw new Failure(`${what}: ${err.code} ${err.message}`, what)
   }
 }
 
