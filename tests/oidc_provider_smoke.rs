@@ -39,6 +39,7 @@ const PKJWT_KID: &str = "gw-pkjwt-es256";
 /// The node process; killed on drop whatever happens to the test.
 struct Peer {
     child: Child,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 }
 
 impl Drop for Peer {
@@ -61,6 +62,9 @@ impl Peer {
             .expect("node exits within 5s of SIGTERM")
             .unwrap();
         assert!(exit.success(), "node exited with {exit}");
+        // The issuers line was the only thing on stdout.
+        let rest = self.stdout.next_line().await.unwrap();
+        assert_eq!(rest, None, "unexpected stdout line");
     }
 }
 
@@ -200,7 +204,6 @@ async fn start_peer(config: &Value) -> (Peer, String, String, tempfile::TempDir)
         }
     });
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let peer = Peer { child };
     let line = tokio::time::timeout(Duration::from_secs(15), stdout.next_line())
         .await
         .expect("the peer prints its issuers within 15s")
@@ -211,12 +214,7 @@ async fn start_peer(config: &Value) -> (Peer, String, String, tempfile::TempDir)
     let b = issuers["b"]["issuer"].as_str().unwrap().to_owned();
     assert!(a.starts_with("http://127.0.0.1:"), "{a}");
     assert!(b.starts_with("http://127.0.0.1:"), "{b}");
-    // Nothing else may follow on stdout.
-    tokio::spawn(async move {
-        if let Ok(Some(extra)) = stdout.next_line().await {
-            panic!("unexpected stdout line: {extra}");
-        }
-    });
+    let peer = Peer { child, stdout };
     (peer, a, b, tmp)
 }
 
