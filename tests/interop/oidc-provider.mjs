@@ -1,0 +1,413 @@
+// An independent OAuth interop peer for chaingate, built from panva's `oidc-provider` (v8).
+//
+// Usage: node oidc-provider.mjs --config FILE
+//   FILE: {"client_jwks": {"keys": [...]}, "secrets": {"app": "...", "gw-basic": "...", "gw-post": "..."}}
+//
+// Starts two authorization servers on 127.0.0.1 (ephemeral ports):
+//   A  issues RFC 9068 JWT access tokens (client_credentials, client `app`, aud urn:a:gateway).
+//   B  accepts A's tokens through three extension grants registered with
+//      provider.registerGrantType():
+//        urn:ietf:params:oauth:grant-type:token-exchange   (RFC 8693)
+//        http://oauth.net/grant_type/chain                 (chain grant, oauth_token)
+//        urn:ietf:params:oauth:grant-type:jwt-bearer       (RFC 7523, assertion issued by A)
+//      and mints RFC 9068 JWT access tokens for resource urn:b:api with its own model.
+// Client authentication, key handling and token signing are oidc-provider's own.
+//
+// Prints exactly one line of JSON to stdout once both listen:
+//   {"a":{"issuer":"http://127.0.0.1:PA"},"b":{"issuer":"http://127.0.0.1:PB"}}
+// then runs until SIGTERM/SIGINT. Everything else goes to stderr.
+
+import { readFileSync } from 'node:fs'
+import * as http from 'node:http'
+
+// oidc-provider prints its configuration notices with console.info (stdout); stdout carries the
+// one JSON line only, so every console method but that line goes to stderr.
+const writeStdout = (line) => process.stdout.write(`${line}\n`)
+for (const method of ['log', 'info', 'debug']) console[method] = (...args) => console.error(...args)
+
+const { default: Provider, errors } = await import('oidc-provider')
+const jose = await import('jose')
+
+function option(name) {
+  const i = process.argv.indexOf(`--${name}`)
+  return i !== -1 && i + 1 < process.argv.length ? process.argv[i + 1] : undefined
+}
+
+const configPath = option('config')
+if (!configPath) {
+  console.error('usage: node oidc-provider.mjs --config FILE')
+  process.exit(2)
+}
+const config = JSON.parse(readFileSync(configPath, 'utf8'))
+for (const name of ['app', 'gw-basic', 'gw-post']) {
+  if (typeof config.secrets?.[name] !== 'string' || !config.secrets[name]) {
+    throw new Error(`config: secrets.${name} missing`)
+  }
+}
+if (!Array.isArray(config.client_jwks?.keys)) throw new Error('config: client_jwks.keys missing')
+
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange'
+const CHAIN = 'http://oauth.net/grant_type/chain'
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
+const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt'
+const A_RESOURCE = 'urn:a:gateway'
+const A_SCOPE = 'a:read a:write'
+const B_RESOURCE = 'urn:b:api'
+const B_SCOPE = 'b:read b:write'
+const SCOPE_MAP = { 'a:read': 'b:read', 'a:write': 'b:write' }
+const B_TOKEN_TTL = 300 // seconds; never beyond the presented token's exp
+
+async function signingKey(kid) {
+  const { privateKey } = await jose.generateKeyPair('ES256', { extractable: true })
+  return { ...(await jose.exportJWK(privateKey)), kid, alg: 'ES256', use: 'sig' }
+}
+
+// Listen first (port 0) so the issuer, which oidc-provider needs at construction, is known.
+async function listen() {
+  const server = http.createServer()
+  await new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', resolve)
+  })
+  return { server, issuer: `http://127.0.0.1:${server.address().port}` }
+}
+
+// oidc-provider serves only the OpenID discovery path; RFC 8414 clients (chaingate, oauth4webapi
+// with algorithm 'oauth2') ask for /.well-known/oauth-authorization-server, which this alias maps
+// onto the same document (identical content: issuer, token_endpoint, jwks_uri, ...).
+function attach(server, provider) {
+  const callback = provider.callback()
+  server.on('request', (req, res) => {
+    if (req.url === '/.well-known/oauth-authorization-server' || req.url.startsWith('/.well-known/oauth-authorization-server?')) {
+      req.url = req.url.replace('/.well-known/oauth-authorization-server', '/.well-known/openid-configuration')
+    }
+    callback(req, res)
+  })
+  provider.on('server_error', (ctx, err) => console.error(`[${provider.issuer}] server_error`, err))
+  provider.on('grant.error', (ctx, err) => console.error(`[${provider.issuer}] grant.error ${err.error}: ${err.error_description} (${err.error_detail ?? ''})`))
+  provider.on('grant.success', (ctx) => console.error(`[${provider.issuer}] grant.success ${ctx.oidc.params.grant_type} client=${ctx.oidc.client?.clientId}`))
+}
+
+// Settings common to both servers: nothing but the token endpoint, discovery and JWKS.
+function common(keys) {
+  return {
+    jwks: { keys },
+    clientDefaults: {
+      grant_types: [],
+      response_types: [],
+      redirect_uris: [],
+      id_token_signed_response_alg: 'ES256',
+    },
+    enabledJWA: {
+      idTokenSigningAlgValues: ['ES256'],
+      clientAuthSigningAlgValues: ['ES256', 'ES384', 'RS256', 'PS256', 'EdDSA'],
+    },
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt'],
+    responseTypes: ['none'],
+    cookies: { keys: ['interop-only-not-a-secret'] },
+    findAccount: async (ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
+    // Token `extra` (e.g. RFC 8693 `act`) goes into B's JWTs as top-level claims.
+    extraTokenClaims: async (ctx, token) => token.extra,
+    features: {
+      devInteractions: { enabled: false },
+      userinfo: { enabled: false },
+      rpInitiatedLogout: { enabled: false },
+      pushedAuthorizationRequests: { enabled: false },
+    },
+    pkce: { required: () => false },
+  }
+}
+
+// ---------------------------------------------------------------- Domain A
+const a = await listen()
+const providerA = new Provider(a.issuer, {
+  ...common([await signingKey('a-es256')]),
+  clients: [{
+    client_id: 'app',
+    client_secret: config.secrets.app,
+    grant_types: ['client_credentials'],
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: A_SCOPE,
+  }],
+  scopes: ['openid', ...A_SCOPE.split(' ')],
+  ttl: { ClientCredentials: 600 },
+  features: {
+    ...common([]).features,
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async () => A_RESOURCE,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (ctx, resource) => {
+        if (resource !== A_RESOURCE) throw new errors.InvalidTarget()
+        return {
+          scope: A_SCOPE,
+          audience: A_RESOURCE,
+          accessTokenTTL: 600,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'ES256' } },
+        }
+      },
+    },
+  },
+})
+attach(a.server, providerA)
+
+// ---------------------------------------------------------------- Domain B
+const b = await listen()
+const B_SERVER_INFO = {
+  scope: B_SCOPE,
+  audience: B_RESOURCE,
+  accessTokenTTL: B_TOKEN_TTL,
+  accessTokenFormat: 'jwt',
+  jwt: { sign: { alg: 'ES256' } },
+}
+const B_GRANTS = [TOKEN_EXCHANGE, CHAIN, JWT_BEARER]
+const providerB = new Provider(b.issuer, {
+  ...common([await signingKey('b-es256')]),
+  clients: [
+    {
+      client_id: 'gw-basic',
+      client_secret: config.secrets['gw-basic'],
+      grant_types: B_GRANTS,
+      token_endpoint_auth_method: 'client_secret_basic',
+      scope: B_SCOPE,
+    },
+    {
+      client_id: 'gw-post',
+      client_secret: config.secrets['gw-post'],
+      grant_types: B_GRANTS,
+      token_endpoint_auth_method: 'client_secret_post',
+      scope: B_SCOPE,
+    },
+    {
+      client_id: 'gw-pkjwt',
+      grant_types: B_GRANTS,
+      token_endpoint_auth_method: 'private_key_jwt',
+      jwks: config.client_jwks,
+      scope: B_SCOPE,
+    },
+  ],
+  scopes: ['openid', ...B_SCOPE.split(' ')],
+  ttl: { AccessToken: B_TOKEN_TTL },
+  features: {
+    ...common([]).features,
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async () => B_RESOURCE,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (ctx, resource) => {
+        if (resource !== B_RESOURCE) throw new errors.InvalidTarget()
+        return B_SERVER_INFO
+      },
+    },
+  },
+})
+attach(b.server, providerB)
+
+// A's keys, found the way any relying party would: A's metadata → jwks_uri.
+let jwksA
+async function aKeys() {
+  if (!jwksA) {
+    const response = await fetch(`${a.issuer}/.well-known/openid-configuration`)
+    if (!response.ok) throw new Error(`A discovery: HTTP ${response.status}`)
+    const metadata = await response.json()
+    if (metadata.issuer !== a.issuer) throw new Error('A discovery: issuer mismatch')
+    jwksA = jose.createRemoteJWKSet(new URL(metadata.jwks_uri))
+  }
+  return jwksA
+}
+
+// Verifies a token issued by A. `accessToken`: require RFC 9068 `typ: at+jwt` and aud urn:a:gateway.
+// For a jwt-bearer assertion the audience may also be B itself (RFC 7523 §3: aud identifies B).
+// Throws `Failure` (`.what` names the parameter) on any problem; callers pick the OAuth error code.
+class Failure extends Error {
+  constructor(message, what) {
+    super(message)
+    this.what = what
+  }
+}
+async function verifyFromA(token, { accessToken, what }) {
+  if (typeof token !== 'string' || !token) throw new Failure(`${what} missing`, what)
+  let keys
+  try {
+    keys = await aKeys()
+  } catch (err) {
+    jwksA = undefined
+    throw err // not the client's fault: server_error
+  }
+  const audiences = accessToken ? [A_RESOURCE] : [A_RESOURCE, b.issuer, `${b.issuer}/token`]
+  try {
+    const { payload, protectedHeader } = await jose.jwtVerify(token, keys, {
+      issuer: a.issuer,
+      audience: audiences,
+      algorithms: ['ES256'],
+      ...(accessToken ? { typ: 'at+jwt' } : {}),
+      requiredClaims: ['exp', 'sub'],
+    })
+    return { payload, protectedHeader }
+  } catch (err) {
+    // A's JWKS unreachable or broken is not the client's fault: 500 server_error, retryable.
+    if (!err.code || err.code === 'ERR_JWKS_TIMEOUT' || err.code === 'ERR_JOSE_GENERIC') throw err
+    throw new Failure(`${what}: ${err.code} ${err.message}`, what)
+  }
+}
+
+// Requested scope (A or B names) → B scope, limited to the client's and the presented token's.
+function grantedScope(ctx, presented) {
+  const { client } = ctx.oidc
+  const allowed = new Set((client.scope ?? B_SCOPE).split(' '))
+  const map = (s) => SCOPE_MAP[s] ?? s
+  const fromToken = typeof presented.scope === 'string'
+    ? new Set(presented.scope.split(' ').filter(Boolean).map(map))
+    : undefined
+  const requested = ctx.oidc.params.scope
+    ? [...new Set(ctx.oidc.params.scope.split(' ').filter(Boolean).map(map))]
+    : [...(fromToken ?? allowed)]
+  for (const scope of requested) {
+    if (!allowed.has(scope)) throw new errors.InvalidScope('requested scope is not allowed', scope)
+  }
+  const granted = requested.filter((s) => !fromToken || fromToken.has(s))
+  if (granted.length === 0) throw new errors.InvalidScope('no requested scope is covered by the presented token')
+  return granted.join(' ')
+}
+
+// Mints B's access token with oidc-provider's own AccessToken model (JWT format via the resource
+// server config, signed with B's key), sub carried over, exp no later than the presented token's.
+async function issue(ctx, presented, { extra } = {}) {
+  const { client, provider } = ctx.oidc
+  const scope = grantedScope(ctx, presented)
+  const now = Math.floor(Date.now() / 1000)
+  const remaining = presented.exp - now
+  if (remaining <= 0) throw new Failure('presented token expired', 'subject_token')
+  const token = new provider.AccessToken({
+    client,
+    accountId: presented.sub,
+    gty: ctx.oidc.params.grant_type,
+    scope,
+    resourceServer: new provider.ResourceServer(B_RESOURCE, B_SERVER_INFO),
+    expiresIn: Math.min(B_TOKEN_TTL, remaining),
+    ...(extra ? { extra } : {}),
+  })
+  ctx.oidc.entity('AccessToken', token)
+  const value = await token.save()
+  return {
+    access_token: value,
+    token_type: token.tokenType ?? 'Bearer',
+    expires_in: token.expiration,
+    scope: token.scope,
+  }
+}
+
+function single(ctx, name) {
+  const value = ctx.oidc.params[name]
+  if (Array.isArray(value)) throw new errors.InvalidRequest(`${name} must not be repeated`)
+  return value
+}
+
+// RFC 8693 token exchange. Invalid subject/actor tokens → invalid_request (§2.2.2).
+async function tokenExchange(ctx, next) {
+  const subjectToken = single(ctx, 'subject_token')
+  const subjectTokenType = single(ctx, 'subject_token_type')
+  if (!subjectToken) throw new errors.InvalidRequest("missing required parameter 'subject_token'")
+  if (!subjectTokenType) throw new errors.InvalidRequest("missing required parameter 'subject_token_type'")
+  if (![ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE].includes(subjectTokenType)) {
+    throw new errors.InvalidRequest('unsupported subject_token_type')
+  }
+  const requestedType = single(ctx, 'requested_token_type')
+  if (requestedType !== undefined && ![ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE].includes(requestedType)) {
+    throw new errors.InvalidRequest('unsupported requested_token_type')
+  }
+  for (const name of ['resource', 'audience']) {
+    const raw = ctx.oidc.params[name]
+    const values = raw === undefined ? [] : [raw].flat()
+    if (values.some((v) => v !== B_RESOURCE)) {
+      throw new errors.InvalidTarget(`${name} must be ${B_RESOURCE}`)
+    }
+  }
+  const actorToken = single(ctx, 'actor_token')
+  const actorTokenType = single(ctx, 'actor_token_type')
+  if (actorToken && !actorTokenType) throw new errors.InvalidRequest("missing required parameter 'actor_token_type'")
+  if (!actorToken && actorTokenType) throw new errors.InvalidRequest('actor_token_type without actor_token')
+
+  let subject
+  let actor
+  try {
+    ;({ payload: subject } = await verifyFromA(subjectToken, { accessToken: subjectTokenType === ACCESS_TOKEN_TYPE, what: 'subject_token' }))
+    if (actorToken) {
+      ;({ payload: actor } = await verifyFromA(actorToken, { accessToken: actorTokenType === ACCESS_TOKEN_TYPE, what: 'actor_token' }))
+    }
+  } catch (err) {
+    if (err instanceof Failure) throw new errors.InvalidRequest(`${err.what} is invalid`, undefined, err.message)
+    throw err
+  }
+  const extra = actor ? { act: { sub: actor.sub, ...(actor.act ? { act: actor.act } : {}) } } : undefined
+  let body
+  try {
+    body = await issue(ctx, subject, { extra })
+  } catch (err) {
+    if (err instanceof Failure) throw new errors.InvalidRequest(`${err.what} is invalid`, undefined, err.message)
+    throw err
+  }
+  ctx.body = { ...body, issued_token_type: ACCESS_TOKEN_TYPE }
+  await next()
+}
+
+// Chain grant: oauth_token is the presented token, bare or as an Authorization value.
+async function chainGrant(ctx, next) {
+  const raw = single(ctx, 'oauth_token')
+  if (!raw) throw new errors.InvalidRequest("missing required parameter 'oauth_token'")
+  const token = raw.replace(/^Bearer\s+/i, '')
+  try {
+    const { payload } = await verifyFromA(token, { accessToken: true, what: 'oauth_token' })
+    ctx.body = await issue(ctx, payload)
+  } catch (err) {
+    if (err instanceof Failure) throw new errors.InvalidGrant(err.message)
+    throw err
+  }
+  await next()
+}
+
+// RFC 7523 JWT authorization grant; the assertion is a JWT issued by A (identity chaining).
+async function jwtBearer(ctx, next) {
+  const assertion = single(ctx, 'assertion')
+  if (!assertion) throw new errors.InvalidRequest("missing required parameter 'assertion'")
+  try {
+    const { payload } = await verifyFromA(assertion, { accessToken: false, what: 'assertion' })
+    ctx.body = await issue(ctx, payload)
+  } catch (err) {
+    if (err instanceof Failure) throw new errors.InvalidGrant(err.message)
+    throw err
+  }
+  await next()
+}
+
+providerB.registerGrantType(
+  TOKEN_EXCHANGE,
+  tokenExchange,
+  ['subject_token', 'subject_token_type', 'audience', 'resource', 'scope', 'requested_token_type', 'actor_token', 'actor_token_type'],
+  ['audience', 'resource'],
+)
+providerB.registerGrantType(CHAIN, chainGrant, ['oauth_token', 'scope'])
+providerB.registerGrantType(JWT_BEARER, jwtBearer, ['assertion', 'scope'])
+
+writeStdout(JSON.stringify({ a: { issuer: a.issuer }, b: { issuer: b.issuer } }))
+
+let stopping = false
+function stop(signal) {
+  if (stopping) return
+  stopping = true
+  console.error(`oidc-provider peer: ${signal}, closing`)
+  let open = 2
+  for (const { server } of [a, b]) {
+    server.close(() => {
+      open -= 1
+      if (open === 0) process.exit(0)
+    })
+    server.closeAllConnections()
+  }
+  setTimeout(() => process.exit(0), 2000).unref()
+}
+process.on('SIGTERM', () => stop('SIGTERM'))
+process.on('SIGINT', () => stop('SIGINT'))
