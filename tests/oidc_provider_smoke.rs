@@ -8,9 +8,7 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -20,9 +18,8 @@ use http_body_util::Full;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
+use support::oidc_provider::start_peer;
 use support::{client, send, Answer, HttpClient};
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -35,38 +32,6 @@ const APP_SECRET: &str = "app-secret-3f9c";
 const BASIC_SECRET: &str = "gw-basic-secret-81d2";
 const POST_SECRET: &str = "gw-post-secret-a07e";
 const PKJWT_KID: &str = "gw-pkjwt-es256";
-
-/// The node process; killed on drop whatever happens to the test.
-struct Peer {
-    child: Child,
-    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-impl Peer {
-    /// SIGTERM, then the script must close its servers and exit 0.
-    async fn stop(mut self) {
-        let pid = self.child.id().expect("node still running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .expect("node exits within 5s of SIGTERM")
-            .unwrap();
-        assert!(exit.success(), "node exited with {exit}");
-        // The issuers line was the only thing on stdout.
-        let rest = self.stdout.next_line().await.unwrap();
-        assert_eq!(rest, None, "unexpected stdout line");
-    }
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -170,52 +135,6 @@ fn client_assertion(key: &EncodingKey, audience: &str, jti: &str) -> String {
         "exp": now() + 60,
     });
     jsonwebtoken::encode(&header, &claims, key).unwrap()
-}
-
-async fn start_peer(config: &Value) -> (Peer, String, String, tempfile::TempDir) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    if !dir.join("node_modules/oidc-provider").is_dir() {
-        let status = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&dir)
-            .status()
-            .expect("npm is on PATH");
-        assert!(status.success(), "npm ci --prefix tests/interop failed");
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let config_path = tmp.path().join("peer.json");
-    std::fs::write(&config_path, serde_json::to_vec(config).unwrap()).unwrap();
-
-    let mut child = Command::new("node")
-        .arg(dir.join("oidc-provider.mjs"))
-        .arg("--config")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("cannot run `node` (is Node.js installed?)");
-    // The script's log, shown with the test's output.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = stderr.next_line().await {
-            eprintln!("[oidc-provider] {line}");
-        }
-    });
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(15), stdout.next_line())
-        .await
-        .expect("the peer prints its issuers within 15s")
-        .unwrap()
-        .expect("the peer prints one JSON line");
-    let issuers: Value = serde_json::from_str(&line).unwrap();
-    let a = issuers["a"]["issuer"].as_str().unwrap().to_owned();
-    let b = issuers["b"]["issuer"].as_str().unwrap().to_owned();
-    assert!(a.starts_with("http://127.0.0.1:"), "{a}");
-    assert!(b.starts_with("http://127.0.0.1:"), "{b}");
-    let peer = Peer { child, stdout };
-    (peer, a, b, tmp)
 }
 
 fn assert_error(answer: &Answer, status: StatusCode, code: &str) {

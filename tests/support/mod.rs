@@ -1,6 +1,7 @@
 //! Test harness: an in-process token endpoint, an echo upstream, and gateway/client helpers.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod oidc_provider;
 pub mod tls;
 
 use std::convert::Infallible;
