@@ -22,7 +22,9 @@ use crate::config::{Config, Route};
 use crate::error::Error;
 use crate::exchange::{ExchangeMetrics, Exchanger};
 use crate::metrics::{latency_histogram, RouteLabel};
+use crate::oauth::remote::SharedClient;
 use crate::outbound::{self, Peer, UpstreamClient};
+use crate::validate::InboundValidator;
 use crate::Body;
 
 /// A domain's token for the caller, and whether the cache had it.
@@ -46,6 +48,7 @@ pub struct Gateway {
 #[derive(Debug)]
 struct RouteRuntime {
     config: Route,
+    validator: Option<InboundValidator>,
     domain: usize,
     client: UpstreamClient,
     label: RouteLabel,
@@ -126,6 +129,7 @@ impl Gateway {
                 }))
             })
             .collect::<Result<Vec<_>, rustls::Error>>()?;
+        let jwks_client: SharedClient = Arc::default();
         let index_of = |name: &str| {
             domains
                 .iter()
@@ -145,6 +149,10 @@ impl Gateway {
                     route: route.name.clone(),
                 };
                 Ok(RouteRuntime {
+                    validator: route
+                        .validate
+                        .clone()
+                        .map(|settings| InboundValidator::new(settings, jwks_client.clone())),
                     domain: domains
                         .iter()
                         .position(|d| *d.exchanger.domain().name == *route.domain.name)
@@ -234,6 +242,11 @@ impl Gateway {
         // Authn: exactly one bearer token, from the Authorization header.
         let token = authn::bearer(request.headers(), request.uri())?;
 
+        // Validate: optional local JWT checks, so a bad token never reaches the token server.
+        if let Some(validator) = &route.validator {
+            validator.check(token.expose()).await?;
+        }
+
         // Exchange: AT1 → AT2 at the route's domain, once per (AT1, domain, scope), coalesced.
         let (downstream, result) = self
             .token(route.domain, route.config.scope.as_deref(), token)
@@ -287,15 +300,24 @@ impl Gateway {
         Box::pin(self.token(parent, scope, at1))
     }
 
-    /// Waits until every domain's token endpoint is known (discovery has succeeded once).
+    /// Waits until every domain's token endpoint is known (discovery has succeeded once) and every
+    /// validating route has its issuer's keys.
     pub async fn ready(&self) {
         for domain in &self.domains {
             domain.exchanger.ready().await;
+        }
+        for validator in self.routes.iter().filter_map(|r| r.validator.as_ref()) {
+            validator.ready().await;
         }
     }
 
     pub fn is_ready(&self) -> bool {
         self.domains.iter().all(|d| d.exchanger.is_ready())
+            && self
+                .routes
+                .iter()
+                .filter_map(|r| r.validator.as_ref())
+                .all(InboundValidator::is_ready)
     }
 
     /// Refreshes scrape-time gauges (cache sizes).

@@ -30,6 +30,7 @@ pub mod outbound;
 pub mod reload;
 pub mod secret;
 pub mod tls;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -129,6 +129,27 @@ pub(crate) struct FileRoute {
     pub(crate) scope: Option<String>,
     /// PEM bundle of CAs trusted for an `https` upstream instead of the system roots.
     pub(crate) ca_file: Option<PathBuf>,
+    /// Local JWT checks of the caller's token before any exchange.
+    pub(crate) validate: Option<FileValidate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileValidate {
+    pub(crate) issuer: String,
+    pub(crate) jwks_uri: Option<String>,
+    pub(crate) jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(crate) audience: OneOrMany,
+    pub(crate) algorithms: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) required_claims: Vec<String>,
+    /// Expected `typ` header; default `at+jwt` (RFC 9068), `""` to accept any.
+    pub(crate) typ: Option<String>,
+    pub(crate) clock_skew: Option<String>,
+    pub(crate) jwks_min_refetch_interval: Option<String>,
+    #[serde(default)]
+    pub(crate) allow_insecure_http: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

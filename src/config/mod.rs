@@ -78,6 +78,27 @@ pub struct Route {
     pub domain: Arc<Domain>,
     /// The scope requested at the token endpoint: the route's, else the domain's.
     pub scope: Option<String>,
+    /// Local checks of the caller's JWT before any exchange, if configured.
+    pub validate: Option<Arc<Validate>>,
+}
+
+/// `[routes.validate]`: RFC 9068 §4 / RFC 8725 checks of the caller's token.
+#[derive(Debug)]
+pub struct Validate {
+    pub issuer: String,
+    pub(crate) keys: ValidateKeys,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub required_claims: Vec<String>,
+    pub typ: Option<String>,
+    pub clock_skew: Duration,
+    pub jwks_min_refetch_interval: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) enum ValidateKeys {
+    Remote(Uri),
+    File(crate::oauth::keys::KeySet),
 }
 
 /// An upstream origin: scheme and authority only; the request's own path is kept.
@@ -504,10 +525,97 @@ fn validate_route(i: usize, r: &FileRoute, domains: &[Arc<Domain>]) -> Result<Ro
         },
         domain: domain.clone(),
         scope: r.scope.clone().or_else(|| domain.scope.clone()),
+        validate: r
+            .validate
+            .as_ref()
+            .map(|v| validate_settings(i, v))
+            .transpose()?
+            .map(Arc::new),
     })
 }
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`, separated by single spaces.
+fn validate_settings(i: usize, v: &file::FileValidate) -> Result<Validate, ConfigError> {
+    use crate::oauth::keys::{parse_asymmetric_alg, KeySet, DEFAULT_ALGORITHMS};
+    let key = |field: &str| format!("routes[{i}].validate.{field}");
+    let algorithms = match &v.algorithms {
+        None => DEFAULT_ALGORITHMS.to_vec(),
+        Some(names) => names
+            .iter()
+            .enumerate()
+            .map(|(n, name)| {
+                parse_asymmetric_alg(name)
+                    .map_err(|e| ConfigError::key(key(&format!("algorithms[{n}]")), e))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let keys = match (&v.jwks_uri, &v.jwks_file) {
+        (Some(uri), None) => {
+            let parsed: Uri = uri
+                .parse()
+                .map_err(|_| ConfigError::key(key("jwks_uri"), "not a valid URL"))?;
+            match parsed.scheme_str() {
+                Some("https") => {}
+                Some("http") if v.allow_insecure_http => {}
+                _ => {
+                    return Err(ConfigError::key(
+                        key("jwks_uri"),
+                        "must be https (or http with allow_insecure_http)",
+                    ))
+                }
+            }
+            ValidateKeys::Remote(parsed)
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read(path).map_err(|e| {
+                ConfigError::key(
+                    key("jwks_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            ValidateKeys::File(
+                KeySet::from_jwks(&text, &algorithms)
+                    .map_err(|e| ConfigError::key(key("jwks_file"), e))?,
+            )
+        }
+        _ => {
+            return Err(ConfigError::key(
+                key("jwks_uri"),
+                "set exactly one of jwks_uri and jwks_file",
+            ))
+        }
+    };
+    let audiences = v.audience.to_vec();
+    if audiences.is_empty() {
+        return Err(ConfigError::key(
+            key("audience"),
+            "list the audience(s) a caller's token must carry",
+        ));
+    }
+    let duration = |field: &str, value: &Option<String>, default| match value {
+        Some(t) => parse_duration(&key(field), t),
+        None => Ok(default),
+    };
+    Ok(Validate {
+        issuer: v.issuer.clone(),
+        keys,
+        audiences,
+        algorithms,
+        required_claims: v.required_claims.clone(),
+        typ: match v.typ.as_deref() {
+            None => Some("at+jwt".to_string()),
+            Some("") => None,
+            Some(t) => Some(t.to_ascii_lowercase()),
+        },
+        clock_skew: duration("clock_skew", &v.clock_skew, Duration::from_secs(30))?,
+        jwks_min_refetch_interval: duration(
+            "jwks_min_refetch_interval",
+            &v.jwks_min_refetch_interval,
+            Duration::from_secs(30),
+        )?,
+    })
+}
+
 /// Every `subject_domain` names a domain, and following them never loops.
 fn validate_subject_domains(domains: &[Arc<Domain>]) -> Result<(), ConfigError> {
     for domain in domains {

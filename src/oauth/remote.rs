@@ -82,6 +82,13 @@ impl RemoteKeys {
 
     /// The current key set. Fetches when nothing is cached or the cache is stale, and refetches
     /// when `want_kid` is not in the cached set (at most once per `min_refetch_interval`).
+    /// Whether keys have been fetched at least once.
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.state
+            .try_lock()
+            .is_ok_and(|state| state.keys.is_some())
+    }
+
     pub(crate) async fn keys(&self, want_kid: Option<&str>) -> Result<Arc<KeySet>, String> {
         let mut state = self.state.lock().await;
         let now = Instant::now();
