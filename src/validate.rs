@@ -27,14 +27,14 @@ pub struct InboundValidator {
 
 #[derive(Debug)]
 enum Keys {
-    Remote(RemoteKeys),
+    Remote(Box<RemoteKeys>),
     File(Arc<KeySet>),
 }
 
 impl InboundValidator {
     pub fn new(settings: Arc<Validate>, client: SharedClient) -> Self {
         let keys = match &settings.keys {
-            ValidateKeys::Remote(uri) => Keys::Remote(RemoteKeys::new(
+            ValidateKeys::Remote(uri) => Keys::Remote(Box::new(RemoteKeys::new(
                 uri.clone(),
                 settings.algorithms.clone(),
                 FetchLimits {
@@ -44,7 +44,7 @@ impl InboundValidator {
                     min_refetch_interval: settings.jwks_min_refetch_interval,
                 },
                 client,
-            )),
+            ))),
             ValidateKeys::File(set) => Keys::File(Arc::new(set.clone())),
         };
         Self { settings, keys }
