@@ -544,3 +544,93 @@ async fn discovery_refuses_a_different_issuer_and_falls_back_to_openid_configura
     assert_eq!(status, 200);
     assert_eq!(sts.calls(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_client_auth_presents_the_certificate_and_names_the_client() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pki = support::tls::pki();
+    // A token endpoint that requires a client certificate from the test CA (RFC 8705 §2).
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&pki.ca_file).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+        .build()
+        .unwrap();
+    let server = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_file(&pki.cert_file).unwrap()],
+            PrivateKeyDer::from_pem_file(&pki.key_file).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(bool, String)>::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, record) = (acceptor.clone(), record.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let presented = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty());
+                let service = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let body = http_body_util::BodyExt::collect(req.into_body())
+                                .await
+                                .unwrap()
+                                .to_bytes();
+                            record
+                                .lock()
+                                .unwrap()
+                                .push((presented, String::from_utf8_lossy(&body).into_owned()));
+                            let reply = r#"{"access_token":"mtls-at2","token_type":"Bearer","expires_in":60}"#;
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(reply)),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    let upstream = Upstream::start().await;
+    let domains = format!(
+        "[domains.m]\ntoken_endpoint = \"https://localhost:{port}/token\"\nclient_id = \"gw-mtls\"\nauth_method = \"tls_client_auth\"\nclient_cert_file = {:?}\nclient_cert_key_file = {:?}\nca_file = {:?}\n",
+        pki.client_cert_file.display().to_string(),
+        pki.client_key_file.display().to_string(),
+        pki.ca_file.display().to_string()
+    );
+    let gw = gateway(&gateway_toml(&domains, "m", &upstream)).await;
+    let answer = get(gw.addr, "/", Some("caller")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["authorization"], "Bearer mtls-at2");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].0, "the client certificate was presented");
+    let form: Vec<(String, String)> = form_urlencoded::parse(seen[0].1.as_bytes())
+        .into_owned()
+        .collect();
+    assert!(
+        form.contains(&("client_id".into(), "gw-mtls".into())),
+        "RFC 8705 §2: client_id is sent"
+    );
+    assert!(!form
+        .iter()
+        .any(|(k, _)| k == "client_secret" || k == "client_assertion"));
+}

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 pub struct TestPki {
     pub dir: tempfile::TempDir,
+    /// A client certificate and key signed by the same CA (for mutual TLS).
+    pub client_cert_file: PathBuf,
+    pub client_key_file: PathBuf,
     pub ca_pem: String,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
@@ -25,6 +28,9 @@ pub fn pki() -> TestPki {
         .subject_alt_names
         .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
     let cert = params.signed_by(&key, &issuer).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client_params = CertificateParams::new(vec!["gateway-client".to_string()]).unwrap();
+    let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let cert_file = dir.path().join("tls.crt");
@@ -33,11 +39,17 @@ pub fn pki() -> TestPki {
     std::fs::write(&cert_file, cert.pem()).unwrap();
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
     std::fs::write(&ca_file, ca.pem()).unwrap();
+    let client_cert_file = dir.path().join("client.crt");
+    let client_key_file = dir.path().join("client.key");
+    std::fs::write(&client_cert_file, client_cert.pem()).unwrap();
+    std::fs::write(&client_key_file, client_key.serialize_pem()).unwrap();
     TestPki {
         ca_pem: ca.pem(),
         dir,
         cert_file,
         key_file,
         ca_file,
+        client_cert_file,
+        client_key_file,
     }
 }
