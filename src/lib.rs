@@ -22,6 +22,8 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod inbound;
 pub mod metrics;

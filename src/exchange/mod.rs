@@ -273,6 +273,29 @@ impl Exchanger {
     }
 }
 
+/// Feeds a token response to the parsers of every grant profile (fuzzing entry point).
+pub(crate) fn fuzz_response(body: &[u8]) {
+    use crate::config::{OAuthTokenFormat, TokenExchange};
+    let grants = [
+        Grant::Chain {
+            oauth_token_format: OAuthTokenFormat::Bare,
+        },
+        Grant::JwtBearer,
+        Grant::TokenExchange(TokenExchange {
+            subject_token_type: "urn:ietf:params:oauth:token-type:access_token".into(),
+            audience: Vec::new(),
+            resource: Vec::new(),
+            requested_token_type: Some("urn:ietf:params:oauth:token-type:access_token".into()),
+            actor_token_file: None,
+            actor_token_type: "urn:ietf:params:oauth:token-type:jwt".into(),
+        }),
+    ];
+    for grant in &grants {
+        let _ = response::parse_success(body, grant);
+        let _ = response::classify_error(StatusCode::BAD_REQUEST, body, grant);
+    }
+}
+
 /// Discovers the token endpoint, retrying with backoff until it works, then refreshes it.
 /// A failed refresh keeps the last good endpoint.
 async fn keep_discovering(exchanger: Weak<Exchanger>, issuer: String, refresh: Duration) {
