@@ -32,6 +32,22 @@ pub struct Domain {
     /// CA certificates for the token endpoint; `None` means the system roots.
     pub ca_certs: Option<Vec<CertificateDer<'static>>>,
     pub timeout: Duration,
+    pub protection: Protection,
+}
+
+/// How chaingate protects a token server, and its callers, when the server struggles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protection {
+    /// Extra attempts after a connect error, 5xx or 429, within the exchange deadline.
+    pub retries: u32,
+    /// Retries may add at most this share of traffic on top of first attempts (plus a floor).
+    pub retry_budget_percent: u32,
+    /// Consecutive unavailable answers that open the breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker fails fast before one probe is let through.
+    pub breaker_open: Duration,
+    /// Exchanges in flight to this domain at once; beyond it, 503 at once.
+    pub max_in_flight: usize,
 }
 
 /// Where the token endpoint comes from.
@@ -325,6 +341,27 @@ pub(super) fn validate_domain(
             Some(t) => parse_duration(&key("timeout"), t)?,
             None => default_timeout,
         },
+        protection: Protection {
+            retries: d.retries.unwrap_or(2),
+            retry_budget_percent: d.retry_budget_percent.unwrap_or(20),
+            breaker_failures: match d.breaker_failures.unwrap_or(5) {
+                0 => {
+                    return Err(ConfigError::key(
+                        key("breaker_failures"),
+                        "must be at least 1",
+                    ))
+                }
+                n => n,
+            },
+            breaker_open: match &d.breaker_open {
+                Some(t) => parse_duration(&key("breaker_open"), t)?,
+                None => Duration::from_secs(5),
+            },
+            max_in_flight: match d.max_in_flight.unwrap_or(128) {
+                0 => return Err(ConfigError::key(key("max_in_flight"), "must be at least 1")),
+                n => n,
+            },
+        },
     })
 }
 
@@ -462,6 +499,7 @@ impl Domain {
             d.part(cert.as_ref());
         }
         d.part(&self.timeout.as_nanos().to_be_bytes());
+        d.part(format!("{:?}", self.protection).as_bytes());
         d.finish()
     }
 }

@@ -87,6 +87,12 @@ pub(crate) struct FileDomain {
     /// PEM bundle of CAs trusted for this token endpoint instead of the system roots.
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) timeout: Option<String>,
+    /// Protection of the token server: retries, retry budget, circuit breaker, in-flight cap.
+    pub(crate) retries: Option<u32>,
+    pub(crate) retry_budget_percent: Option<u32>,
+    pub(crate) breaker_failures: Option<u32>,
+    pub(crate) breaker_open: Option<String>,
+    pub(crate) max_in_flight: Option<usize>,
 }
 
 /// A key that takes one string or a list of them.

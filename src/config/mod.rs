@@ -19,8 +19,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use domain::{
-    AssertionAudience, AssertionKey, ClientAuth, Domain, Grant, OAuthTokenFormat, TokenEndpoint,
-    TokenExchange, TOKEN_TYPE_PREFIX,
+    AssertionAudience, AssertionKey, ClientAuth, Domain, Grant, OAuthTokenFormat, Protection,
+    TokenEndpoint, TokenExchange, TOKEN_TYPE_PREFIX,
 };
 pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError};
 

@@ -7,6 +7,7 @@
 //! logged as the `error` code only, never returned to the caller.
 
 mod discovery;
+mod guard;
 mod request;
 mod response;
 
@@ -25,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::Notify;
@@ -73,6 +75,7 @@ pub struct Exchanger {
     client: HttpsClient,
     endpoints: ArcSwapOption<Endpoints>,
     discovered: Notify,
+    guard: guard::Guard,
     metrics: DomainExchangeMetrics,
     retry_after: Duration,
 }
@@ -128,9 +131,12 @@ impl Exchanger {
                     .exchanges
                     .get_or_create_owned(&label.outcome(Outcome::Error)),
                 duration: metrics.duration.get_or_create_owned(&label),
+                retries: metrics.retries.get_or_create_owned(&label),
+                circuit_open: metrics.circuit_open.get_or_create_owned(&label),
             },
             endpoints: ArcSwapOption::new(fixed),
             discovered: Notify::new(),
+            guard: guard::Guard::new(domain.protection.clone()),
             domain,
             client,
             retry_after,
@@ -168,11 +174,28 @@ impl Exchanger {
     /// Exchanges `subject` (the caller's token, or a previous hop's) for a token of this domain.
     pub async fn exchange(&self, subject: &str, scope: Option<&str>) -> Result<Issued, Error> {
         let started = Instant::now();
-        let result =
-            match tokio::time::timeout(self.domain.timeout, self.request(subject, scope)).await {
-                Ok(result) => result,
-                Err(_) => Err(Failure::error(Error::ExchangeTimeout, "timeout")),
-            };
+        let result = match self.guard.admit(self.retry_after) {
+            Err((error, reason)) => Err(Failure::error(error, reason)),
+            Ok(_admission) => {
+                let attempts = self.attempts(subject, scope, started + self.domain.timeout);
+                let result = match tokio::time::timeout(self.domain.timeout, attempts).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Failure::error(Error::ExchangeTimeout, "timeout")),
+                };
+                // Any answer, even a refusal, shows the server is alive; silence and 5xx do not.
+                let alive = result.as_ref().err().is_none_or(|failure| {
+                    !matches!(
+                        failure.error,
+                        Error::ExchangeTimeout | Error::ExchangeUnavailable { .. }
+                    )
+                });
+                self.guard.record(alive);
+                self.metrics
+                    .circuit_open
+                    .set(i64::from(self.guard.is_open()));
+                result
+            }
+        };
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
@@ -189,6 +212,34 @@ impl Exchanger {
                 tracing::warn!(domain = %self.domain.name, reason = failure.reason, "token exchange failed");
                 Err(failure.error)
             }
+        }
+    }
+
+    /// The first attempt and the retries the budget allows (connect errors, 5xx, 429 only).
+    async fn attempts(
+        &self,
+        subject: &str,
+        scope: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Issued, Failure> {
+        let mut attempt = 0;
+        loop {
+            let result = self.request(subject, scope).await;
+            let Err(failure) = &result else { return result };
+            let Some(hint) = failure.retry_hint else {
+                return result;
+            };
+            attempt += 1;
+            let Some(delay) = self.guard.retry_delay(attempt, hint) else {
+                return result;
+            };
+            // A wait that outlasts the deadline would only turn a clear 503 into a 504.
+            if Instant::now() + delay >= deadline {
+                return result;
+            }
+            self.metrics.retries.inc();
+            tracing::debug!(domain = %self.domain.name, attempt, ?delay, "retrying token exchange");
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -230,12 +281,18 @@ impl Exchanger {
         )?;
         let response = self.client.request(request).await.map_err(|e| {
             tracing::debug!(error = %e, "token endpoint unreachable");
-            Failure::error(
+            let failure = Failure::error(
                 Error::ExchangeUnavailable {
                     retry_after: self.retry_after,
                 },
                 "unreachable",
-            )
+            );
+            // Only a request that never reached the server is safe to send again.
+            if e.is_connect() {
+                failure.retryable(None)
+            } else {
+                failure
+            }
         })?;
         self.read_response(response).await
     }
@@ -253,10 +310,12 @@ impl Exchanger {
             .map(|s| Duration::from_secs(s.min(3600)))
             .unwrap_or(self.retry_after);
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            let hint = (status == StatusCode::TOO_MANY_REQUESTS).then_some(retry_after);
             return Err(Failure::error(
                 Error::ExchangeUnavailable { retry_after },
                 "unavailable status",
-            ));
+            )
+            .retryable(hint));
         }
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
@@ -341,6 +400,8 @@ struct Failure {
     error: Error,
     outcome: Outcome,
     reason: &'static str,
+    /// `Some` if another attempt may be made, with the server's wait (Retry-After) if it gave one.
+    retry_hint: Option<Option<Duration>>,
 }
 
 impl Failure {
@@ -349,7 +410,13 @@ impl Failure {
             error,
             outcome: Outcome::Error,
             reason,
+            retry_hint: None,
         }
+    }
+
+    fn retryable(mut self, wait: Option<Duration>) -> Self {
+        self.retry_hint = Some(wait);
+        self
     }
 }
 
@@ -395,6 +462,8 @@ impl DomainLabel {
 pub struct ExchangeMetrics {
     exchanges: Family<DomainOutcome, Counter>,
     duration: Family<DomainLabel, Histogram>,
+    retries: Family<DomainLabel, Counter>,
+    circuit_open: Family<DomainLabel, Gauge>,
 }
 
 impl ExchangeMetrics {
@@ -412,9 +481,23 @@ impl ExchangeMetrics {
             Unit::Seconds,
             duration.clone(),
         );
+        let retries = Family::default();
+        registry.register(
+            "chaingate_token_exchange_retries",
+            "Retried token requests (connect errors, 5xx, 429), within the retry budget",
+            retries.clone(),
+        );
+        let circuit_open = Family::default();
+        registry.register(
+            "chaingate_token_exchange_circuit_open",
+            "1 while the domain's circuit breaker fails exchanges fast",
+            circuit_open.clone(),
+        );
         Self {
             exchanges,
             duration,
+            retries,
+            circuit_open,
         }
     }
 }
@@ -424,5 +507,7 @@ struct DomainExchangeMetrics {
     issued: Counter,
     rejected: Counter,
     error: Counter,
+    retries: Counter,
+    circuit_open: Gauge,
     duration: Histogram,
 }

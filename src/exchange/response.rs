@@ -113,6 +113,7 @@ pub(super) fn classify_error(status: StatusCode, body: &[u8], grant: &Grant) -> 
         error,
         outcome: Outcome::Rejected,
         reason,
+        retry_hint: None,
     }
 }
 

@@ -1,0 +1,114 @@
+//! Protecting the token server and the caller: retries within a budget, a circuit breaker that
+//! fails fast and probes back, a cap on exchanges in flight (reliability.md §(b) 4, 12).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+
+fn with(settings: &str, sts: &TokenServer, upstream: &Upstream) -> String {
+    config(&sts.url(), &upstream.url(), "").replace(
+        "timeout = \"500ms\"",
+        &format!("timeout = \"2s\"\n{settings}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unavailable_answers_are_retried_and_refusals_are_not() {
+    let sts = TokenServer::scripted(|n, req| match (req.param("oauth_token"), n) {
+        (Some("flaky"), 0 | 1) => Reply::error(503, "temporarily_unavailable"),
+        (Some("flaky"), _) => Reply::issue(n, Some(60)),
+        _ => Reply::error(400, "invalid_grant"),
+    })
+    .await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&with("retries = 2", &sts, &upstream)).await;
+    assert_eq!(get(gw.addr, "/", Some("flaky")).await.status, 200);
+    assert_eq!(sts.calls(), 3);
+    assert_eq!(get(gw.addr, "/", Some("refused")).await.status, 401);
+    assert_eq!(sts.calls(), 4, "a refusal is never retried");
+    let scrape = metrics(&gw).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            r#"chaingate_token_exchange_retries_total{domain="billing"}"#
+        ),
+        Some(2.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_breaker_fails_fast_while_the_server_is_down_and_probes_it_back() {
+    let down = Arc::new(AtomicBool::new(true));
+    let state = down.clone();
+    let sts = TokenServer::scripted(move |n, _| {
+        if state.load(Ordering::SeqCst) {
+            Reply::error(500, "server_error")
+        } else {
+            Reply::issue(n, Some(60))
+        }
+    })
+    .await;
+    let upstream = Upstream::start().await;
+    let settings = "retries = 0\nbreaker_failures = 3\nbreaker_open = \"1s\"";
+    let gw = gateway(&with(settings, &sts, &upstream)).await;
+    for i in 0..3 {
+        assert_eq!(
+            get(gw.addr, "/", Some(&format!("caller-{i}"))).await.status,
+            503
+        );
+    }
+    assert_eq!(sts.calls(), 3);
+    // Open: callers get 503 with Retry-After at once, the server gets nothing.
+    let fast = get(gw.addr, "/", Some("caller-x")).await;
+    assert_eq!(fast.status, 503);
+    assert!(fast.header("retry-after").is_some());
+    assert_eq!(sts.calls(), 3);
+    assert_eq!(
+        sample(
+            &metrics(&gw).await,
+            r#"chaingate_token_exchange_circuit_open{domain="billing"}"#
+        ),
+        Some(1.0)
+    );
+    // The server recovers; after the open period one probe closes the breaker.
+    down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get(gw.addr, "/", Some("caller-y")).await.status, 200);
+    assert_eq!(get(gw.addr, "/", Some("caller-z")).await.status, 200);
+    assert_eq!(sts.calls(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exchanges_in_flight_are_capped_per_domain() {
+    let sts =
+        TokenServer::scripted(|n, _| Reply::issue(n, Some(60)).delayed(Duration::from_millis(400)))
+            .await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&with("max_in_flight = 2", &sts, &upstream)).await;
+    let addr = gw.addr;
+    let burst: Vec<_> = (0..6)
+        .map(|i| {
+            tokio::spawn(async move {
+                get(addr, "/", Some(&format!("distinct-{i}")))
+                    .await
+                    .status
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for request in burst {
+        statuses.push(request.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 200, 503, 503, 503, 503],
+        "two exchanges at a time, the rest shed"
+    );
+    assert_eq!(sts.calls(), 2);
+}
