@@ -8,6 +8,20 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A secret string (client secret, bearer token, assertion). Cheap to clone.
+///
+/// Not comparable with `==` (use [`Secret::ct_eq`]):
+///
+/// ```compile_fail
+/// let a = chaingate::secret::Secret::new("x");
+/// let _ = a == chaingate::secret::Secret::new("x");
+/// ```
+///
+/// and not printable with `{}`:
+///
+/// ```compile_fail
+/// let a = chaingate::secret::Secret::new("x");
+/// println!("{a}");
+/// ```
 #[derive(Clone)]
 pub struct Secret(Arc<str>);
 
