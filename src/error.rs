@@ -26,6 +26,10 @@ pub enum Error {
     /// Caller: the token server refused the scope the route needs (`invalid_scope`).
     #[error("the token server refused the route's scope")]
     InsufficientScope,
+    /// Caller: the token server needs the user back (`interaction_required`) or more claims
+    /// (`insufficient_claims`, a step-up); relayed so the caller's client can act on it.
+    #[error("the token server needs the user: {0}")]
+    ChallengeRelayed(&'static str),
     /// Caller: no route matches the request path.
     #[error("no route matches")]
     NoRoute,
@@ -69,6 +73,17 @@ impl Error {
                 "the access token is not accepted",
             )
             .challenge("Bearer realm=\"chaingate\", error=\"invalid_token\""),
+            Self::ChallengeRelayed(code) => respond(
+                StatusCode::UNAUTHORIZED,
+                code,
+                "the caller's authorization is not enough",
+            )
+            .challenge(match code {
+                "insufficient_claims" => {
+                    "Bearer realm=\"chaingate\", error=\"insufficient_claims\""
+                }
+                _ => "Bearer realm=\"chaingate\", error=\"interaction_required\"",
+            }),
             Self::InsufficientScope => respond(
                 StatusCode::FORBIDDEN,
                 "insufficient_scope",

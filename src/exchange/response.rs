@@ -90,6 +90,14 @@ pub(super) fn classify_error(status: StatusCode, body: &[u8], grant: &Grant) -> 
         }
         "invalid_request" => (Error::ExchangeFailed("request refused"), "invalid_request"),
         "invalid_scope" => (Error::InsufficientScope, "invalid_scope"),
+        "interaction_required" => (
+            Error::ChallengeRelayed("interaction_required"),
+            "interaction_required",
+        ),
+        "insufficient_claims" => (
+            Error::ChallengeRelayed("insufficient_claims"),
+            "insufficient_claims",
+        ),
         "invalid_target" => (Error::InsufficientScope, "invalid_target"),
         "invalid_client" => (
             Error::ExchangeFailed("client credentials rejected"),
@@ -208,6 +216,14 @@ mod tests {
         };
         assert_eq!(e("invalid_grant", &CHAIN), Error::InvalidToken);
         assert_eq!(e("invalid_scope", &CHAIN), Error::InsufficientScope);
+        assert_eq!(
+            e("interaction_required", &CHAIN),
+            Error::ChallengeRelayed("interaction_required")
+        );
+        assert_eq!(
+            e("insufficient_claims", &CHAIN),
+            Error::ChallengeRelayed("insufficient_claims")
+        );
         assert!(matches!(
             e("invalid_client", &CHAIN),
             Error::ExchangeFailed(_)
