@@ -3,7 +3,7 @@
 //! The test installs the pinned npm packages itself (`npm ci --prefix tests/interop`) when they
 //! are missing, so `cargo test` on a fresh machine with Node needs nothing else.
 
-use std::path::Path;
+mod support;
 
 use chaingate::authority::{spawn, AuthorityConfig};
 
@@ -20,15 +20,7 @@ scope = "a:read"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth4webapi_discovers_and_runs_client_credentials_and_token_exchange() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    if !dir.join("node_modules/oauth4webapi").is_dir() {
-        let status = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&dir)
-            .status()
-            .expect("npm is on PATH");
-        assert!(status.success(), "npm ci --prefix tests/interop failed");
-    }
+    let dir = support::npm_packages("interop", "oauth4webapi");
     let a = spawn(AuthorityConfig::from_toml(DOMAIN_A).unwrap())
         .await
         .unwrap();

@@ -48,6 +48,23 @@ where
     addr
 }
 
+/// `tests/<folder>` with its pinned npm packages installed (`npm ci`) if `probe` is missing:
+/// tests install what they need, so `cargo test` works on a fresh machine with Node.
+pub fn npm_packages(folder: &str, probe: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(folder);
+    if !dir.join("node_modules").join(probe).is_dir() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .status()
+            .expect("npm is on PATH");
+        assert!(status.success(), "npm ci --prefix tests/{folder} failed");
+    }
+    dir
+}
+
 /// An address nothing listens on.
 pub async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

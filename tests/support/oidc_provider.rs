@@ -1,6 +1,5 @@
 //! The independent OAuth peer: panva's oidc-provider as domains A and B (tests/interop/oidc-provider.mjs).
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -42,15 +41,7 @@ impl Peer {
 
 /// Starts the peer with `config` (client JWKS and secrets); returns it with A's and B's issuers.
 pub async fn start_peer(config: &Value) -> (Peer, String, String, tempfile::TempDir) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    if !dir.join("node_modules/oidc-provider").is_dir() {
-        let status = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&dir)
-            .status()
-            .expect("npm is on PATH");
-        assert!(status.success(), "npm ci --prefix tests/interop failed");
-    }
+    let dir = super::npm_packages("interop", "oidc-provider");
     let tmp = tempfile::tempdir().unwrap();
     let config_path = tmp.path().join("peer.json");
     std::fs::write(&config_path, serde_json::to_vec(config).unwrap()).unwrap();
