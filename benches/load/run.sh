@@ -8,7 +8,8 @@
 # Knobs (env): ROUNDS, DUR (s), CONNS (wrk), H2_CONNS, H2_STREAMS, COLD_DUR, TOKEN_LATENCY_MS,
 # FILL_N, BURSTS ("100 1000"), PIN (0 = no taskset), LOAD_CPU, SERVER_CPU, CHAINGATE (a binary to
 # use instead of building one), BASELINE (a second chaingate binary, e.g. before a change: it joins
-# the warm-path rounds as "baseline"), NO_INSTALL=1, KEEP=1 (keep the scratch directory).
+# the warm-path rounds as "baseline"), WARM_ONLY=1 (skip cold path, memory, startup), NO_INSTALL=1,
+# KEEP=1 (keep the scratch directory).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -159,11 +160,15 @@ chaingate_conf cglog $CGLOG $CGLOG_ADMIN true
 chaingate_conf cgmem $CGMEM $CGMEM_ADMIN false
 chaingate_conf cgbase $CGBASE $CGBASE_ADMIN false
 
-start() { # log file, command...
-    local log=$1
-    shift
+declare -A started
+# The process serving a target: the child of the `timeout` wrapper that start() recorded.
+declare -A server_pid
+start() { # name, log file, command...
+    local name=$1 log=$2
+    shift 2
     "$@" >"$log" 2>&1 &
     pids+=($!)
+    started[$name]=$!
 }
 
 wait_http() { # url
@@ -175,27 +180,30 @@ wait_http() { # url
     exit 1
 }
 
-start "$dir/upstream.out" "${on_server[@]}" timeout "$LIFETIME" "$nginx_bin" -c "$dir/upstream.conf"
-start "$dir/proxy.out" "${on_server[@]}" timeout "$LIFETIME" "$nginx_bin" -c "$dir/proxy.conf"
+start direct "$dir/upstream.out" "${on_server[@]}" timeout "$LIFETIME" "$nginx_bin" -c "$dir/upstream.conf"
+start nginx "$dir/proxy.out" "${on_server[@]}" timeout "$LIFETIME" "$nginx_bin" -c "$dir/proxy.conf"
 # Token servers sit with the load tool: the cold path measures chaingate's CPU, not theirs.
-start "$dir/sts-fast.out" "${on_load[@]}" "$loadkit" token-server --listen 127.0.0.1:$STS_FAST \
+start sts-fast "$dir/sts-fast.out" "${on_load[@]}" "$loadkit" token-server --listen 127.0.0.1:$STS_FAST \
     --latency-ms "$TOKEN_LATENCY_MS" --for-secs "$LIFETIME"
-start "$dir/sts-slow.out" "${on_load[@]}" "$loadkit" token-server --listen 127.0.0.1:$STS_SLOW \
+start sts-slow "$dir/sts-slow.out" "${on_load[@]}" "$loadkit" token-server --listen 127.0.0.1:$STS_SLOW \
     --latency-ms 100 --for-secs "$LIFETIME"
-RUST_LOG=${RUST_LOG:-info} start "$dir/cg.out" "${on_server[@]}" timeout "$LIFETIME" \
+RUST_LOG=${RUST_LOG:-info} start chaingate "$dir/cg.out" "${on_server[@]}" timeout "$LIFETIME" \
     "$chaingate" run --config "$dir/cg.toml"
 # The access log is formatted and written, to /dev/null: the cost of producing it, not of storing it.
-RUST_LOG=${RUST_LOG:-info} start /dev/null "${on_server[@]}" timeout "$LIFETIME" \
+RUST_LOG=${RUST_LOG:-info} start chaingate+log /dev/null "${on_server[@]}" timeout "$LIFETIME" \
     "$chaingate" run --config "$dir/cglog.toml"
 
 if [[ -n "${BASELINE:-}" ]]; then
-    RUST_LOG=${RUST_LOG:-info} start "$dir/cgbase.out" "${on_server[@]}" timeout "$LIFETIME" \
+    RUST_LOG=${RUST_LOG:-info} start baseline "$dir/cgbase.out" "${on_server[@]}" timeout "$LIFETIME" \
         "$BASELINE" run --config "$dir/cgbase.toml"
     wait_http "http://127.0.0.1:$CGBASE_ADMIN/ready"
     curl -fsS -o /dev/null -H "Authorization: Bearer $WARM_TOKEN" "http://127.0.0.1:$CGBASE/warm"
 fi
 wait_http "http://127.0.0.1:$UP_H1/"
 wait_http "http://127.0.0.1:$NGX_H1/"
+for name in "${!started[@]}"; do
+    server_pid[$name]=$(pgrep -P "${started[$name]}" | head -1 || true)
+done
 wait_http "http://127.0.0.1:$CG_ADMIN/ready"
 wait_http "http://127.0.0.1:$CGLOG_ADMIN/ready"
 for port in $CG $CGLOG; do
@@ -241,7 +249,20 @@ metric() { # admin port, metric name, label regex
 
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+median() {
+    tr ' ' '\n' | grep -v '^$' | sort -g |
+        awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+# CPU time (user + system, clock ticks) of a process and its children, e.g. nginx and its worker.
+cpu_ticks() { # pid
+    local total=0 pid
+    for pid in $1 $(pgrep -P "$1"); do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
 
 # === warm path: interleaved A B C D / D C B A ===
 
@@ -260,16 +281,54 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
     for proto in h1 h2; do
         for target in "${order[@]}"; do
+            cpu_before=$(cpu_ticks "${server_pid[$target]}")
             if [[ $proto == h1 ]]; then
                 line=$(run_h1 "${h1_port[$target]}" "$DUR")
             else
                 line=$(run_h2 "${h2_port[$target]}" "$DUR")
             fi
+            # CPU per request of the proxy alone (the upstream's own share excluded, except for
+            # direct): steadier than req/s when other work shares the machine.
+            cpu_us=$(awk -v t="$(($(cpu_ticks "${server_pid[$target]}") - cpu_before))" \
+                -v hz="$(getconf CLK_TCK)" -v rps="${line%% *}" -v d="$DUR" \
+                'BEGIN { printf "%.2f", (rps > 0 ? t / hz * 1e6 / (rps * d) : 0) }')
+            line="$line $cpu_us"
             echo "  round $round $proto $target: $line" >&2
             res[$proto,$target]+="$line;"
         done
     done
 done
+
+# === report helpers ===
+
+med() { # proto, target, field (1 rps, 2 p50, 3 p99, 4 errors, 5 CPU µs per request)
+    tr ';' '\n' <<<"${res[$1,$2]}" | awk -v f="$3" 'NF { print $f }' | median
+}
+# The median of per-round ratios: each round's cells ran back to back, so they share its noise.
+ratio() { # proto, target, reference target, [field]
+    local f=${4:-1}
+    paste -d' ' <(tr ';' '\n' <<<"${res[$1,$2]}" | awk -v f="$f" 'NF { print $f }') \
+        <(tr ';' '\n' <<<"${res[$1,$3]}" | awk -v f="$f" 'NF { print $f }') |
+        awk '$2 > 0 { print $1 / $2 }' | median | awk '{ printf "%.2f", $1 }'
+}
+warm_table() {
+    echo "| test | target | req/s | p50 ms | p99 ms | errors | × nginx | × direct | p99 − nginx p99 ms | CPU µs/req | CPU × nginx |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for proto in h1 h2; do
+        n_p99=$(med $proto nginx 3)
+        for target in "${targets[@]}"; do
+            rps=$(med $proto "$target" 1) p50=$(med $proto "$target" 2) p99=$(med $proto "$target" 3)
+            err=$(med $proto "$target" 4)
+            dp99=$(awk -v a="$p99" -v b="$n_p99" 'BEGIN { printf "%+.3f", a - b }')
+            label=$([[ $proto == h1 ]] && echo "warm h1 (wrk)" || echo "warm h2c (h2load)")
+            echo "| $label | $target | $rps | $p50 | $p99 | $err | $(ratio $proto "$target" nginx) | $(ratio $proto "$target" direct) | $dp99 | $(med $proto "$target" 5) | $(ratio $proto "$target" nginx 5) |"
+        done
+    done
+}
+if [[ "${WARM_ONLY:-0}" == 1 ]]; then
+    warm_table
+    exit 0
+fi
 
 # === cold path ===
 
@@ -309,9 +368,9 @@ done
 # === memory ===
 
 echo "memory: idle, then $FILL_N cached tokens" >&2
-RUST_LOG=warn start "$dir/cgmem.out" "${on_server[@]}" timeout "$LIFETIME" "$chaingate" run --config "$dir/cgmem.toml"
+RUST_LOG=warn start memory "$dir/cgmem.out" "${on_server[@]}" timeout "$LIFETIME" "$chaingate" run --config "$dir/cgmem.toml"
 wait_http "http://127.0.0.1:$CGMEM_ADMIN/ready"
-mem_pid=$(pgrep -P "${pids[-1]}" -x chaingate)
+mem_pid=$(pgrep -P "${started[memory]}" -x chaingate)
 sleep 1
 rss_idle=$(rss_kib "$mem_pid")
 # Same connection count and one token first, so connection buffers and allocator arenas are
@@ -321,7 +380,7 @@ rss_warm=$(rss_kib "$mem_pid")
 "${on_load[@]}" "$loadkit" fill --addr 127.0.0.1:$CGMEM --path /fill --prefix "mem-" --n "$FILL_N" >&2
 entries=$(metric $CGMEM_ADMIN chaingate_token_cache_entries 'domain="fast"')
 rss_full=$(rss_kib "$mem_pid")
-kill "${pids[-1]}" 2>/dev/null || true
+kill "${started[memory]}" 2>/dev/null || true
 # AT2 as the token server issues it ("at2-bench-<20 digits>-<23 x>"): what each entry must hold.
 at2_len=54
 per_entry=$(((rss_full - rss_warm) * 1024 / FILL_N))
@@ -335,16 +394,6 @@ echo "  $startup" >&2
 
 # === report ===
 
-med() { # proto, target, field (1 rps, 2 p50, 3 p99, 4 errors)
-    tr ';' '\n' <<<"${res[$1,$2]}" | awk -v f="$3" 'NF { print $f }' | median
-}
-# The median of per-round ratios: each round's cells ran back to back, so they share its noise.
-ratio() { # proto, target, reference target
-    paste -d' ' <(tr ';' '\n' <<<"${res[$1,$2]}" | awk 'NF { print $1 }') \
-        <(tr ';' '\n' <<<"${res[$1,$3]}" | awk 'NF { print $1 }') |
-        awk '$2 > 0 { print $1 / $2 }' | median | awk '{ printf "%.2f", $1 }'
-}
-
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo
 echo "chaingate load bench, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPU ($cpu), mode $([[ ${QUICK:-0} == 1 ]] && echo quick || echo full):" \
@@ -352,24 +401,13 @@ echo "chaingate load bench, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPU ($cpu), mo
     "$([[ $PIN == 1 ]] && echo "load on CPU $LOAD_CPU, servers on CPU $SERVER_CPU" || echo unpinned);" \
     "load average at start $loadavg"
 echo
-echo "| test | target | req/s | p50 ms | p99 ms | errors | × nginx | × direct | p99 − nginx p99 ms |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
-for proto in h1 h2; do
-    n_p99=$(med $proto nginx 3)
-    for target in "${targets[@]}"; do
-        rps=$(med $proto "$target" 1) p50=$(med $proto "$target" 2) p99=$(med $proto "$target" 3)
-        err=$(med $proto "$target" 4)
-        dp99=$(awk -v a="$p99" -v b="$n_p99" 'BEGIN { printf "%+.3f", a - b }')
-        label=$([[ $proto == h1 ]] && echo "warm h1 (wrk)" || echo "warm h2c (h2load)")
-        echo "| $label | $target | $rps | $p50 | $p99 | $err | $(ratio $proto "$target" nginx) | $(ratio $proto "$target" direct) | $dp99 |"
-    done
-done
+warm_table
 read -r c_rps c_p50 c_p99 c_err <<<"$cold"
-echo "| cold: distinct tokens, STS ${TOKEN_LATENCY_MS} ms | chaingate | $c_rps | $c_p50 | $c_p99 | $c_err | | | exchanges/s $(awk -v e="$cold_exchanges" -v d="$COLD_DUR" 'BEGIN { printf "%.0f", e / d }') |"
+echo "| cold: distinct tokens, STS ${TOKEN_LATENCY_MS} ms | chaingate | $c_rps | $c_p50 | $c_p99 | $c_err | | | | | exchanges/s $(awk -v e="$cold_exchanges" -v d="$COLD_DUR" 'BEGIN { printf "%.0f", e / d }') |"
 for row in "${burst_rows[@]}"; do
     IFS='|' read -r n ex miss out <<<"$row"
-    echo "| burst: $n concurrent, 1 new token, STS 100 ms | chaingate | | | | | | | exchanges = **$ex**, misses = $miss, ${out#burst }|"
+    echo "| burst: $n concurrent, 1 new token, STS 100 ms | chaingate | | | | | | | | | exchanges = **$ex**, misses = $miss, ${out#burst }|"
 done
-echo "| memory: idle RSS | chaingate | | | | | | | $(awk -v k="$rss_idle" 'BEGIN { printf "%.1f MiB", k / 1024 }') |"
-echo "| memory: $FILL_N cached tokens ($entries entries) | chaingate | | | | | | | RSS $(awk -v k="$rss_full" 'BEGIN { printf "%.1f MiB", k / 1024 }') (warm $(awk -v k="$rss_warm" 'BEGIN { printf "%.1f MiB", k / 1024 }')), **$per_entry B/entry**, $((per_entry - at2_len)) B beyond the $at2_len-byte AT2 |"
-echo "| startup: exec → /ready 200 | chaingate | | $(sed 's/.*median_ms=\([^ ]*\).*/\1/' <<<"$startup") | | | | | ${startup#startup } ms |"
+echo "| memory: idle RSS | chaingate | | | | | | | | | $(awk -v k="$rss_idle" 'BEGIN { printf "%.1f MiB", k / 1024 }') |"
+echo "| memory: $FILL_N cached tokens ($entries entries) | chaingate | | | | | | | | | RSS $(awk -v k="$rss_full" 'BEGIN { printf "%.1f MiB", k / 1024 }') (warm $(awk -v k="$rss_warm" 'BEGIN { printf "%.1f MiB", k / 1024 }')), **$per_entry B/entry**, $((per_entry - at2_len)) B beyond the $at2_len-byte AT2 |"
+echo "| startup: exec → /ready 200 | chaingate | | $(sed 's/.*median_ms=\([^ ]*\).*/\1/' <<<"$startup") | | | | | | | ${startup#startup } ms |"
