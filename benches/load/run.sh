@@ -8,7 +8,8 @@
 # Knobs (env): ROUNDS, DUR (s), CONNS (wrk), H2_CONNS, H2_STREAMS, COLD_DUR, TOKEN_LATENCY_MS,
 # FILL_N, BURSTS ("100 1000"), PIN (0 = no taskset), LOAD_CPU, SERVER_CPU, CHAINGATE (a binary to
 # use instead of building one), BASELINE (a second chaingate binary, e.g. before a change: it joins
-# the warm-path rounds as "baseline"), WARM_ONLY=1 (skip cold path, memory, startup), NO_INSTALL=1,
+# the warm-path rounds as "baseline"), RUNTIMES=1 (adds chaingate on a current-thread runtime,
+# "cg-current-thread", and with 2 tokio workers, "cg-2-workers", to the warm rounds), WARM_ONLY=1 (skip cold path, memory, startup), NO_INSTALL=1,
 # KEEP=1 (keep the scratch directory).
 set -euo pipefail
 
@@ -79,6 +80,8 @@ CG=19400 CG_ADMIN=19401          # chaingate, access log off (both protocols on 
 CGLOG=19410 CGLOG_ADMIN=19411    # chaingate, access log on (to /dev/null)
 CGMEM=19420 CGMEM_ADMIN=19421    # chaingate for memory and startup, fresh
 CGBASE=19430 CGBASE_ADMIN=19431  # BASELINE binary, access log off
+CGCT=19440 CGCT_ADMIN=19441      # RUNTIMES=1: current-thread runtime
+CG2W=19450 CG2W_ADMIN=19451      # RUNTIMES=1: multi-thread runtime, 2 workers
 WARM_TOKEN=bench-warm-token-AT1
 
 # === servers ===
@@ -159,6 +162,8 @@ chaingate_conf cg $CG $CG_ADMIN false
 chaingate_conf cglog $CGLOG $CGLOG_ADMIN true
 chaingate_conf cgmem $CGMEM $CGMEM_ADMIN false
 chaingate_conf cgbase $CGBASE $CGBASE_ADMIN false
+chaingate_conf cgct $CGCT $CGCT_ADMIN false
+chaingate_conf cg2w $CG2W $CG2W_ADMIN false
 
 declare -A started
 # The process serving a target: the child of the `timeout` wrapper that start() recorded.
@@ -198,6 +203,16 @@ if [[ -n "${BASELINE:-}" ]]; then
         "$BASELINE" run --config "$dir/cgbase.toml"
     wait_http "http://127.0.0.1:$CGBASE_ADMIN/ready"
     curl -fsS -o /dev/null -H "Authorization: Bearer $WARM_TOKEN" "http://127.0.0.1:$CGBASE/warm"
+fi
+if [[ "${RUNTIMES:-0}" == 1 ]]; then
+    start cg-current-thread "$dir/cgct.out" "${on_server[@]}" timeout "$LIFETIME" \
+        "$loadkit" gateway --config "$dir/cgct.toml" --workers 0
+    TOKIO_WORKER_THREADS=2 start cg-2-workers "$dir/cg2w.out" "${on_server[@]}" timeout "$LIFETIME" \
+        "$chaingate" run --config "$dir/cg2w.toml"
+    for port in $CGCT $CG2W; do
+        wait_http "http://127.0.0.1:$((port + 1))/ready"
+        curl -fsS -o /dev/null -H "Authorization: Bearer $WARM_TOKEN" "http://127.0.0.1:$port/warm"
+    done
 fi
 wait_http "http://127.0.0.1:$UP_H1/"
 wait_http "http://127.0.0.1:$NGX_H1/"
@@ -270,6 +285,11 @@ targets=(direct nginx chaingate chaingate+log)
 declare -A h1_port=([direct]=$UP_H1 [nginx]=$NGX_H1 [chaingate]=$CG [chaingate+log]=$CGLOG [baseline]=$CGBASE)
 declare -A h2_port=([direct]=$UP_H2 [nginx]=$NGX_H2 [chaingate]=$CG [chaingate+log]=$CGLOG [baseline]=$CGBASE)
 [[ -n "${BASELINE:-}" ]] && targets+=(baseline)
+if [[ "${RUNTIMES:-0}" == 1 ]]; then
+    targets+=(cg-current-thread cg-2-workers)
+    h1_port[cg-current-thread]=$CGCT h2_port[cg-current-thread]=$CGCT
+    h1_port[cg-2-workers]=$CG2W h2_port[cg-2-workers]=$CG2W
+fi
 declare -A res
 
 echo "warm path: $ROUNDS round(s) x ${DUR}s per cell" >&2

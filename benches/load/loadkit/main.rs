@@ -5,8 +5,10 @@
 //! - `burst`: N connections, then one request each with the same fresh token, all at once.
 //! - `fill`: N distinct tokens through the gateway (the cache-memory measurement).
 //! - `startup`: time from exec to `/ready` answering 200.
+//! - `gateway`: the gateway on a chosen tokio runtime (current-thread or N workers).
 
 mod client;
+mod runtime;
 mod startup;
 mod token_server;
 
@@ -59,6 +61,15 @@ enum Mode {
         #[arg(long)]
         same: bool,
     },
+    /// Runs the gateway with `--workers` tokio workers (0: a current-thread runtime).
+    Gateway {
+        #[arg(long)]
+        config: std::path::PathBuf,
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        #[arg(long, default_value_t = 3600)]
+        for_secs: u64,
+    },
     /// Runs the command `--repeat` times and reports the time from exec to `/ready` = 200.
     Startup {
         #[arg(long)]
@@ -72,6 +83,15 @@ enum Mode {
 
 fn main() {
     let cli = Cli::parse();
+    if let Mode::Gateway {
+        config,
+        workers,
+        for_secs,
+    } = &cli.mode
+    {
+        runtime::run(config, *workers, *for_secs);
+        return;
+    }
     if let Mode::Startup {
         admin,
         repeat,
@@ -110,7 +130,7 @@ fn main() {
                 conc,
                 same,
             } => client::fill(addr, &path, &prefix, n, conc, same).await,
-            Mode::Startup { .. } => unreachable!("handled above"),
+            Mode::Startup { .. } | Mode::Gateway { .. } => unreachable!("handled above"),
         }
     });
 }
