@@ -145,13 +145,34 @@ impl TokenCache {
     where
         F: Future<Output = Result<Issued, Error>>,
     {
-        if let Some(cached) = self.entries.get(&key).await {
-            if cached.expires_at > Instant::now() {
-                self.hits.inc();
-                return Ok((cached, Lookup::Hit));
-            }
-            self.entries.invalidate(&key).await;
+        match self.get(&key).await {
+            Some(cached) => Ok((cached, Lookup::Hit)),
+            None => self.exchange(key, token, exchange).await,
         }
+    }
+
+    /// A hit: the token for `key` if it is cached and still valid. Counts hits only; a `None`
+    /// must be followed by [`Self::exchange`], which counts the miss.
+    pub async fn get(&self, key: &CacheKey) -> Option<Arc<CachedToken>> {
+        let cached = self.entries.get(key).await?;
+        if cached.expires_at > Instant::now() {
+            self.hits.inc();
+            return Some(cached);
+        }
+        self.entries.invalidate(key).await;
+        None
+    }
+
+    /// A miss: runs `exchange` once for all concurrent callers of `key` and caches the result.
+    pub async fn exchange<F>(
+        &self,
+        key: CacheKey,
+        token: InboundToken<'_>,
+        exchange: F,
+    ) -> Result<(Arc<CachedToken>, Lookup), Error>
+    where
+        F: Future<Output = Result<Issued, Error>>,
+    {
         self.misses.inc();
         let entry = self
             .entries

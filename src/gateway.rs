@@ -2,10 +2,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -40,6 +40,7 @@ pub struct Gateway {
     in_flight: Arc<Semaphore>,
     metrics: RequestMetrics,
     unmatched: RouteLabel,
+    unmatched_requests: StatusCounters,
     retry_after: Duration,
     upstream_timeout: Duration,
     access_log: bool,
@@ -53,6 +54,7 @@ struct RouteRuntime {
     client: UpstreamClient,
     label: RouteLabel,
     duration: Histogram,
+    requests: StatusCounters,
 }
 
 #[derive(Debug)]
@@ -135,6 +137,9 @@ impl Gateway {
                 .iter()
                 .position(|d| *d.exchanger.domain().name == *name)
         };
+        let unmatched = RouteLabel {
+            route: Arc::from("(unmatched)"),
+        };
         let subject_of = config
             .domains
             .iter()
@@ -163,6 +168,7 @@ impl Gateway {
                         config.timeouts.pool_idle,
                     )?,
                     duration: metrics.requests.duration.get_or_create_owned(&label),
+                    requests: StatusCounters::new(&metrics.requests.requests, &label.route),
                     label,
                     config: route,
                 })
@@ -174,9 +180,8 @@ impl Gateway {
             subject_of,
             in_flight: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
             metrics: metrics.requests.clone(),
-            unmatched: RouteLabel {
-                route: Arc::from("(unmatched)"),
-            },
+            unmatched_requests: StatusCounters::new(&metrics.requests.requests, &unmatched.route),
+            unmatched,
             retry_after: config.limits.retry_after,
             upstream_timeout: config.timeouts.upstream_response,
             access_log: config.log.access_log,
@@ -186,40 +191,38 @@ impl Gateway {
     /// Serves one request. Never fails: every error becomes its RFC 6750 / RFC 9110 response.
     pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
         let started = Instant::now();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // Only the access log needs these once the request has moved on; cloning them shares
+        // the bytes hyper parsed rather than copying the path.
+        let logged = self
+            .access_log
+            .then(|| (request.method().clone(), request.uri().clone()));
 
         // Route: the first configured prefix wins; nothing else about the request picks a target.
+        let path = request.uri().path();
         let Some(route) = self
             .routes
             .iter()
             .find(|r| path.starts_with(&r.config.path_prefix))
         else {
             let response = Error::NoRoute.into_response();
-            self.record(
-                &self.unmatched,
-                None,
-                &response,
-                started,
-                None,
-                &method,
-                &path,
-            );
+            self.unmatched_requests.inc(response.status());
+            let duration = self.metrics.duration.get_or_create(&self.unmatched);
+            self.record(&self.unmatched, &duration, &response, started, None, logged);
             return response;
         };
         let mut lookup = None;
-        let response = match self.proxy(route, request, peer, &mut lookup).await {
+        let response = match self.proxy(route, request, &peer, &mut lookup).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
+        route.requests.inc(response.status());
         self.record(
             &route.label,
-            Some(&route.duration),
+            &route.duration,
             &response,
             started,
             lookup,
-            &method,
-            &path,
+            logged,
         );
         response
     }
@@ -228,7 +231,7 @@ impl Gateway {
         &self,
         route: &RouteRuntime,
         mut request: Request<Incoming>,
-        peer: Peer,
+        peer: &Peer,
         lookup: &mut Option<Lookup>,
     ) -> Result<Response<Body>, Error> {
         // Shed: refuse at once rather than queue when too many requests are in flight.
@@ -259,6 +262,7 @@ impl Gateway {
         // Outbound: swap the credential, strip hop-by-hop fields, stream both bodies.
         outbound::prepare(
             &mut request,
+            &route.client,
             &route.config.upstream,
             downstream.authorization.clone(),
             peer,
@@ -287,7 +291,11 @@ impl Gateway {
                 }
             }
         };
-        domain.cache.get_or_exchange(key, at1, exchange).await
+        match domain.cache.get(&key).await {
+            Some(hit) => Ok((hit, Lookup::Hit)),
+            // Boxed: the exchange's future is large, and every hit would otherwise carry it.
+            None => Box::pin(domain.cache.exchange(key, at1, exchange)).await,
+        }
     }
 
     /// Boxed, because hops recurse (config validation bounds the depth).
@@ -327,46 +335,71 @@ impl Gateway {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         label: &RouteLabel,
-        duration: Option<&Histogram>,
+        duration: &Histogram,
         response: &Response<Body>,
         started: Instant,
         lookup: Option<Lookup>,
-        method: &http::Method,
-        path: &str,
+        logged: Option<(Method, Uri)>,
     ) {
         let elapsed = started.elapsed();
-        let status = response.status().as_u16();
-        self.metrics
-            .requests
-            .get_or_create(&RouteCode {
-                route: label.route.clone(),
-                code: status,
-            })
-            .inc();
-        match duration {
-            Some(histogram) => histogram.observe(elapsed.as_secs_f64()),
-            None => self
-                .metrics
-                .duration
-                .get_or_create(label)
-                .observe(elapsed.as_secs_f64()),
-        }
-        if self.access_log {
+        duration.observe(elapsed.as_secs_f64());
+        if let Some((method, uri)) = logged {
             // The path only: a query string may carry credentials a caller should not have sent.
             tracing::info!(
                 target: "chaingate::access",
                 route = %label.route,
                 %method,
-                path,
-                status,
+                path = uri.path(),
+                status = response.status().as_u16(),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 cache = lookup.map_or("none", Lookup::as_str),
             );
         }
+    }
+}
+
+/// One route's `chaingate_requests_total` children by status code. Each is created on first use,
+/// so the exposition lists only codes that happened, then kept: the family's lookup takes a lock
+/// and hashes the labels, which every request would otherwise pay.
+struct StatusCounters {
+    family: Family<RouteCode, Counter>,
+    route: Arc<str>,
+    /// Indexed by `status - 100`; 100..=599 covers every status hyper produces or forwards.
+    by_status: Box<[OnceLock<Counter>]>,
+}
+
+impl StatusCounters {
+    fn new(family: &Family<RouteCode, Counter>, route: &Arc<str>) -> Self {
+        Self {
+            family: family.clone(),
+            route: route.clone(),
+            by_status: (100..600).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    fn inc(&self, status: StatusCode) {
+        let code = status.as_u16();
+        let child = || {
+            self.family.get_or_create_owned(&RouteCode {
+                route: self.route.clone(),
+                code,
+            })
+        };
+        match self.by_status.get(usize::from(code).wrapping_sub(100)) {
+            Some(slot) => slot.get_or_init(child).inc(),
+            None => child().inc(),
+        };
+    }
+}
+
+impl std::fmt::Debug for StatusCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusCounters")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
     }
 }
 

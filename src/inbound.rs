@@ -59,7 +59,7 @@ pub async fn serve<S, F>(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
-                    let peer = Peer { addr, tls: tls.is_some() };
+                    let peer = Peer::new(addr, tls.is_some());
                     let connection = Connection {
                         builder: builder.clone(),
                         handler: handler.clone(),
@@ -121,7 +121,7 @@ where
             peer,
         } = self;
         let service = service_fn(move |request| {
-            let response = handler(request, peer);
+            let response = handler(request, peer.clone());
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder.serve_connection(io, service).into_owned();

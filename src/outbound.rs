@@ -6,10 +6,11 @@
 //! replaced with the downstream token, so AT1 never leaves chaingate.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
+use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{HeaderMap, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -19,6 +20,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Upstream;
 use crate::error::Error;
+
+mod pool;
+pub use pool::Http1Pool;
 
 /// Removed from every forwarded request and response, listed or not (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -48,14 +52,30 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+type TlsClient = Client<HttpsConnector<HttpConnector>, Incoming>;
 
-/// Builds the pooled client for upstreams with the given trust roots.
+/// One route's way to its upstream.
+#[derive(Debug)]
+pub enum UpstreamClient {
+    /// `http://`, the sidecar's usual case: a lean pool of HTTP/1.1 connections.
+    Plain(Arc<Http1Pool>),
+    /// `https://`: hyper-util's pooled client, which brings TLS and h2 by ALPN.
+    Tls(Box<TlsClient>),
+}
+
+/// Builds the pooled client for an upstream with the given trust roots.
 pub fn client(
     upstream: &Upstream,
     connect_timeout: Duration,
     pool_idle: Duration,
 ) -> Result<UpstreamClient, rustls::Error> {
+    if upstream.scheme == Scheme::HTTP {
+        return Ok(UpstreamClient::Plain(Http1Pool::new(
+            upstream,
+            connect_timeout,
+            pool_idle,
+        )));
+    }
     let tls = crate::tls::client_config(upstream.ca_certs.as_deref())?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -67,26 +87,43 @@ pub fn client(
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(pool_idle)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(https))
+    Ok(UpstreamClient::Tls(Box::new(
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(pool_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https),
+    )))
 }
 
 /// Where the request came from, as chaingate saw it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// `X-Forwarded-For`, formatted once per connection rather than once per request.
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, tls: bool) -> Self {
+        let forwarded_for = HeaderValue::try_from(addr.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Self {
+            addr,
+            tls,
+            forwarded_for,
+        }
+    }
 }
 
 /// Rewrites `request` for the upstream: URI, hop-by-hop and untrusted fields, forwarding headers.
 pub fn prepare(
     request: &mut Request<Incoming>,
+    client: &UpstreamClient,
     upstream: &Upstream,
     authorization: HeaderValue,
-    peer: Peer,
+    peer: &Peer,
 ) {
     let original_host = request.headers().get(header::HOST).cloned().or_else(|| {
         request
@@ -99,33 +136,36 @@ pub fn prepare(
         Version::HTTP_2 => "2 chaingate",
         _ => "1.1 chaingate",
     };
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(upstream.scheme.clone());
-    parts.authority = Some(upstream.authority.clone());
-    parts.path_and_query = Some(path_and_query);
-    // Scheme, authority and path were each valid on their own, so this cannot fail.
-    *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+    match client {
+        // The pool speaks to the connection directly: origin-form, which an HTTP/1 request
+        // usually already is, so most requests keep their URI untouched.
+        UpstreamClient::Plain(_) => {
+            if request.uri().scheme().is_some() || request.uri().authority().is_some() {
+                *request.uri_mut() = Uri::from(path_and_query(request.uri()));
+            }
+        }
+        UpstreamClient::Tls(_) => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(upstream.scheme.clone());
+            parts.authority = Some(upstream.authority.clone());
+            parts.path_and_query = Some(path_and_query(request.uri()));
+            // Scheme, authority and path were each valid on their own, so this cannot fail.
+            *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+        }
+    }
     // The upstream connection is ours: HTTP/1.1 unless the pool negotiates h2 by ALPN.
     *request.version_mut() = Version::HTTP_11;
 
     let headers = request.headers_mut();
-    strip_hop_by_hop(headers);
-    for name in &UNTRUSTED {
-        headers.remove(name);
-    }
-    // Host is set from the upstream URI by the client; the caller's goes in X-Forwarded-Host.
-    headers.remove(header::HOST);
+    strip(headers, &UNTRUSTED);
+    // Host names the upstream; the caller's goes in X-Forwarded-Host.
+    match client {
+        UpstreamClient::Plain(pool) => headers.insert(header::HOST, pool.host().clone()),
+        // hyper-util's client sets Host from the URI when there is none.
+        UpstreamClient::Tls(_) => headers.remove(header::HOST),
+    };
     headers.insert(header::AUTHORIZATION, authorization);
-    let client_ip = HeaderValue::try_from(peer.addr.ip().to_string());
-    headers.insert(
-        X_FORWARDED_FOR,
-        client_ip.unwrap_or(HeaderValue::from_static("unknown")),
-    );
+    headers.insert(X_FORWARDED_FOR, peer.forwarded_for.clone());
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
@@ -136,8 +176,19 @@ pub fn prepare(
     headers.append(header::VIA, HeaderValue::from_static(via));
 }
 
-/// Removes the fields named in `Connection` and the fixed hop-by-hop set.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+fn path_and_query(uri: &Uri) -> PathAndQuery {
+    uri.path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
+}
+
+/// Removes the fields named in `Connection`, the fixed hop-by-hop set and `extra`, looking each present field up once: most messages carry
+/// none of them, and a pass over a handful of fields is cheaper than 16 hashed removals.
+fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
+    let doomed = |name: &HeaderName| HOP_BY_HOP.contains(name) || extra.contains(name);
+    if !headers.keys().any(doomed) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -151,7 +202,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(&name);
         }
     }
-    for name in &HOP_BY_HOP {
+    for name in HOP_BY_HOP.iter().chain(extra) {
         headers.remove(name);
     }
 }
@@ -162,16 +213,24 @@ pub async fn send(
     request: Request<Incoming>,
     timeout: Duration,
 ) -> Result<Response<Incoming>, Error> {
-    match tokio::time::timeout(timeout, client.request(request)).await {
+    let sent = match client {
+        UpstreamClient::Plain(pool) => tokio::time::timeout(timeout, pool.send(request)).await,
+        UpstreamClient::Tls(client) => {
+            tokio::time::timeout(timeout, async {
+                client.request(request).await.map_err(|e| {
+                tracing::debug!(error = %e, connect = e.is_connect(), "upstream request failed");
+                Error::UpstreamUnavailable
+            })
+            })
+            .await
+        }
+    };
+    match sent {
         Ok(Ok(mut response)) => {
-            strip_hop_by_hop(response.headers_mut());
-            response.headers_mut().remove(header::PROXY_AUTHENTICATE);
+            strip(response.headers_mut(), &[header::PROXY_AUTHENTICATE]);
             Ok(response)
         }
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, connect = e.is_connect(), "upstream request failed");
-            Err(Error::UpstreamUnavailable)
-        }
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::UpstreamTimeout),
     }
 }
@@ -200,7 +259,7 @@ mod tests {
             HeaderValue::from_static("Bearer ours"),
         );
         h.insert("x-keep", HeaderValue::from_static("yes"));
-        strip_hop_by_hop(&mut h);
+        strip(&mut h, &[]);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(h.contains_key("x-keep") && h.contains_key(header::AUTHORIZATION));
