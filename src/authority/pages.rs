@@ -32,7 +32,8 @@ pub(crate) const STYLE: &str = r#"*{box-sizing:border-box}
 body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f3f4f6;color:#111827}
 main{max-width:34rem;margin:2rem auto;padding:1.5rem;background:#fff;border-radius:12px;box-shadow:0 1px 4px rgba(0,0,0,.12)}
 @media (max-width:36rem){main{margin:0;border-radius:0;min-height:100vh}}
-h1{font-size:1.4rem;margin:.2rem 0 .6rem}h2{font-size:1.05rem;margin:1.2rem 0 .4rem}
+h1{font-size:1.4rem;margin:.2rem 0 .6rem}h2{font-size:1.1rem;margin:1.2rem 0 .4rem}
+h3{font-size:.8rem;margin:.8rem 0 .2rem;color:#4b5563;text-transform:uppercase;letter-spacing:.05em}
 .app{display:flex;gap:.9rem;align-items:center}.app img{width:56px;height:56px;border-radius:10px;object-fit:contain;background:#f9fafb}
 .muted{color:#4b5563;font-size:.92rem}.party img{width:28px;height:28px;object-fit:contain;vertical-align:middle;margin-right:.4rem}
 ul{padding-left:0;list-style:none;margin:.2rem 0}li{padding:.35rem .5rem;border-radius:6px;margin:.2rem 0;background:#f9fafb}
