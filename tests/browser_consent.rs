@@ -230,7 +230,7 @@ scope = "read:returns write:returns profile"
         "screenshot_phone": screenshot_phone,
     });
 
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let output = tokio::process::Command::new("node")
         .arg(browser_dir.join("consent.mjs"))
         .arg(config.to_string())
