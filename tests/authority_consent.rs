@@ -5,6 +5,8 @@
 #[path = "authority_consent/support.rs"]
 mod support;
 
+#[path = "authority_consent/config.rs"]
+mod config;
 #[path = "authority_consent/flow.rs"]
 mod flow;
 #[path = "authority_consent/incremental.rs"]

@@ -1,5 +1,4 @@
-//! Token endpoint: `authorization_code` (PKCE, single use, `existing_grant`) and `refresh_token`
-//! (rotation, reuse detection); `Link` response metadata (draft-sakimura-oauth-meta).
+//! Token endpoint: `authorization_code` (PKCE, `existing_grant`), `refresh_token`, `Link` header.
 
 use std::collections::BTreeSet;
 

@@ -1,5 +1,4 @@
-//! The sign-in and consent forms (`POST /authorize/login`, `/authorize/decision`) and the
-//! session cookie they are bound to.
+//! Sign-in and consent forms (`POST /authorize/login`, `/authorize/decision`), session cookie.
 
 use std::collections::BTreeSet;
 

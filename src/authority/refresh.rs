@@ -1,5 +1,4 @@
-//! Refresh tokens: opaque, stored by digest, rotated on use; reuse of a rotated one revokes its
-//! whole family (RFC 9700 §4.14.2).
+//! Refresh tokens: opaque, stored by digest, rotated on use; reuse revokes the family.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};

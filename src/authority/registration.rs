@@ -1,5 +1,4 @@
-//! RFC 7591 registration (`POST /register`, initial access token) and RFC 7592 management
-//! (`GET`/`PUT`/`DELETE /register/{client_id}` with the registration access token).
+//! RFC 7591 registration (`POST /register`) and RFC 7592 management (`/register/{client_id}`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -164,15 +163,8 @@ where
     }
 }
 
-fn build(
-    state: &Authority,
-    id: String,
-    meta: Metadata,
-    secret: Option<Secret>,
-    reg: Registered,
-) -> Client {
+fn build(id: String, meta: Metadata, secret: Option<Secret>, reg: Registered) -> Client {
     let secret = secret.unwrap_or_else(|| Secret::new(""));
-    let _ = state;
     Client {
         id,
         auth: auth_method(meta.method, secret),
@@ -239,7 +231,7 @@ fn register(state: &Authority, m: &Map<String, Value>) -> Result<Response, OAuth
         issued_at: now_secs(),
         echo: Map::new(),
     };
-    let client = Arc::new(build(state, id.clone(), meta, secret, reg));
+    let client = Arc::new(build(id.clone(), meta, secret, reg));
     {
         let mut clients = state.registry.write();
         if clients.len() >= max {
@@ -295,7 +287,7 @@ fn update(
     let Some(reg) = client.registration.clone() else {
         return Err(bad("not a registered client"));
     };
-    let updated = Arc::new(build(state, client.id.clone(), meta, secret, reg));
+    let updated = Arc::new(build(client.id.clone(), meta, secret, reg));
     state
         .registry
         .write()

@@ -1,5 +1,4 @@
-//! In-memory, bounded state of the authorization-code flow: sessions, pending requests, codes,
-//! and the scopes each user has granted each client.
+//! Bounded in-memory flow state: sessions, pending requests, codes, granted scopes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
