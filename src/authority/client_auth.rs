@@ -1,5 +1,7 @@
 //! Client authentication (RFC 6749 §2.3): client_secret_basic, client_secret_post, private_key_jwt.
 
+use std::sync::Arc;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use http::header::AUTHORIZATION;
@@ -20,22 +22,36 @@ const FAILED: &str = "client authentication failed";
 
 /// Credentials as presented, before checking them.
 enum Presented {
-    Basic { id: String, secret: Secret },
-    Post { id: String, secret: Secret },
-    Assertion { assertion: Secret },
+    Basic {
+        id: String,
+        secret: Secret,
+    },
+    Post {
+        id: String,
+        secret: Secret,
+    },
+    Assertion {
+        assertion: Secret,
+    },
+    /// Only `client_id` (public clients, RFC 6749 §2.3 / §3.2.1).
+    IdOnly {
+        id: String,
+    },
 }
 
 /// Authenticates the client of a token, introspection or revocation request.
 /// `endpoint` is the URL of the endpoint being called (accepted as a client assertion `aud`).
-pub(crate) fn authenticate<'a>(
-    state: &'a Authority,
+pub(crate) fn authenticate(
+    state: &Authority,
     headers: &HeaderMap,
     form: &Form,
     endpoint: &str,
-) -> Result<&'a Client, OAuthError> {
+) -> Result<Arc<Client>, OAuthError> {
     let presented = presented(headers, form)?;
     let id = match &presented {
-        Presented::Basic { id, .. } | Presented::Post { id, .. } => id.clone(),
+        Presented::Basic { id, .. } | Presented::Post { id, .. } | Presented::IdOnly { id } => {
+            id.clone()
+        }
         Presented::Assertion { assertion } => assertion_client_id(assertion, form)?,
     };
     let Some(client) = state.client(&id) else {
@@ -58,8 +74,12 @@ pub(crate) fn authenticate<'a>(
             }
         }
         (Presented::Assertion { assertion }, ClientAuthMethod::PrivateKeyJwt(keys)) => {
-            check_assertion(state, client, keys, assertion, endpoint)
+            check_assertion(state, &client, keys, assertion, endpoint)
         }
+        (Presented::IdOnly { .. }, ClientAuthMethod::None) => Ok(()),
+        (Presented::IdOnly { .. }, _) => Err(OAuthError::invalid_client(
+            "client authentication is required",
+        )),
         (_, method) => Err(OAuthError::invalid_client(format!(
             "this client must authenticate with {}",
             method.name()
@@ -113,9 +133,15 @@ fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> 
             "more than one client authentication method in one request",
         ));
     }
-    let presented = found
-        .pop()
-        .ok_or_else(|| OAuthError::invalid_client("client authentication is required"))?;
+    let presented = match (found.pop(), form.get("client_id")) {
+        (Some(p), _) => p,
+        (None, Some(id)) => Presented::IdOnly { id: id.to_string() },
+        (None, None) => {
+            return Err(OAuthError::invalid_client(
+                "client authentication is required",
+            ))
+        }
+    };
     if let (Presented::Basic { id, .. }, Some(body_id)) = (&presented, form.get("client_id")) {
         if body_id != id {
             return Err(OAuthError::invalid_request(

@@ -3,12 +3,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use super::config_entries::{validate_client, validate_issuer, RawClient, RawIssuer};
+use super::config_interactive::{validate_interactive, Interactive, RawRegistration, RawUser};
+use super::parties::Parties;
 use crate::config::{parse_toml, read_file, ConfigError};
 use crate::oauth::keys::{parse_asymmetric_alg, KeySet, SigningKey};
 use crate::oauth::util::parse_duration;
@@ -37,6 +40,15 @@ struct RawConfig {
     clients: Vec<RawClient>,
     #[serde(default)]
     trusted_issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    dev_mode: bool,
+    #[serde(default)]
+    users: Vec<RawUser>,
+    registration: Option<RawRegistration>,
+    code_ttl: Option<String>,
+    refresh_token_ttl: Option<String>,
+    session_ttl: Option<String>,
+    max_scopes_per_request: Option<usize>,
 }
 
 /// Validated authority configuration. Build with [`AuthorityConfig::from_toml`] or `load`.
@@ -56,8 +68,10 @@ pub struct AuthorityConfig {
     pub(crate) jwks_cache_ttl: Duration,
     pub(crate) jwks_min_refetch_interval: Duration,
     pub(crate) max_failed_auth_per_minute: u32,
-    pub(crate) clients: Vec<Client>,
+    pub(crate) clients: Vec<Arc<Client>>,
     pub(crate) trusted_issuers: Vec<TrustedIssuer>,
+    /// Users, sessions, codes, refresh tokens and registration (the user-facing side).
+    pub(crate) interactive: Interactive,
 }
 
 /// How a client proves its identity at the token endpoint.
@@ -66,6 +80,8 @@ pub(crate) enum ClientAuthMethod {
     SecretBasic(Secret),
     SecretPost(Secret),
     PrivateKeyJwt(KeySet),
+    /// A public client (RFC 6749 §2.1): sends only `client_id`.
+    None,
 }
 
 impl ClientAuthMethod {
@@ -74,6 +90,7 @@ impl ClientAuthMethod {
             Self::SecretBasic(_) => "client_secret_basic",
             Self::SecretPost(_) => "client_secret_post",
             Self::PrivateKeyJwt(_) => "private_key_jwt",
+            Self::None => "none",
         }
     }
 }
@@ -86,6 +103,8 @@ pub(crate) enum Grant {
     TokenExchange,
     /// RFC 7523 §2.1: a JWT from a trusted issuer as an authorization grant.
     JwtBearer,
+    AuthorizationCode,
+    RefreshToken,
 }
 
 /// A registered client.
@@ -98,6 +117,22 @@ pub(crate) struct Client {
     pub(crate) audience: Option<String>,
     pub(crate) allowed_audiences: Option<Vec<String>>,
     pub(crate) subject_token_audiences: Option<Vec<String>>,
+    /// Registered redirection endpoints, matched exactly (RFC 6749 §3.1.2.3).
+    pub(crate) redirect_uris: Vec<String>,
+    /// draft-sakimura-oauth-meta: `turi`/`duri` on redirects, `Link` on token responses.
+    pub(crate) response_metadata: bool,
+    /// `ruri` for the `Link` header (else the default audience if it is a URL).
+    pub(crate) resource_uri: Option<String>,
+    /// Display name on the consent page, end-user application and intermediaries.
+    pub(crate) parties: Parties,
+    /// Set for clients created at `POST /register`.
+    pub(crate) registration: Option<super::registration::Registered>,
+}
+
+impl Client {
+    pub(crate) fn is_public(&self) -> bool {
+        matches!(self.auth, ClientAuthMethod::None)
+    }
 }
 
 /// Where a trusted issuer's verification keys come from.
@@ -223,16 +258,17 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
         }
         None => None,
     };
+    let dev_mode = raw.dev_mode;
     let mut clients = Vec::with_capacity(raw.clients.len());
     for (i, c) in raw.clients.into_iter().enumerate() {
-        let client = validate_client(c, i, base)?;
-        if clients.iter().any(|o: &Client| o.id == client.id) {
+        let client = validate_client(c, i, base, dev_mode)?;
+        if clients.iter().any(|o: &Arc<Client>| o.id == client.id) {
             return Err(ConfigError::key(
                 format!("clients[{i}].client_id"),
                 "duplicate client_id",
             ));
         }
-        clients.push(client);
+        clients.push(Arc::new(client));
     }
     let mut trusted_issuers = Vec::with_capacity(raw.trusted_issuers.len());
     for (i, t) in raw.trusted_issuers.into_iter().enumerate() {
@@ -248,6 +284,19 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
         }
         trusted_issuers.push(issuer);
     }
+    let interactive = validate_interactive(
+        super::config_interactive::RawInteractive {
+            dev_mode: raw.dev_mode,
+            users: raw.users,
+            registration: raw.registration,
+            code_ttl: raw.code_ttl,
+            refresh_token_ttl: raw.refresh_token_ttl,
+            session_ttl: raw.session_ttl,
+            max_scopes_per_request: raw.max_scopes_per_request,
+        },
+        &clients,
+        base,
+    )?;
     Ok(AuthorityConfig {
         listen,
         issuer: raw.issuer,
@@ -285,6 +334,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
         max_failed_auth_per_minute: raw.max_failed_auth_per_minute.unwrap_or(20),
         clients,
         trusted_issuers,
+        interactive,
     })
 }
 

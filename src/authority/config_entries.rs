@@ -9,6 +9,7 @@ use super::config::{
     check_uri_like, duration, read_relative, Client, ClientAuthMethod, Grant, IntrospectionSource,
     KeySource, TrustedIssuer,
 };
+use super::parties::{check_redirect_uri, Parties};
 use crate::config::ConfigError;
 use crate::oauth::keys::{parse_asymmetric_alg, KeySet, DEFAULT_ALGORITHMS};
 use crate::oauth::util::parse_scope;
@@ -29,6 +30,14 @@ pub(super) struct RawClient {
     audience: Option<String>,
     allowed_audiences: Option<Vec<String>>,
     subject_token_audiences: Option<Vec<String>>,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    public: bool,
+    #[serde(default)]
+    response_metadata: bool,
+    resource_uri: Option<String>,
+    client_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,7 +59,12 @@ pub(super) struct RawIssuer {
     introspection_cache_ttl: Option<String>,
 }
 
-pub(super) fn validate_client(c: RawClient, i: usize, base: &Path) -> Result<Client, ConfigError> {
+pub(super) fn validate_client(
+    c: RawClient,
+    i: usize,
+    base: &Path,
+    dev_mode: bool,
+) -> Result<Client, ConfigError> {
     let key = |k: &str| format!("clients[{i}].{k}");
     if c.client_id.is_empty() {
         return Err(ConfigError::key(key("client_id"), "must not be empty"));
@@ -72,13 +86,25 @@ pub(super) fn validate_client(c: RawClient, i: usize, base: &Path) -> Result<Cli
     if secret.as_ref().is_some_and(Secret::is_empty) {
         return Err(ConfigError::key(key("client_secret"), "must not be empty"));
     }
-    let default_method = if c.jwks_file.is_some() {
+    let default_method = if c.public {
+        "none"
+    } else if c.jwks_file.is_some() {
         "private_key_jwt"
     } else {
         "client_secret_basic"
     };
     let method = c.auth_method.as_deref().unwrap_or(default_method);
+    if c.public != (method == "none") {
+        return Err(ConfigError::key(
+            key("auth_method"),
+            "public = true goes with auth_method = \"none\" (and only with it)",
+        ));
+    }
     let auth = match (method, secret, &c.jwks_file) {
+        ("none", None, None) => ClientAuthMethod::None,
+        ("none", _, _) => {
+            return Err(ConfigError::key(key("public"), "a public client has no secret and no jwks_file"))
+        }
         ("client_secret_basic", Some(s), None) => ClientAuthMethod::SecretBasic(s),
         ("client_secret_post", Some(s), None) => ClientAuthMethod::SecretPost(s),
         ("private_key_jwt", None, Some(path)) => {
@@ -94,7 +120,7 @@ pub(super) fn validate_client(c: RawClient, i: usize, base: &Path) -> Result<Cli
             return Err(ConfigError::key(key("auth_method"), "private_key_jwt needs jwks_file and no client secret"))
         }
         _ => {
-            return Err(ConfigError::key(key("auth_method"), format!("unknown method `{method}` (client_secret_basic, client_secret_post, private_key_jwt)")))
+            return Err(ConfigError::key(key("auth_method"), format!("unknown method `{method}` (client_secret_basic, client_secret_post, private_key_jwt, none)")))
         }
     };
     let mut grants = BTreeSet::new();
@@ -106,13 +132,32 @@ pub(super) fn validate_client(c: RawClient, i: usize, base: &Path) -> Result<Cli
             | "token_exchange"
             | "urn:ietf:params:oauth:grant-type:token-exchange" => Grant::TokenExchange,
             "jwt-bearer" | "urn:ietf:params:oauth:grant-type:jwt-bearer" => Grant::JwtBearer,
+            "authorization_code" => Grant::AuthorizationCode,
+            "refresh_token" => Grant::RefreshToken,
             other => {
                 return Err(ConfigError::key(
                     key(&format!("grants[{g}]")),
-                    format!("unknown grant `{other}` (client_credentials, chain, token-exchange, jwt-bearer)"),
+                    format!("unknown grant `{other}` (client_credentials, chain, token-exchange, jwt-bearer, authorization_code, refresh_token)"),
                 ))
             }
         });
+    }
+    if c.public
+        && grants
+            .iter()
+            .any(|g| !matches!(g, Grant::AuthorizationCode | Grant::RefreshToken))
+    {
+        return Err(ConfigError::key(
+            key("grants"),
+            "a public client may use only authorization_code and refresh_token",
+        ));
+    }
+    for (r, uri) in c.redirect_uris.iter().enumerate() {
+        check_redirect_uri(uri, dev_mode)
+            .map_err(|m| ConfigError::key(key(&format!("redirect_uris[{r}]")), m))?;
+    }
+    if let Some(uri) = &c.resource_uri {
+        check_uri_like(&key("resource_uri"), uri)?;
     }
     let scope = parse_scope(&c.scope).map_err(|m| ConfigError::key(key("scope"), m))?;
     if let Some(aud) = &c.audience {
@@ -126,6 +171,14 @@ pub(super) fn validate_client(c: RawClient, i: usize, base: &Path) -> Result<Cli
         audience: c.audience,
         allowed_audiences: c.allowed_audiences,
         subject_token_audiences: c.subject_token_audiences,
+        redirect_uris: c.redirect_uris,
+        response_metadata: c.response_metadata,
+        resource_uri: c.resource_uri,
+        parties: Parties {
+            client_name: c.client_name,
+            ..Parties::default()
+        },
+        registration: None,
     })
 }
 

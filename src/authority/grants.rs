@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::client_auth::authenticate;
+use super::code_grant;
 use super::config::{Client, Grant};
 use super::state::Authority;
 use super::subject::{self, PresentedToken};
@@ -37,21 +38,24 @@ struct AccessTokenClaims<'a> {
 }
 
 /// What to put in an issued token, decided by the grant.
-struct Issue<'a> {
-    sub: &'a str,
-    audiences: Vec<String>,
-    scope: BTreeSet<String>,
+pub(crate) struct Issue<'a> {
+    pub(crate) sub: &'a str,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) scope: BTreeSet<String>,
     /// Upper bound for `exp` (the presented token's `exp`).
-    max_exp: Option<u64>,
-    act: Option<Value>,
+    pub(crate) max_exp: Option<u64>,
+    pub(crate) act: Option<Value>,
 }
 
+/// A token response and, for clients with `response_metadata`, its `Link` header value.
 pub(crate) async fn token(
     state: &Authority,
     headers: &HeaderMap,
     form: &Form,
-) -> Result<Value, OAuthError> {
+) -> Result<(Value, Option<String>), OAuthError> {
     let grant = match form.require("grant_type")? {
+        "authorization_code" => Grant::AuthorizationCode,
+        "refresh_token" => Grant::RefreshToken,
         "client_credentials" => Grant::ClientCredentials,
         CHAIN => Grant::Chain,
         TOKEN_EXCHANGE => Grant::TokenExchange,
@@ -68,12 +72,16 @@ pub(crate) async fn token(
             "client may not use this grant_type",
         ));
     }
-    match grant {
+    let client = &*client;
+    let body = match grant {
         Grant::ClientCredentials => client_credentials(state, client, form),
         Grant::Chain => chain(state, client, form).await,
         Grant::TokenExchange => exchange(state, client, form).await,
         Grant::JwtBearer => jwt_bearer(state, client, form).await,
-    }
+        Grant::AuthorizationCode => code_grant::authorization_code(state, client, form),
+        Grant::RefreshToken => code_grant::refresh(state, client, form),
+    }?;
+    Ok((body, code_grant::link_header(state, client)))
 }
 
 fn requested_scope(form: &Form) -> Result<Option<BTreeSet<String>>, OAuthError> {
@@ -84,7 +92,7 @@ fn requested_scope(form: &Form) -> Result<Option<BTreeSet<String>>, OAuthError> 
 
 /// `requested ∩ available`, or `available` when nothing was requested; empty is `invalid_scope`
 /// unless `allow_empty` (client_credentials of a client without scopes).
-fn decide_scope(
+pub(crate) fn decide_scope(
     requested: Option<BTreeSet<String>>,
     available: &BTreeSet<String>,
     allow_empty: bool,
@@ -103,7 +111,11 @@ fn decide_scope(
 
 /// Audiences for the issued token from `audience` and `resource` parameters (RFC 8693/8707);
 /// none requested → the client's `audience` or the default audience (RFC 9068 §3).
-fn targets(state: &Authority, client: &Client, form: &Form) -> Result<Vec<String>, OAuthError> {
+pub(crate) fn targets(
+    state: &Authority,
+    client: &Client,
+    form: &Form,
+) -> Result<Vec<String>, OAuthError> {
     let mut out: Vec<String> = Vec::new();
     for resource in form.all("resource") {
         if !is_absolute_uri(resource) || resource.contains('#') {
@@ -314,8 +326,17 @@ async fn exchange(state: &Authority, client: &Client, form: &Form) -> Result<Val
     Ok(response)
 }
 
-/// Signs an RFC 9068 access token and builds the RFC 6749 §5.1 response (never a refresh token).
+/// Signs an RFC 9068 access token and builds the RFC 6749 §5.1 response (no refresh token).
 fn issue_token(state: &Authority, client: &Client, issue: Issue<'_>) -> Result<Value, OAuthError> {
+    issue_token_jti(state, client, issue).map(|(response, _)| response)
+}
+
+/// [`issue_token`], also returning the token's `jti` and `exp` (to revoke it later).
+pub(crate) fn issue_token_jti(
+    state: &Authority,
+    client: &Client,
+    issue: Issue<'_>,
+) -> Result<(Value, (String, u64)), OAuthError> {
     let now = now_secs();
     let mut exp = now + state.config.token_ttl.as_secs();
     if let Some(max) = issue.max_exp {
@@ -342,6 +363,7 @@ fn issue_token(state: &Authority, client: &Client, issue: Issue<'_>) -> Result<V
         jti: random_id(),
         act: issue.act,
     };
+    let jti = (claims.jti.clone(), exp);
     let token = state.signing.sign("at+jwt", &claims).map_err(|e| {
         tracing::error!(error = %e, "signing an access token failed");
         OAuthError::unavailable("cannot sign the token")
@@ -355,5 +377,5 @@ fn issue_token(state: &Authority, client: &Client, issue: Issue<'_>) -> Result<V
     if let Some(scope) = scope {
         response["scope"] = Value::String(scope);
     }
-    Ok(response)
+    Ok((response, jti))
 }

@@ -1,15 +1,27 @@
 //! Reference token server ("authority") for a downstream domain: chain grant, token exchange.
 //!
 //! Serves `POST /token` (client_credentials, `http://oauth.net/grant_type/chain`, RFC 8693
-//! token exchange), `POST /introspect` (RFC 7662), `POST /revoke` (RFC 7009), `GET /jwks.json`
-//! and RFC 8414 metadata. See `docs/authority.md`.
+//! token exchange, RFC 7523 jwt-bearer, authorization_code, refresh_token), `GET /authorize`
+//! with sign-in and consent pages, `POST /register` (RFC 7591/7592), `POST /introspect`
+//! (RFC 7662), `POST /revoke` (RFC 7009), `GET /jwks.json` and RFC 8414 metadata.
+//! See `docs/authority.md`.
 
+mod authorize;
 mod client_auth;
+mod code_grant;
 mod config;
 mod config_entries;
+mod config_interactive;
 mod endpoints;
+mod forms;
 mod grants;
 mod introspection;
+mod pages;
+mod parties;
+mod refresh;
+mod reg_metadata;
+mod registration;
+mod sessions;
 mod state;
 mod store;
 mod subject;

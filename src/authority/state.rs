@@ -9,6 +9,9 @@ use tokio::time::Instant;
 
 use super::config::{AuthorityConfig, Client, KeySource, TrustedIssuer};
 use super::introspection::Introspector;
+use super::refresh::RefreshStore;
+use super::registration::Registry;
+use super::sessions::Flows;
 use super::store::ExpiringSet;
 use crate::oauth::keys::{KeySet, SigningKey};
 use crate::oauth::remote::{FetchLimits, RemoteKeys, SharedClient};
@@ -37,6 +40,11 @@ pub(crate) struct Authority {
     pub(crate) replay: ExpiringSet,
     pub(crate) revoked: ExpiringSet,
     failures: Mutex<HashMap<String, (Instant, u32)>>,
+    /// Sessions, pending authorization requests, codes and consents.
+    pub(crate) flows: Flows,
+    pub(crate) refresh: RefreshStore,
+    /// Clients created at `POST /register`.
+    pub(crate) registry: Registry,
 }
 
 impl Authority {
@@ -110,6 +118,9 @@ impl Authority {
             replay: ExpiringSet::new(STORE_CAPACITY),
             revoked: ExpiringSet::new(STORE_CAPACITY),
             failures: Mutex::new(HashMap::new()),
+            flows: Flows::default(),
+            refresh: RefreshStore::default(),
+            registry: Registry::default(),
         })
     }
 
@@ -117,8 +128,28 @@ impl Authority {
         format!("{}{path}", self.issuer)
     }
 
-    pub(crate) fn client(&self, id: &str) -> Option<&Client> {
-        self.config.clients.iter().find(|c| c.id == id)
+    /// A configured or registered client.
+    pub(crate) fn client(&self, id: &str) -> Option<Arc<Client>> {
+        self.config
+            .clients
+            .iter()
+            .find(|c| c.id == id)
+            .cloned()
+            .or_else(|| self.registry.get(id))
+    }
+
+    /// The RFC 8414 metadata URL of this issuer (`duri` of draft-sakimura-oauth-meta).
+    pub(crate) fn discovery_url(&self) -> String {
+        let origin_end = self
+            .issuer
+            .find("://")
+            .and_then(|i| self.issuer[i + 3..].find('/').map(|j| i + 3 + j))
+            .unwrap_or(self.issuer.len());
+        format!(
+            "{}/.well-known/oauth-authorization-server{}",
+            &self.issuer[..origin_end],
+            &self.issuer[origin_end..]
+        )
     }
 
     pub(crate) fn trusted_issuer(&self, iss: &str) -> Option<(usize, &TrustedIssuer)> {

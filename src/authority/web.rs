@@ -21,7 +21,7 @@ pub(crate) struct OAuthError {
 }
 
 impl OAuthError {
-    fn new(code: &'static str, description: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &'static str, description: impl Into<String>) -> Self {
         Self {
             code,
             description: description.into(),
@@ -141,6 +141,21 @@ const SINGLE: &[&str] = &[
     "requested_token_type",
     "token",
     "token_type_hint",
+    "code",
+    "redirect_uri",
+    "code_verifier",
+    "refresh_token",
+    "existing_grant",
+    "response_type",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "include_granted_scopes",
+    "tx",
+    "csrf",
+    "username",
+    "password",
+    "decision",
 ];
 
 /// A decoded `application/x-www-form-urlencoded` body. Empty values count as omitted.
