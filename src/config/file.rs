@@ -27,6 +27,8 @@ pub(crate) struct FileConfig {
     pub(crate) log: FileLog,
     #[serde(default)]
     pub(crate) reload: FileReload,
+    /// Runtime worker threads; default: the CPUs the process may use.
+    pub(crate) worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -42,6 +42,8 @@ pub struct Config {
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
     pub reload: ReloadSettings,
+    /// Runtime worker threads (restart-only); `None`: the CPUs the process may use.
+    pub worker_threads: Option<usize>,
     /// Digest of the text and overrides this config was read from.
     source_digest: [u8; 32],
 }
@@ -221,6 +223,7 @@ impl Config {
         );
         check(self.log.format != next.log.format, "log.format");
         check(self.reload != next.reload, "reload");
+        check(self.worker_threads != next.worker_threads, "worker_threads");
         changed
     }
 }
@@ -413,6 +416,10 @@ impl Config {
                     Duration::from_secs(2),
                 )?,
             },
+            worker_threads: match file.worker_threads {
+                Some(0) => return Err(ConfigError::key("worker_threads", "must be at least 1")),
+                other => other,
+            },
             source_digest,
         })
     }
@@ -422,11 +429,7 @@ impl Config {
 pub const ENV_PREFIX: &str = "CHAINGATE_";
 
 /// Variables that configure the command line, not the config file.
-const NOT_KEYS: [&str; 3] = [
-    "CHAINGATE_CONFIG",
-    "CHAINGATE_LOG_FORMAT",
-    "CHAINGATE_WORKER_THREADS",
-];
+const NOT_KEYS: [&str; 2] = ["CHAINGATE_CONFIG", "CHAINGATE_LOG_FORMAT"];
 
 fn config_env(
     env: impl IntoIterator<Item = (String, String)>,
