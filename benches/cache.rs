@@ -57,6 +57,9 @@ fn hit_x1(bencher: divan::Bencher<'_, '_>) {
     let metrics = CacheMetrics::register(&mut registry);
     let settings = CacheSettings {
         max_entries: 100_000,
+        max_bytes: 256 * 1024 * 1024,
+        negative_ttl: Duration::from_secs(5),
+        refresh_ahead: Some(0.8),
         expiry_skew: Duration::from_secs(30),
         default_ttl: Duration::from_secs(60),
     };

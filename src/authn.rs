@@ -80,8 +80,13 @@ fn has_access_token_param(query: &str) -> bool {
         .any(|pair| pair.split('=').next() == Some("access_token"))
 }
 
-#[cfg(test)]
 impl<'a> InboundToken<'a> {
+    /// A token that [`bearer`] accepted earlier, held on to for a background renewal.
+    pub(crate) fn already_accepted(token: &'a str) -> Self {
+        Self(token)
+    }
+
+    #[cfg(test)]
     pub(crate) fn for_test(token: &'a str) -> Self {
         Self(token)
     }

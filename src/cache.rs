@@ -26,6 +26,10 @@ use crate::error::Error;
 use crate::exchange::Issued;
 use crate::metrics::DomainLabel;
 
+/// What an entry costs besides its token: key, timestamps, moka's bookkeeping (measured in
+/// `benches/load`: about 590 bytes per entry in all).
+const ENTRY_OVERHEAD_BYTES: usize = 512;
+
 /// A digest of (domain, scope, token). The raw token is never kept.
 #[derive(Clone, Copy, Hash, PartialEq, Eq)]
 pub struct CacheKey([u8; 32]);
@@ -59,6 +63,8 @@ pub struct CachedToken {
     /// False for an RFC 8693 `N_A` token: usable as another hop's subject, never forwarded.
     pub bearer: bool,
     ttl: Duration,
+    /// Set once a background renewal has started for this entry.
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 impl CachedToken {
@@ -109,6 +115,9 @@ impl Lookup {
 #[derive(Debug)]
 pub struct TokenCache {
     entries: Cache<CacheKey, Arc<CachedToken>>,
+    /// Recent refusals by the token server, so a bad token cannot make chaingate hammer it.
+    /// Never a server error: those are retried by the next request.
+    rejected: Cache<CacheKey, Error>,
     settings: CacheSettings,
     hits: Counter,
     misses: Counter,
@@ -121,10 +130,27 @@ impl TokenCache {
             domain: domain.clone(),
             result,
         };
+        // Bounded by entries and by bytes at once: each entry weighs at least one unit, and more
+        // when its token is larger than `max_bytes / max_entries`.
+        let unit = (settings.max_bytes / settings.max_entries).max(1);
         Self {
             entries: Cache::builder()
                 .max_capacity(settings.max_entries)
+                .weigher(move |_key, value: &Arc<CachedToken>| {
+                    let bytes = (value.authorization.len() + ENTRY_OVERHEAD_BYTES) as u64;
+                    u32::try_from(bytes.div_ceil(unit))
+                        .unwrap_or(u32::MAX)
+                        .max(1)
+                })
                 .expire_after(EntryLifetime)
+                .build(),
+            rejected: Cache::builder()
+                .max_capacity(settings.max_entries.min(10_000))
+                .time_to_live(
+                    settings
+                        .negative_ttl
+                        .max(std::time::Duration::from_millis(1)),
+                )
                 .build(),
             settings: settings.clone(),
             hits: metrics.lookups.get_or_create_owned(&label(Lookup::Hit)),
@@ -174,6 +200,9 @@ impl TokenCache {
         F: Future<Output = Result<Issued, Error>>,
     {
         self.misses.inc();
+        if let Some(refusal) = self.rejected.get(&key).await {
+            return Err(refusal);
+        }
         let entry = self
             .entries
             .entry(key)
@@ -182,8 +211,41 @@ impl TokenCache {
                 self.to_cached(issued, token)
             })
             .await
-            .map_err(|e| (*e).clone())?;
-        Ok((entry.into_value(), Lookup::Miss))
+            .map_err(|e| (*e).clone());
+        match entry {
+            Ok(entry) => Ok((entry.into_value(), Lookup::Miss)),
+            Err(error) => {
+                if error.is_refusal() && !self.settings.negative_ttl.is_zero() {
+                    self.rejected.insert(key, error.clone()).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Stores a token exchanged in the background (refresh ahead), replacing the one in use.
+    pub async fn refresh(
+        &self,
+        key: CacheKey,
+        token: InboundToken<'_>,
+        issued: Issued,
+    ) -> Result<(), Error> {
+        let fresh = self.to_cached(issued, token)?;
+        self.entries.insert(key, fresh).await;
+        Ok(())
+    }
+
+    /// Whether a hit is old enough to be renewed in the background: past `refresh_ahead` of its
+    /// lifetime. Marks it, so only one renewal starts per entry.
+    pub fn should_refresh(&self, cached: &CachedToken) -> bool {
+        let Some(ahead) = self.settings.refresh_ahead else {
+            return false;
+        };
+        let left = cached.expires_at.saturating_duration_since(Instant::now());
+        left < cached.ttl.mul_f64(1.0 - ahead)
+            && !cached
+                .refreshing
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Drops the entry for `key`, e.g. when the upstream says the token is no longer valid.
@@ -219,6 +281,7 @@ impl TokenCache {
         Ok(Arc::new(CachedToken {
             authorization,
             bearer: issued.bearer,
+            refreshing: std::sync::atomic::AtomicBool::new(false),
             expires_at: Instant::now() + ttl,
             ttl,
         }))

@@ -30,6 +30,9 @@ pub enum Error {
     /// (`insufficient_claims`, a step-up); relayed so the caller's client can act on it.
     #[error("the token server needs the user: {0}")]
     ChallengeRelayed(&'static str),
+    /// Caller: the request target is longer than `limits.max_uri_bytes`.
+    #[error("request target too long")]
+    UriTooLong,
     /// Caller: no route matches the request path.
     #[error("no route matches")]
     NoRoute,
@@ -54,6 +57,17 @@ pub enum Error {
 }
 
 const REALM: &str = "Bearer realm=\"chaingate\"";
+
+impl Error {
+    /// The token server refused the caller's token or scope: the same request would be refused
+    /// again, so the answer may be remembered briefly (never true of an outage).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidToken | Self::InsufficientScope | Self::ChallengeRelayed(_)
+        )
+    }
+}
 
 impl Error {
     /// The response for this error. No side effects: logging and metrics happen at the edge.
@@ -90,6 +104,12 @@ impl Error {
                 "the access token does not allow this request",
             )
             .challenge("Bearer realm=\"chaingate\", error=\"insufficient_scope\""),
+            Self::UriTooLong => respond(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                "the request target is too long",
+            )
+            .done(),
             Self::NoRoute => {
                 respond(StatusCode::NOT_FOUND, "not_found", "no route for this path").done()
             }

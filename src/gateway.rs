@@ -42,6 +42,8 @@ pub struct Gateway {
     unmatched: RouteLabel,
     unmatched_requests: StatusCounters,
     retry_after: Duration,
+    max_uri_bytes: usize,
+    max_token_bytes: usize,
     upstream_timeout: Duration,
     access_log: bool,
 }
@@ -183,6 +185,8 @@ impl Gateway {
             unmatched_requests: StatusCounters::new(&metrics.requests.requests, &unmatched.route),
             unmatched,
             retry_after: config.limits.retry_after,
+            max_uri_bytes: config.limits.max_uri_bytes,
+            max_token_bytes: config.limits.max_token_bytes,
             upstream_timeout: config.timeouts.upstream_response,
             access_log: config.log.access_log,
         })
@@ -196,6 +200,20 @@ impl Gateway {
         let logged = self
             .access_log
             .then(|| (request.method().clone(), request.uri().clone()));
+
+        // Bound the request target before anything looks at it.
+        if request
+            .uri()
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len())
+            > self.max_uri_bytes
+        {
+            let response = Error::UriTooLong.into_response();
+            self.unmatched_requests.inc(response.status());
+            let duration = self.metrics.duration.get_or_create(&self.unmatched);
+            self.record(&self.unmatched, &duration, &response, started, None, logged);
+            return response;
+        }
 
         // Route: the first configured prefix wins; nothing else about the request picks a target.
         let path = request.uri().path();
@@ -244,6 +262,9 @@ impl Gateway {
 
         // Authn: exactly one bearer token, from the Authorization header.
         let token = authn::bearer(request.headers(), request.uri())?;
+        if token.expose().len() > self.max_token_bytes {
+            return Err(Error::InvalidRequest("bearer token too long"));
+        }
 
         // Validate: optional local JWT checks, so a bad token never reaches the token server.
         if let Some(validator) = &route.validator {
@@ -292,7 +313,25 @@ impl Gateway {
             }
         };
         match domain.cache.get(&key).await {
-            Some(hit) => Ok((hit, Lookup::Hit)),
+            Some(hit) => {
+                // Refresh ahead: a token in use is renewed before it expires, so a steady caller
+                // never waits on the token server; if the renewal fails, this one keeps serving.
+                if self.subject_of[index].is_none() && domain.cache.should_refresh(&hit) {
+                    let (domain, at1, scope) = (
+                        domain.clone(),
+                        at1.expose().to_owned(),
+                        scope.map(str::to_owned),
+                    );
+                    tokio::spawn(async move {
+                        if let Ok(issued) = domain.exchanger.exchange(&at1, scope.as_deref()).await
+                        {
+                            let token = InboundToken::already_accepted(&at1);
+                            let _ = domain.cache.refresh(key, token, issued).await;
+                        }
+                    });
+                }
+                Ok((hit, Lookup::Hit))
+            }
             // Boxed: the exchange's future is large, and every hit would otherwise carry it.
             None => Box::pin(domain.cache.exchange(key, at1, exchange)).await,
         }

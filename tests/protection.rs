@@ -112,3 +112,85 @@ async fn exchanges_in_flight_are_capped_per_domain() {
     );
     assert_eq!(sts.calls(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_token_is_remembered_briefly_so_it_cannot_hammer_the_server() {
+    let sts = TokenServer::scripted(|_, _| Reply::error(400, "invalid_grant")).await;
+    let upstream = Upstream::start().await;
+    let toml = with("", &sts, &upstream) + "\n[cache]\nnegative_ttl = \"300ms\"\n";
+    let toml = toml
+        .replacen("[cache]\nexpiry_skew = \"0s\"\n", "", 1)
+        .replace(
+            "negative_ttl = \"300ms\"",
+            "expiry_skew = \"0s\"\nnegative_ttl = \"300ms\"",
+        );
+    let gw = gateway(&toml).await;
+    for _ in 0..5 {
+        assert_eq!(get(gw.addr, "/", Some("bad-token")).await.status, 401);
+    }
+    assert_eq!(
+        sts.calls(),
+        1,
+        "refusals are served from the negative cache"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(gw.addr, "/", Some("bad-token")).await.status, 401);
+    assert_eq!(sts.calls(), 2, "and asked again once it expires");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_in_use_is_renewed_ahead_and_serves_through_an_outage() {
+    let down = Arc::new(AtomicBool::new(false));
+    let state = down.clone();
+    let sts = TokenServer::scripted(move |n, _| {
+        if state.load(Ordering::SeqCst) {
+            Reply::error(503, "temporarily_unavailable")
+        } else {
+            Reply::issue(n, Some(2))
+        }
+    })
+    .await;
+    let upstream = Upstream::start().await;
+    let toml = with("retries = 0", &sts, &upstream).replace(
+        "expiry_skew = \"0s\"",
+        "expiry_skew = \"0s\"\nrefresh_ahead = 0.5",
+    );
+    let gw = gateway(&toml).await;
+    let token_seen =
+        |answer: support::Answer| answer.json()["authorization"].as_str().unwrap().to_string();
+    assert_eq!(
+        token_seen(get(gw.addr, "/", Some("steady")).await),
+        "Bearer at2-0"
+    );
+    // Past half its life, a hit still answers at once and starts a renewal in the background.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        token_seen(get(gw.addr, "/", Some("steady")).await),
+        "Bearer at2-0"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sts.calls(), 2);
+    assert_eq!(
+        token_seen(get(gw.addr, "/", Some("steady")).await),
+        "Bearer at2-1"
+    );
+    // The token server goes down: the cached token keeps serving until it expires.
+    down.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(get(gw.addr, "/", Some("steady")).await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_targets_get_414_and_long_tokens_400() {
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&with("", &sts, &upstream)).await;
+    let long_path = format!("/{}", "a".repeat(9 * 1024));
+    assert_eq!(get(gw.addr, &long_path, Some("caller")).await.status, 414);
+    assert_eq!(
+        get(gw.addr, "/", Some(&"t".repeat(9 * 1024))).await.status,
+        400
+    );
+    assert_eq!(sts.calls(), 0);
+}

@@ -164,6 +164,10 @@ pub(crate) struct FileValidate {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileCache {
     pub(crate) max_entries: Option<u64>,
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) negative_ttl: Option<String>,
+    /// Share of a token's lifetime after which a hit starts a background renewal (0 < x < 1).
+    pub(crate) refresh_ahead: Option<f64>,
     pub(crate) expiry_skew: Option<String>,
     pub(crate) default_ttl: Option<String>,
 }
@@ -183,6 +187,8 @@ pub(crate) struct FileTimeouts {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileLimits {
     pub(crate) max_concurrent_requests: Option<usize>,
+    pub(crate) max_uri_bytes: Option<usize>,
+    pub(crate) max_token_bytes: Option<usize>,
     pub(crate) max_headers: Option<usize>,
     pub(crate) max_h2_streams: Option<u32>,
     pub(crate) retry_after: Option<String>,

@@ -114,6 +114,12 @@ pub struct Upstream {
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
     pub max_entries: u64,
+    /// Upper bound of the cache's memory, tokens and bookkeeping together (approximate).
+    pub max_bytes: u64,
+    /// How long a token the token server refused stays refused without asking again.
+    pub negative_ttl: Duration,
+    /// Renew a token in use in the background once this share of its lifetime has passed.
+    pub refresh_ahead: Option<f64>,
     /// Subtracted from a token's lifetime so it is never used at the edge of expiry.
     pub expiry_skew: Duration,
     /// Lifetime assumed when a token response has no `expires_in`.
@@ -132,6 +138,10 @@ pub struct Timeouts {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_concurrent_requests: usize,
+    /// Longer request targets get 414.
+    pub max_uri_bytes: usize,
+    /// Longer bearer tokens get 400 `invalid_request` before any digest or exchange.
+    pub max_token_bytes: usize,
     pub max_headers: usize,
     pub max_h2_streams: u32,
     /// `Retry-After` sent with 503s that have no better estimate.
@@ -344,6 +354,23 @@ impl Config {
             routes,
             cache: CacheSettings {
                 max_entries,
+                max_bytes: file.cache.max_bytes.unwrap_or(256 * 1024 * 1024),
+                negative_ttl: duration(
+                    "cache.negative_ttl",
+                    &file.cache.negative_ttl,
+                    Duration::from_secs(5),
+                )?,
+                refresh_ahead: match file.cache.refresh_ahead {
+                    None => Some(0.8),
+                    Some(0.0) => None,
+                    Some(x) if x > 0.0 && x < 1.0 => Some(x),
+                    Some(_) => {
+                        return Err(ConfigError::key(
+                            "cache.refresh_ahead",
+                            "a share of the lifetime between 0 and 1 (0 turns it off)",
+                        ))
+                    }
+                },
                 expiry_skew: duration(
                     "cache.expiry_skew",
                     &file.cache.expiry_skew,
@@ -384,6 +411,8 @@ impl Config {
             },
             limits: Limits {
                 max_concurrent_requests,
+                max_uri_bytes: file.limits.max_uri_bytes.unwrap_or(8 * 1024),
+                max_token_bytes: file.limits.max_token_bytes.unwrap_or(8 * 1024),
                 max_headers: file.limits.max_headers.unwrap_or(100),
                 max_h2_streams: file.limits.max_h2_streams.unwrap_or(256),
                 retry_after: duration(
