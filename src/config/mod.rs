@@ -3,10 +3,13 @@
 //! Everything downstream of [`Config::from_toml`] works with parsed `Uri`s, `SocketAddr`s,
 //! `Duration`s, loaded PEMs and secrets; nothing parses configuration again.
 
+mod client_auth;
 mod digest;
 mod domain;
+mod env;
 mod file;
 mod parse;
+mod route;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,7 +29,10 @@ pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, Conf
 
 use digest::Digest;
 use domain::validate_domain;
-use file::{FileConfig, FileRoute};
+use env::config_env;
+pub use env::{effective_toml, ENV_PREFIX};
+use file::FileConfig;
+use route::{validate_route, validate_subject_domains};
 
 /// The validated gateway configuration.
 #[derive(Debug)]
@@ -169,85 +175,6 @@ pub struct LogSettings {
 }
 
 // === impl Config ===
-
-impl Config {
-    /// A digest of everything this config was built from: its text, overrides and the contents
-    /// of every file it names (secrets, CAs, TLS identity). Equal digests, nothing to reload.
-    pub fn digest(&self) -> [u8; 32] {
-        let mut d = Digest::new();
-        d.part(&self.source_digest);
-        for domain in &self.domains {
-            d.part(&domain.fingerprint());
-        }
-        for cert in self
-            .routes
-            .iter()
-            .flat_map(|r| r.upstream.ca_certs.iter().flatten())
-        {
-            d.part(cert.as_ref());
-        }
-        if let Some(tls) = &self.tls {
-            d.part(&tls.digest());
-        }
-        d.finish()
-    }
-
-    /// Keys that only take effect at start; a reload that changes them keeps the old values.
-    pub fn restart_only_changes(&self, next: &Self) -> Vec<&'static str> {
-        let mut changed = Vec::new();
-        let mut check = |differs: bool, key: &'static str| {
-            if differs {
-                changed.push(key);
-            }
-        };
-        check(self.listen != next.listen, "listen");
-        check(self.admin_listen != next.admin_listen, "admin_listen");
-        check(
-            self.tls.as_ref().map(TlsIdentity::digest)
-                != next.tls.as_ref().map(TlsIdentity::digest),
-            "tls",
-        );
-        check(
-            self.timeouts.header_read != next.timeouts.header_read,
-            "timeouts.header_read",
-        );
-        check(
-            self.timeouts.tls_handshake != next.timeouts.tls_handshake,
-            "timeouts.tls_handshake",
-        );
-        check(
-            self.limits.max_headers != next.limits.max_headers,
-            "limits.max_headers",
-        );
-        check(
-            self.limits.max_h2_streams != next.limits.max_h2_streams,
-            "limits.max_h2_streams",
-        );
-        check(
-            self.shutdown.drain_delay != next.shutdown.drain_delay,
-            "shutdown.drain_delay",
-        );
-        check(
-            self.shutdown.drain_timeout != next.shutdown.drain_timeout,
-            "shutdown.drain_timeout",
-        );
-        check(self.log.format != next.log.format, "log.format");
-        check(self.reload != next.reload, "reload");
-        check(self.worker_threads != next.worker_threads, "worker_threads");
-        changed
-    }
-}
-
-impl TlsIdentity {
-    fn digest(&self) -> [u8; 32] {
-        let mut d = Digest::new();
-        for cert in &self.certs {
-            d.part(cert.as_ref());
-        }
-        d.part(self.key.secret_der());
-        d.finish()
-    }
-}
 
 impl Config {
     /// Reads and validates a config file, with `CHAINGATE_*` overrides from `env`.
@@ -454,50 +381,6 @@ impl Config {
     }
 }
 
-/// Environment variables with this prefix override config keys.
-pub const ENV_PREFIX: &str = "CHAINGATE_";
-
-/// Variables that configure the command line, not the config file.
-const NOT_KEYS: [&str; 2] = ["CHAINGATE_CONFIG", "CHAINGATE_LOG_FORMAT"];
-
-fn config_env(
-    env: impl IntoIterator<Item = (String, String)>,
-) -> impl Iterator<Item = (String, String)> {
-    env.into_iter()
-        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && !NOT_KEYS.contains(&name.as_str()))
-}
-
-/// The effective config (file plus `env` overrides) as TOML, every secret value redacted.
-/// Fails like [`Config::from_toml_with_env`] if the result is not a valid config.
-pub fn effective_toml(
-    text: &str,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<String, ConfigError> {
-    let env: Vec<_> = config_env(env).collect();
-    Config::from_toml_with_env(text, env.clone())?;
-    let mut table: toml::Table = parse_toml_with_env(text, ENV_PREFIX, env)?;
-    redact(&mut table);
-    Ok(toml::to_string_pretty(&table).unwrap_or_default())
-}
-
-fn redact(table: &mut toml::Table) {
-    for (key, value) in table.iter_mut() {
-        match value {
-            toml::Value::Table(t) => redact(t),
-            toml::Value::Array(items) => items.iter_mut().for_each(|item| {
-                if let toml::Value::Table(t) = item {
-                    redact(t);
-                }
-            }),
-            // Paths to secret files are fine to show; inline secrets are not.
-            _ if key.contains("secret") && !key.ends_with("_file") => {
-                *value = toml::Value::String("[redacted]".to_string());
-            }
-            _ => {}
-        }
-    }
-}
-
 fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse().map_err(|_| {
         ConfigError::key(
@@ -507,170 +390,7 @@ fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn validate_route(i: usize, r: &FileRoute, domains: &[Arc<Domain>]) -> Result<Route, ConfigError> {
-    let key = |field: &str| format!("routes[{i}].{field}");
-    if !r.path_prefix.starts_with('/') {
-        return Err(ConfigError::key(key("path_prefix"), "must start with /"));
-    }
-    let uri: Uri = r
-        .upstream
-        .parse()
-        .map_err(|_| ConfigError::key(key("upstream"), "not a valid URL"))?;
-    let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
-        return Err(ConfigError::key(
-            key("upstream"),
-            "must be an absolute http(s) URL",
-        ));
-    };
-    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-        return Err(ConfigError::key(key("upstream"), "must be http or https"));
-    }
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(ConfigError::key(
-            key("upstream"),
-            "must be an origin (scheme://host:port) without a path",
-        ));
-    }
-    let domain = domains
-        .iter()
-        .find(|d| *d.name == *r.domain)
-        .ok_or_else(|| {
-            ConfigError::key(
-                key("domain"),
-                format!("no [domains.{}] is defined", r.domain),
-            )
-        })?;
-    if let Some(scope) = &r.scope {
-        validate_scope(&key("scope"), scope)?;
-    }
-    Ok(Route {
-        name: Arc::from(r.name.as_deref().unwrap_or(&r.path_prefix)),
-        path_prefix: r.path_prefix.clone(),
-        upstream: Upstream {
-            scheme,
-            authority,
-            ca_certs: r
-                .ca_file
-                .as_deref()
-                .map(|p| load_certs(&key("ca_file"), p))
-                .transpose()?,
-        },
-        domain: domain.clone(),
-        scope: r.scope.clone().or_else(|| domain.scope.clone()),
-        validate: r
-            .validate
-            .as_ref()
-            .map(|v| validate_settings(i, v))
-            .transpose()?
-            .map(Arc::new),
-    })
-}
-
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`, separated by single spaces.
-fn validate_settings(i: usize, v: &file::FileValidate) -> Result<Validate, ConfigError> {
-    use crate::oauth::keys::{parse_asymmetric_alg, KeySet, DEFAULT_ALGORITHMS};
-    let key = |field: &str| format!("routes[{i}].validate.{field}");
-    let algorithms = match &v.algorithms {
-        None => DEFAULT_ALGORITHMS.to_vec(),
-        Some(names) => names
-            .iter()
-            .enumerate()
-            .map(|(n, name)| {
-                parse_asymmetric_alg(name)
-                    .map_err(|e| ConfigError::key(key(&format!("algorithms[{n}]")), e))
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let keys = match (&v.jwks_uri, &v.jwks_file) {
-        (Some(uri), None) => {
-            let parsed: Uri = uri
-                .parse()
-                .map_err(|_| ConfigError::key(key("jwks_uri"), "not a valid URL"))?;
-            match parsed.scheme_str() {
-                Some("https") => {}
-                Some("http") if v.allow_insecure_http => {}
-                _ => {
-                    return Err(ConfigError::key(
-                        key("jwks_uri"),
-                        "must be https (or http with allow_insecure_http)",
-                    ))
-                }
-            }
-            ValidateKeys::Remote(parsed)
-        }
-        (None, Some(path)) => {
-            let text = std::fs::read(path).map_err(|e| {
-                ConfigError::key(
-                    key("jwks_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            ValidateKeys::File(
-                KeySet::from_jwks(&text, &algorithms)
-                    .map_err(|e| ConfigError::key(key("jwks_file"), e))?,
-            )
-        }
-        _ => {
-            return Err(ConfigError::key(
-                key("jwks_uri"),
-                "set exactly one of jwks_uri and jwks_file",
-            ))
-        }
-    };
-    let audiences = v.audience.to_vec();
-    if audiences.is_empty() {
-        return Err(ConfigError::key(
-            key("audience"),
-            "list the audience(s) a caller's token must carry",
-        ));
-    }
-    let duration = |field: &str, value: &Option<String>, default| match value {
-        Some(t) => parse_duration(&key(field), t),
-        None => Ok(default),
-    };
-    Ok(Validate {
-        issuer: v.issuer.clone(),
-        keys,
-        audiences,
-        algorithms,
-        required_claims: v.required_claims.clone(),
-        typ: match v.typ.as_deref() {
-            None => Some("at+jwt".to_string()),
-            Some("") => None,
-            Some(t) => Some(t.to_ascii_lowercase()),
-        },
-        clock_skew: duration("clock_skew", &v.clock_skew, Duration::from_secs(30))?,
-        jwks_min_refetch_interval: duration(
-            "jwks_min_refetch_interval",
-            &v.jwks_min_refetch_interval,
-            Duration::from_secs(30),
-        )?,
-    })
-}
-
-/// Every `subject_domain` names a domain, and following them never loops.
-fn validate_subject_domains(domains: &[Arc<Domain>]) -> Result<(), ConfigError> {
-    for domain in domains {
-        let mut hops = 0;
-        let mut at = domain;
-        while let Some(next) = &at.subject_domain {
-            let key = format!("domains.{}.subject_domain", at.name);
-            at = domains
-                .iter()
-                .find(|d| d.name == *next)
-                .ok_or_else(|| ConfigError::key(&key, format!("no [domains.{next}] is defined")))?;
-            hops += 1;
-            if hops > 4 {
-                return Err(ConfigError::key(
-                    key,
-                    "subject domains loop or chain more than 4 hops",
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 pub(crate) fn validate_scope(key: &str, scope: &str) -> Result<(), ConfigError> {
     let ok = !scope.is_empty()
         && scope.split(' ').all(|token| {

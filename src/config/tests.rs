@@ -1,7 +1,7 @@
 use super::*;
 use crate::secret::Secret;
 use base64::Engine as _;
-use domain::basic_authorization;
+use client_auth::basic_authorization;
 
 const MINIMAL: &str = r#"
 listen = "127.0.0.1:8080"

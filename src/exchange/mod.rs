@@ -8,6 +8,7 @@
 
 mod discovery;
 mod guard;
+mod metrics;
 mod request;
 mod response;
 
@@ -23,20 +24,16 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{ClientAuth, Domain, Grant, TokenEndpoint};
 use crate::error::Error;
-use crate::metrics::{latency_histogram, DomainLabel};
+use crate::metrics::DomainLabel;
 use crate::secret::Secret;
 
+use metrics::DomainExchangeMetrics;
+pub use metrics::{ExchangeMetrics, Outcome};
 pub use request::{CHAIN_GRANT, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT};
 
 /// Token responses larger than this are refused rather than buffered.
@@ -418,96 +415,4 @@ impl Failure {
         self.retry_hint = Some(wait);
         self
     }
-}
-
-// === metrics ===
-
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum Outcome {
-    Issued,
-    Rejected,
-    Error,
-}
-
-impl EncodeLabelValue for Outcome {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        std::fmt::Write::write_str(
-            encoder,
-            match self {
-                Self::Issued => "issued",
-                Self::Rejected => "rejected",
-                Self::Error => "error",
-            },
-        )
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DomainOutcome {
-    domain: Arc<str>,
-    outcome: Outcome,
-}
-
-impl DomainLabel {
-    fn outcome(&self, outcome: Outcome) -> DomainOutcome {
-        DomainOutcome {
-            domain: self.domain.clone(),
-            outcome,
-        }
-    }
-}
-
-/// `chaingate_token_exchanges_total{domain,outcome}` and `..._duration_seconds{domain}`.
-#[derive(Debug, Clone)]
-pub struct ExchangeMetrics {
-    exchanges: Family<DomainOutcome, Counter>,
-    duration: Family<DomainLabel, Histogram>,
-    retries: Family<DomainLabel, Counter>,
-    circuit_open: Family<DomainLabel, Gauge>,
-}
-
-impl ExchangeMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let exchanges = Family::default();
-        registry.register(
-            "chaingate_token_exchanges",
-            "Token exchanges at a domain's token endpoint, by outcome",
-            exchanges.clone(),
-        );
-        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "chaingate_token_exchange_duration",
-            "Time spent on one token exchange, including connection setup",
-            Unit::Seconds,
-            duration.clone(),
-        );
-        let retries = Family::default();
-        registry.register(
-            "chaingate_token_exchange_retries",
-            "Retried token requests (connect errors, 5xx, 429), within the retry budget",
-            retries.clone(),
-        );
-        let circuit_open = Family::default();
-        registry.register(
-            "chaingate_token_exchange_circuit_open",
-            "1 while the domain's circuit breaker fails exchanges fast",
-            circuit_open.clone(),
-        );
-        Self {
-            exchanges,
-            duration,
-            retries,
-            circuit_open,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct DomainExchangeMetrics {
-    issued: Counter,
-    rejected: Counter,
-    error: Counter,
-    retries: Counter,
-    circuit_open: Gauge,
-    duration: Histogram,
 }

@@ -2,30 +2,30 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::authn;
 use crate::authn::InboundToken;
-use crate::cache::{CacheKey, CacheMetrics, CachedToken, Lookup, TokenCache};
+use crate::cache::{CacheKey, CachedToken, Lookup, TokenCache};
 use crate::config::{Config, Route};
 use crate::error::Error;
-use crate::exchange::{ExchangeMetrics, Exchanger};
-use crate::metrics::{latency_histogram, RouteLabel};
+use crate::exchange::Exchanger;
+use crate::metrics::RouteLabel;
 use crate::oauth::remote::SharedClient;
 use crate::outbound::{self, Peer, UpstreamClient};
 use crate::validate::InboundValidator;
 use crate::Body;
+
+mod metrics;
+pub use metrics::GatewayMetrics;
+use metrics::{RequestMetrics, StatusCounters};
 
 /// A domain's token for the caller, and whether the cache had it.
 type TokenResult = Result<(Arc<CachedToken>, Lookup), Error>;
@@ -80,24 +80,6 @@ impl DomainRuntime {
         let mut key = [0u8; 32];
         key.copy_from_slice(ctx.finish().as_ref());
         key
-    }
-}
-
-/// The metric families every generation of the gateway records into; registered once.
-#[derive(Debug, Clone)]
-pub struct GatewayMetrics {
-    requests: RequestMetrics,
-    exchange: ExchangeMetrics,
-    cache: CacheMetrics,
-}
-
-impl GatewayMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        Self {
-            requests: RequestMetrics::register(registry),
-            exchange: ExchangeMetrics::register(registry),
-            cache: CacheMetrics::register(registry),
-        }
     }
 }
 
@@ -397,81 +379,5 @@ impl Gateway {
                 cache = lookup.map_or("none", Lookup::as_str),
             );
         }
-    }
-}
-
-/// One route's `chaingate_requests_total` children by status code. Each is created on first use,
-/// so the exposition lists only codes that happened, then kept: the family's lookup takes a lock
-/// and hashes the labels, which every request would otherwise pay.
-struct StatusCounters {
-    family: Family<RouteCode, Counter>,
-    route: Arc<str>,
-    /// Indexed by `status - 100`; 100..=599 covers every status hyper produces or forwards.
-    by_status: Box<[OnceLock<Counter>]>,
-}
-
-impl StatusCounters {
-    fn new(family: &Family<RouteCode, Counter>, route: &Arc<str>) -> Self {
-        Self {
-            family: family.clone(),
-            route: route.clone(),
-            by_status: (100..600).map(|_| OnceLock::new()).collect(),
-        }
-    }
-
-    fn inc(&self, status: StatusCode) {
-        let code = status.as_u16();
-        let child = || {
-            self.family.get_or_create_owned(&RouteCode {
-                route: self.route.clone(),
-                code,
-            })
-        };
-        match self.by_status.get(usize::from(code).wrapping_sub(100)) {
-            Some(slot) => slot.get_or_init(child).inc(),
-            None => child().inc(),
-        };
-    }
-}
-
-impl std::fmt::Debug for StatusCounters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatusCounters")
-            .field("route", &self.route)
-            .finish_non_exhaustive()
-    }
-}
-
-// === metrics ===
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteCode {
-    route: Arc<str>,
-    code: u16,
-}
-
-/// `chaingate_requests_total{route,code}` and `chaingate_request_duration_seconds{route}`.
-#[derive(Debug, Clone)]
-struct RequestMetrics {
-    requests: Family<RouteCode, Counter>,
-    duration: Family<RouteLabel, Histogram>,
-}
-
-impl RequestMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let requests = Family::default();
-        registry.register(
-            "chaingate_requests",
-            "Requests served, by route and status code",
-            requests.clone(),
-        );
-        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "chaingate_request_duration",
-            "Time from request head to response head, by route",
-            Unit::Seconds,
-            duration.clone(),
-        );
-        Self { requests, duration }
     }
 }
