@@ -3,15 +3,20 @@
 //! The life of a request (one function, [`gateway::Gateway::handle`]):
 //!
 //! ```text
-//! inbound  ─ accept, TLS, HTTP/1.1 or HTTP/2                      (inbound.rs)
-//!   route  ─ first matching path prefix                           (gateway.rs)
-//!   shed   ─ refuse with 503 when too many requests are in flight (gateway.rs)
-//!   authn  ─ exactly one bearer token, from Authorization          (authn.rs)
-//!   cache  ─ digest(domain, scope, AT1) → AT2, coalesced misses    (cache.rs)
-//!   exchange ─ chain grant at the domain's token endpoint          (exchange.rs)
-//!   outbound ─ swap Authorization, strip hop-by-hop, stream        (outbound.rs)
-//! errors  ─ one enum, one mapping to status + WWW-Authenticate     (error.rs)
-//! admin   ─ /live, /ready, /metrics                                (admin.rs)
+//! inbound  ─ accept, TLS, HTTP/1.1 or HTTP/2                       (inbound.rs)
+//!   route  ─ first matching path prefix; 414 past the target limit (gateway/)
+//!   shed   ─ refuse with 503 when too many requests are in flight  (gateway/)
+//!   authn  ─ exactly one bearer token, from Authorization           (authn.rs)
+//!   validate ─ optional local JWT checks of the caller's token      (validate.rs)
+//!   cache  ─ digest(domain, scope, AT1) → AT2, coalesced misses,    (cache/)
+//!            negative entries, refresh ahead
+//!   exchange ─ chain grant, token exchange or jwt-bearer, with      (exchange/)
+//!              retries, breaker, discovery; hops for subject domains
+//!   outbound ─ swap Authorization, strip hop-by-hop, stream         (outbound.rs)
+//! errors  ─ one enum, one mapping to status + WWW-Authenticate      (error.rs)
+//! admin   ─ /live, /ready, /metrics                                 (admin.rs)
+//! reload  ─ re-read config and named files, swap atomically         (reload.rs)
+//! authority ─ the reference token server; demo ─ everything on loopback
 //! ```
 
 pub mod admin;
