@@ -42,20 +42,39 @@ pub fn http_builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<Tokio
 }
 
 /// Accepts connections until `stop` flips, then drains the tracked ones within `drain_timeout`.
+/// Per-listener limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    pub handshake_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// Connections open at once; past it the listener stops accepting (the kernel's backlog
+    /// holds the rest) rather than letting memory grow with every idle connection.
+    pub max_connections: usize,
+}
+
 pub async fn serve<S, F>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
-    handshake_timeout: Duration,
+    limits: ServeLimits,
     mut stop: watch::Receiver<bool>,
-    drain_timeout: Duration,
     handler: S,
 ) where
     S: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<crate::Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let ServeLimits {
+        handshake_timeout,
+        drain_timeout,
+        max_connections,
+    } = limits;
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
+        let slot = tokio::select! {
+            slot = open.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = async { let _ = stop.wait_for(|stopped| *stopped).await; } => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
@@ -68,6 +87,7 @@ pub async fn serve<S, F>(
                     let watcher = graceful.watcher();
                     let tls = tls.clone();
                     tokio::spawn(async move {
+                        let _slot = slot;
                         let _ = stream.set_nodelay(true);
                         match tls {
                             None => connection.serve(TokioIo::new(stream), watcher).await,

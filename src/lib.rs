@@ -102,6 +102,7 @@ pub async fn spawn_with_reload(
     let data_builder = inbound::http_builder(&config.timeouts, &config.limits);
     let admin_builder = inbound::http_builder(&config.timeouts, &config.limits);
     let handshake_timeout = config.timeouts.tls_handshake;
+    let max_connections = config.limits.max_connections;
     let shutdown = config.shutdown.clone();
     let metrics = GatewayMetrics::register(&mut registry);
     let reloads = ReloadMetrics::register(&mut registry);
@@ -147,9 +148,12 @@ pub async fn spawn_with_reload(
         data_listener,
         inbound::tls_acceptor(tls),
         data_builder,
-        handshake_timeout,
+        inbound::ServeLimits {
+            handshake_timeout,
+            drain_timeout: shutdown.drain_timeout,
+            max_connections,
+        },
         data_stop_rx,
-        shutdown.drain_timeout,
         move |request, peer| {
             // The generation current when the request arrived serves it to the end.
             let gateway = gateway.load_full();
@@ -160,9 +164,12 @@ pub async fn spawn_with_reload(
         admin_listener,
         None,
         admin_builder,
-        handshake_timeout,
+        inbound::ServeLimits {
+            handshake_timeout,
+            drain_timeout: std::time::Duration::from_secs(1),
+            max_connections: 64,
+        },
         admin_stop_rx,
-        std::time::Duration::from_secs(1),
         move |request, _peer| {
             let admin = admin.clone();
             async move { admin.handle(request).await }

@@ -196,3 +196,35 @@ async fn a_slowloris_head_is_cut_at_the_header_timeout() {
     .await;
     assert!(read.is_ok(), "a half-sent head kept the connection open");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_connections_are_capped_and_the_next_waits_its_turn() {
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&config(
+        &sts.url(),
+        &upstream.url(),
+        "[limits]\nmax_connections = 2\n",
+    ))
+    .await;
+    // Two idle connections hold both slots.
+    let first = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let second = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = tokio::spawn({
+        let addr = gw.addr;
+        async move { get(addr, "/", Some(TOKEN)).await.status }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a third connection was served past the cap"
+    );
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once a slot frees")
+        .unwrap();
+    assert_eq!(status, 200);
+    drop(second);
+}

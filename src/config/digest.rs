@@ -73,6 +73,10 @@ impl Config {
             "limits.max_headers",
         );
         check(
+            self.limits.max_connections != next.limits.max_connections,
+            "limits.max_connections",
+        );
+        check(
             self.limits.max_h2_streams != next.limits.max_h2_streams,
             "limits.max_h2_streams",
         );

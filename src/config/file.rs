@@ -187,6 +187,7 @@ pub(crate) struct FileTimeouts {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileLimits {
     pub(crate) max_concurrent_requests: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
     pub(crate) max_uri_bytes: Option<usize>,
     pub(crate) max_token_bytes: Option<usize>,
     pub(crate) max_headers: Option<usize>,

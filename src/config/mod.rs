@@ -144,6 +144,8 @@ pub struct Timeouts {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_concurrent_requests: usize,
+    /// Inbound connections open at once on the data port.
+    pub max_connections: usize,
     /// Longer request targets get 414.
     pub max_uri_bytes: usize,
     /// Longer bearer tokens get 400 `invalid_request` before any digest or exchange.
@@ -338,6 +340,15 @@ impl Config {
             },
             limits: Limits {
                 max_concurrent_requests,
+                max_connections: match file.limits.max_connections.unwrap_or(16_384) {
+                    0 => {
+                        return Err(ConfigError::key(
+                            "limits.max_connections",
+                            "must be at least 1",
+                        ))
+                    }
+                    n => n,
+                },
                 max_uri_bytes: file.limits.max_uri_bytes.unwrap_or(8 * 1024),
                 max_token_bytes: file.limits.max_token_bytes.unwrap_or(8 * 1024),
                 max_headers: file.limits.max_headers.unwrap_or(100),
