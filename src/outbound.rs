@@ -21,7 +21,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::Upstream;
 use crate::error::Error;
 
+mod body;
 mod pool;
+pub use body::{empty, forwarded, IdleTimeout, UpstreamBody};
 pub use pool::Http1Pool;
 
 /// Removed from every forwarded request and response, listed or not (RFC 9110 §7.6.1).
@@ -52,7 +54,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-type TlsClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+type TlsClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// One route's way to its upstream.
 #[derive(Debug)]
@@ -210,7 +212,7 @@ fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
 /// Sends the prepared request; waits at most `timeout` for the response head.
 pub async fn send(
     client: &UpstreamClient,
-    request: Request<Incoming>,
+    request: Request<UpstreamBody>,
     timeout: Duration,
 ) -> Result<Response<Incoming>, Error> {
     let sent = match client {

@@ -194,3 +194,82 @@ async fn long_targets_get_414_and_long_tokens_400() {
     );
     assert_eq!(sts.calls(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_refusing_the_token_gets_one_retry_with_a_fresh_one_for_bodyless_requests() {
+    let sts = TokenServer::start().await;
+    // The upstream considers at2-0 revoked.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    let upstream_addr = serve(move |req: http::Request<hyper::body::Incoming>| {
+        let record = record.clone();
+        async move {
+            let auth = req
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            record.lock().unwrap().push(auth.clone());
+            let mut response =
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from(auth.clone())));
+            if auth == "Bearer at2-0" {
+                *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+                response.headers_mut().insert(
+                    "www-authenticate",
+                    "Bearer error=\"invalid_token\"".parse().unwrap(),
+                );
+            }
+            response
+        }
+    })
+    .await;
+    let upstream = format!("http://{upstream_addr}");
+    let toml = config(&sts.url(), &upstream, "");
+    let gw = gateway(&toml).await;
+    let answer = get(gw.addr, "/", Some("caller")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body, "Bearer at2-1");
+    assert_eq!(
+        sts.calls(),
+        2,
+        "the refused token was evicted and exchanged again, once"
+    );
+    assert_eq!(*seen.lock().unwrap(), ["Bearer at2-0", "Bearer at2-1"]);
+    // The fresh token is what the cache serves from now on.
+    assert_eq!(get(gw.addr, "/", Some("caller")).await.body, "Bearer at2-1");
+    assert_eq!(sts.calls(), 2);
+
+    // A request with a body is not sent twice: the upstream's 401 reaches the caller.
+    let sts = TokenServer::start().await;
+    let gw = gateway(&config(&sts.url(), &upstream, "")).await;
+    let request = http::Request::post(format!("http://{}/", gw.addr))
+        .header("authorization", "Bearer caller")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"payload",
+        )))
+        .unwrap();
+    assert_eq!(send(&client(), request).await.status, 401);
+    assert_eq!(sts.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_body_that_stalls_is_cut_off_at_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(
+        &(config(&sts.url(), &upstream.url(), "") + "\n[timeouts]\nbody_idle = \"300ms\"\n"),
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer caller\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    // Then nothing more. The gateway answers (or closes) well before a hang would end.
+    let mut buf = [0u8; 1024];
+    let answered = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await;
+    let n = answered.expect("the stalled body was cut off").unwrap_or(0);
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || head.starts_with("HTTP/1.1 502"), "{head}");
+}

@@ -179,6 +179,7 @@ pub(crate) struct FileTimeouts {
     pub(crate) tls_handshake: Option<String>,
     pub(crate) upstream_connect: Option<String>,
     pub(crate) upstream_response: Option<String>,
+    pub(crate) body_idle: Option<String>,
     pub(crate) token_endpoint: Option<String>,
     pub(crate) pool_idle: Option<String>,
 }

@@ -134,6 +134,8 @@ pub struct CacheSettings {
 
 #[derive(Debug, Clone)]
 pub struct Timeouts {
+    /// A request body that sends nothing this long while forwarded is cut off.
+    pub body_idle: Duration,
     pub header_read: Duration,
     pub tls_handshake: Duration,
     pub upstream_connect: Duration,
@@ -312,6 +314,11 @@ impl Config {
                 )?,
             },
             timeouts: Timeouts {
+                body_idle: duration(
+                    "timeouts.body_idle",
+                    &timeouts.body_idle,
+                    Duration::from_secs(30),
+                )?,
                 header_read: duration(
                     "timeouts.header_read",
                     &timeouts.header_read,

@@ -5,7 +5,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::AUTHORIZATION;
 use http::{Method, Request, Response, Uri};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Semaphore;
@@ -27,6 +29,16 @@ mod metrics;
 pub use metrics::GatewayMetrics;
 use metrics::{RequestMetrics, StatusCounters};
 
+/// A 401 whose challenge says `error="invalid_token"` (RFC 6750 §3.1).
+fn refuses_token(response: &Response<hyper::body::Incoming>) -> bool {
+    response.status() == http::StatusCode::UNAUTHORIZED
+        && response
+            .headers()
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token")))
+}
+
 /// A domain's token for the caller, and whether the cache had it.
 type TokenResult = Result<(Arc<CachedToken>, Lookup), Error>;
 
@@ -45,6 +57,7 @@ pub struct Gateway {
     max_uri_bytes: usize,
     max_token_bytes: usize,
     upstream_timeout: Duration,
+    body_idle: Duration,
     access_log: bool,
 }
 
@@ -170,6 +183,7 @@ impl Gateway {
             max_uri_bytes: config.limits.max_uri_bytes,
             max_token_bytes: config.limits.max_token_bytes,
             upstream_timeout: config.timeouts.upstream_response,
+            body_idle: config.timeouts.body_idle,
             access_log: config.log.access_log,
         })
     }
@@ -262,6 +276,14 @@ impl Gateway {
             return Err(Error::ExchangeFailed("an N_A token cannot be forwarded"));
         }
 
+        // A bodyless request can be sent again if the upstream refuses the token we chose; keep
+        // the caller's credential for that (a refcounted clone, not a copy).
+        let caller = request
+            .body()
+            .is_end_stream()
+            .then(|| request.headers().get(AUTHORIZATION).cloned())
+            .flatten();
+
         // Outbound: swap the credential, strip hop-by-hop fields, stream both bodies.
         outbound::prepare(
             &mut request,
@@ -270,7 +292,55 @@ impl Gateway {
             downstream.authorization.clone(),
             peer,
         );
+        let replay = caller.map(|at1| {
+            (
+                at1,
+                request.method().clone(),
+                request.uri().clone(),
+                request.version(),
+                request.headers().clone(),
+            )
+        });
+        let request = request.map(|body| outbound::forwarded(body, self.body_idle));
         let response = outbound::send(&route.client, request, self.upstream_timeout).await?;
+
+        // Feedback (RFC 6750 §3.1): the upstream says the token is not valid, though our cache
+        // did. Evict it and try once more with a fresh exchange; the second answer stands.
+        let Some((at1, method, uri, version, mut headers)) =
+            replay.filter(|_| refuses_token(&response))
+        else {
+            return Ok(response.map(Body::Left));
+        };
+        let Some(token) = at1
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .map(|(_, t)| InboundToken::already_accepted(t))
+        else {
+            return Ok(response.map(Body::Left));
+        };
+        let scope = route.config.scope.as_deref();
+        let domain = &self.domains[route.domain];
+        domain
+            .cache
+            .evict(&CacheKey::new(
+                &domain.exchanger.domain().name,
+                scope,
+                token,
+            ))
+            .await;
+        let (fresh, _) = self.token(route.domain, scope, token).await?;
+        if !fresh.bearer {
+            return Err(Error::ExchangeFailed("an N_A token cannot be forwarded"));
+        }
+        tracing::debug!(route = %route.label.route, "upstream refused the token; exchanged a fresh one");
+        headers.insert(AUTHORIZATION, fresh.authorization.clone());
+        let mut retry = Request::new(outbound::empty());
+        *retry.method_mut() = method;
+        *retry.uri_mut() = uri;
+        *retry.version_mut() = version;
+        *retry.headers_mut() = headers;
+        let response = outbound::send(&route.client, retry, self.upstream_timeout).await?;
         Ok(response.map(Body::Left))
     }
 

@@ -9,6 +9,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use super::body::UpstreamBody;
 use crate::config::Upstream;
 use crate::error::Error;
 
@@ -29,7 +30,7 @@ pub struct Http1Pool {
 }
 
 struct Pooled {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<UpstreamBody>,
     since: Instant,
 }
 
@@ -75,7 +76,7 @@ impl Http1Pool {
 
     pub(super) async fn send(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, Error> {
         for _ in 0..ATTEMPTS {
             let (mut sender, reused) = match self.checkout() {
@@ -100,7 +101,7 @@ impl Http1Pool {
         Err(Error::UpstreamUnavailable)
     }
 
-    fn checkout(&self) -> Option<SendRequest<Incoming>> {
+    fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
         let mut connections = self.lock();
         let mut i = connections.len();
         while i > 0 {
@@ -116,7 +117,7 @@ impl Http1Pool {
         None
     }
 
-    fn checkin(&self, sender: SendRequest<Incoming>) {
+    fn checkin(&self, sender: SendRequest<UpstreamBody>) {
         if !sender.is_closed() {
             self.lock().push(Pooled {
                 sender,
@@ -125,7 +126,7 @@ impl Http1Pool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Incoming>, Error> {
+    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, Error> {
         let connect = tokio::net::TcpStream::connect(self.target.as_str());
         let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(Ok(stream)) => stream,

@@ -1,0 +1,88 @@
+//! The request body as it goes upstream: the caller's stream under an idle deadline, or nothing
+//! (a bodyless request sent again after the upstream refused a stale token).
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the upstream clients send.
+pub type UpstreamBody = Either<IdleTimeout<Incoming>, Empty<Bytes>>;
+
+/// Fails the body if the caller sends nothing for `idle` while it is being forwarded, so a
+/// caller that stops mid-body cannot hold an upstream connection forever.
+pub struct IdleTimeout<B> {
+    inner: B,
+    // Boxed so the body stays `Unpin`, as hyper-util's client requires.
+    sleep: Pin<Box<Sleep>>,
+    idle: Duration,
+}
+
+impl<B> std::fmt::Debug for IdleTimeout<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleTimeout")
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, idle: Duration) -> Self {
+        Self {
+            inner,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            idle,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was idle too long")]
+pub(super) struct BodyIdle;
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.sleep.as_mut().reset(Instant::now() + this.idle);
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        ready!(std::future::Future::poll(this.sleep.as_mut(), cx));
+        Poll::Ready(Some(Err(BodyIdle.into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The caller's body, forwarded under the idle deadline.
+pub fn forwarded(body: Incoming, idle: Duration) -> UpstreamBody {
+    Either::Left(IdleTimeout::new(body, idle))
+}
+
+/// No body: for sending a bodyless request again.
+pub fn empty() -> UpstreamBody {
+    Either::Right(Empty::new())
+}
