@@ -38,3 +38,12 @@ pub fn config(input: &[u8]) {
     };
     let _ = crate::config::Config::from_toml(text);
 }
+
+/// A `Link` header from a token response (draft-sakimura-oauth-meta).
+pub fn link(input: &[u8]) {
+    let Ok(text) = std::str::from_utf8(input) else {
+        return;
+    };
+    let links = crate::oauth::link::parse(text);
+    let _ = crate::oauth::link::find(&links, "ruri");
+}

@@ -43,3 +43,8 @@ fn jwt_peek_corpus() {
 fn config_corpus() {
     replay("config", chaingate::fuzzing::config);
 }
+
+#[test]
+fn link_corpus() {
+    replay("link", chaingate::fuzzing::link);
+}

@@ -11,6 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// These tests measure this process's memory and CPU, so they take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
     let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
@@ -87,6 +90,7 @@ async fn still_serves(gw: &chaingate::Running) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rapid_reset_continuation_and_empty_data_floods_leave_memory_flat() {
+    let _turn = SERIAL.lock().await;
     let sts = TokenServer::start().await;
     let upstream = Upstream::start().await;
     let gw = gateway(&config(&sts.url(), &upstream.url(), "")).await;
@@ -151,4 +155,125 @@ async fn rapid_reset_continuation_and_empty_data_floods_leave_memory_flat() {
             .count(),
         0
     );
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (fields 14 and 15 of /proc/self/stat).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_close_notify_mid_connection_does_not_spin() {
+    let _turn = SERIAL.lock().await;
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::AsyncWriteExt as _;
+    // CVE-2024-32650 / RUSTSEC-2024-0336: close_notify during or after a request made rustls spin.
+    let pki = support::tls::pki();
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let extra = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        pki.cert_file.display().to_string(),
+        pki.key_file.display().to_string()
+    );
+    let gw = gateway(&config(&sts.url(), &upstream.url(), &extra)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(&pki.ca_file).unwrap())
+        .unwrap();
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let mut stream = connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer tls-caller\r\nContent-Length: 5\r\n\r\nab")
+            .await
+            .unwrap();
+        // close_notify mid-body, with the TCP connection left open.
+        stream.get_mut().1.send_close_notify();
+        let _ = stream.flush().await;
+        held.push(stream);
+    }
+    let before = cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spent = cpu_seconds() - before;
+    assert!(
+        spent < 0.5,
+        "{spent} s of CPU in 1 s with idle half-closed TLS connections"
+    );
+    drop(held);
+    assert_eq!(get(gw.admin_addr, "/live", None).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spray_of_distinct_tokens_is_bounded_by_the_in_flight_cap() {
+    let _turn = SERIAL.lock().await;
+    let sts =
+        TokenServer::scripted(|n, _| Reply::issue(n, Some(60)).delayed(Duration::from_millis(20)))
+            .await;
+    let upstream = Upstream::start().await;
+    let toml = config(&sts.url(), &upstream.url(), "").replace(
+        "timeout = \"500ms\"",
+        "timeout = \"500ms\"\nmax_in_flight = 4\nretries = 0",
+    );
+    let gw = gateway(&toml).await;
+    let addr = gw.addr;
+    let before = rss_kib();
+    // 16 callers, each a fresh token per request, for 2 s: the token server never sees more than
+    // 4 exchanges at once (so at most ~4 / 20 ms = 200 per second), the rest are shed at once.
+    let sprayers: Vec<_> = (0..16)
+        .map(|w| {
+            tokio::spawn(async move {
+                let (mut ok, mut shed) = (0u32, 0u32);
+                let until = tokio::time::Instant::now() + Duration::from_secs(2);
+                let mut i = 0u64;
+                while tokio::time::Instant::now() < until {
+                    i += 1;
+                    match get(addr, "/", Some(&format!("spray-{w}-{i}")))
+                        .await
+                        .status
+                        .as_u16()
+                    {
+                        200 => ok += 1,
+                        503 => shed += 1,
+                        other => panic!("unexpected {other}"),
+                    }
+                }
+                (ok, shed)
+            })
+        })
+        .collect();
+    let (mut ok, mut shed) = (0, 0);
+    for s in sprayers {
+        let (o, sh) = s.await.unwrap();
+        ok += o;
+        shed += sh;
+    }
+    assert!(shed > 0, "the cap shed part of the spray");
+    assert!(
+        sts.calls() as u32 <= ok + 4,
+        "exchanges only for requests that were served"
+    );
+    assert!(
+        sts.calls() <= 2 * 200 + 20,
+        "{} exchanges in 2 s",
+        sts.calls()
+    );
+    assert!(rss_kib().saturating_sub(before) < 64 * 1024);
+    still_serves(&gw).await;
 }

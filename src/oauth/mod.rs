@@ -3,5 +3,6 @@
 
 pub(crate) mod jwt;
 pub(crate) mod keys;
+pub(crate) mod link;
 pub(crate) mod remote;
 pub(crate) mod util;
