@@ -541,18 +541,9 @@ async fn tls_inbound_offers_h2_and_http1() {
     let pki = support::tls::pki();
     let sts = TokenServer::start().await;
     let upstream = Upstream::start().await;
-    let extra = format!(
-        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-        pki.cert_file.display().to_string(),
-        pki.key_file.display().to_string()
-    );
+    let extra = pki.gateway_tls_section();
     let gw = gateway(&config(&sts.url(), &upstream.url(), &extra)).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(
-        rustls::pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes())
-            .map(Result::unwrap),
-    );
-    use rustls::pki_types::pem::PemObject;
+    let roots = pki.roots();
     for http2 in [false, true] {
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(roots.clone())
@@ -593,11 +584,7 @@ async fn https_upstreams_are_verified_against_the_configured_ca() {
     let sts = TokenServer::start().await;
     // A second gateway terminating TLS plays the https upstream, in front of the echo upstream.
     let upstream = Upstream::start().await;
-    let tls_extra = format!(
-        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-        pki.cert_file.display().to_string(),
-        pki.key_file.display().to_string()
-    );
+    let tls_extra = pki.gateway_tls_section();
     let front = gateway(&config(&sts.url(), &upstream.url(), &tls_extra)).await;
     let https_upstream = format!("https://localhost:{}", front.addr.port());
     let with_ca = config(&sts.url(), &https_upstream, "").replace(

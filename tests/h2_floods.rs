@@ -173,22 +173,14 @@ fn cpu_seconds() -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tls_close_notify_mid_connection_does_not_spin() {
     let _turn = SERIAL.lock().await;
-    use rustls::pki_types::pem::PemObject;
     use tokio::io::AsyncWriteExt as _;
     // CVE-2024-32650 / RUSTSEC-2024-0336: close_notify during or after a request made rustls spin.
     let pki = support::tls::pki();
     let sts = TokenServer::start().await;
     let upstream = Upstream::start().await;
-    let extra = format!(
-        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-        pki.cert_file.display().to_string(),
-        pki.key_file.display().to_string()
-    );
+    let extra = pki.gateway_tls_section();
     let gw = gateway(&config(&sts.url(), &upstream.url(), &extra)).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_file(&pki.ca_file).unwrap())
-        .unwrap();
+    let roots = pki.roots();
     let tls = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();

@@ -53,3 +53,24 @@ pub fn pki() -> TestPki {
         client_key_file,
     }
 }
+
+impl TestPki {
+    /// The `[tls]` section that makes the gateway serve this certificate.
+    pub fn gateway_tls_section(&self) -> String {
+        format!(
+            "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            self.cert_file.display().to_string(),
+            self.key_file.display().to_string()
+        )
+    }
+
+    /// Trust roots holding only this CA.
+    pub fn roots(&self) -> rustls::RootCertStore {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_file(&self.ca_file).unwrap())
+            .unwrap();
+        roots
+    }
+}
