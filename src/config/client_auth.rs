@@ -74,9 +74,22 @@ pub(super) fn client_auth(name: &str, d: &FileDomain) -> Result<ClientAuth, Conf
 }
 
 fn secret(name: &str, d: &FileDomain) -> Result<Secret, ConfigError> {
-    let key = |field: &str| format!("domains.{name}.{field}");
-    let secret = match (&d.client_secret, &d.client_secret_file) {
-        (Some(s), None) => Secret::new(s.as_str()),
+    read_secret(
+        &format!("domains.{name}"),
+        d.client_secret.as_deref(),
+        d.client_secret_file.as_deref(),
+    )
+}
+
+/// `<prefix>.client_secret` or `<prefix>.client_secret_file` (one of them, not empty).
+pub(super) fn read_secret(
+    prefix: &str,
+    inline: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Secret, ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let secret = match (inline, file) {
+        (Some(s), None) => Secret::new(s),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigError::key(

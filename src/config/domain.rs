@@ -11,6 +11,7 @@ use rustls::pki_types::CertificateDer;
 use super::client_auth::client_auth;
 use super::digest::Digest;
 use super::file::FileDomain;
+use super::reciprocal::Reciprocal;
 use super::{load_certs, parse_duration, validate_scope, ConfigError, TlsIdentity};
 use crate::oauth::keys::SigningKey;
 use crate::secret::Secret;
@@ -33,6 +34,8 @@ pub struct Domain {
     pub ca_certs: Option<Vec<CertificateDer<'static>>>,
     pub timeout: Duration,
     pub protection: Protection,
+    /// Reciprocal OAuth: where to obtain codes for this domain's `reciprocal` requests.
+    pub reciprocal: Option<Reciprocal>,
 }
 
 /// How chaingate protects a token server, and its callers, when the server struggles.
@@ -150,7 +153,11 @@ fn token_type_urn(key: &str, value: &str) -> Result<String, ConfigError> {
     }
 }
 
-fn http_url(key: &str, text: &str, allow_insecure_http: bool) -> Result<Uri, ConfigError> {
+pub(super) fn http_url(
+    key: &str,
+    text: &str,
+    allow_insecure_http: bool,
+) -> Result<Uri, ConfigError> {
     let uri: Uri = text
         .parse()
         .map_err(|_| ConfigError::key(key, "not a valid URL"))?;
@@ -362,6 +369,11 @@ pub(super) fn validate_domain(
                 n => n,
             },
         },
+        reciprocal: d
+            .reciprocal
+            .as_ref()
+            .map(|r| super::reciprocal::validate(name, r, default_timeout))
+            .transpose()?,
     })
 }
 
@@ -395,6 +407,9 @@ impl Domain {
         }
         d.part(&self.timeout.as_nanos().to_be_bytes());
         d.part(format!("{:?}", self.protection).as_bytes());
+        if let Some(reciprocal) = &self.reciprocal {
+            reciprocal.fingerprint(&mut d);
+        }
         d.finish()
     }
 }

@@ -95,6 +95,8 @@ pub(crate) struct FileDomain {
     pub(crate) breaker_failures: Option<u32>,
     pub(crate) breaker_open: Option<String>,
     pub(crate) max_in_flight: Option<usize>,
+    /// Reciprocal OAuth: chaingate as party A's agent.
+    pub(crate) reciprocal: Option<super::reciprocal::FileReciprocal>,
 }
 
 /// A key that takes one string or a list of them.

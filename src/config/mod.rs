@@ -9,6 +9,7 @@ mod domain;
 mod env;
 mod file;
 mod parse;
+mod reciprocal;
 mod route;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ pub use domain::{
     TokenEndpoint, TokenExchange, TOKEN_TYPE_PREFIX,
 };
 pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError};
+pub use reciprocal::Reciprocal;
 
 use digest::Digest;
 use domain::validate_domain;

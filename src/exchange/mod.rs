@@ -9,6 +9,7 @@
 mod discovery;
 mod guard;
 mod metrics;
+mod reciprocal;
 mod request;
 mod response;
 
@@ -34,7 +35,8 @@ use crate::secret::Secret;
 
 use metrics::DomainExchangeMetrics;
 pub use metrics::{ExchangeMetrics, Outcome};
-pub use request::{CHAIN_GRANT, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT};
+pub use reciprocal::{Delivery, ReciprocalMetrics};
+pub use request::{CHAIN_GRANT, JWT_BEARER_GRANT, RECIPROCAL_GRANT, TOKEN_EXCHANGE_GRANT};
 
 /// Token responses larger than this are refused rather than buffered.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -47,6 +49,8 @@ pub struct Issued {
     pub expires_in: Option<Duration>,
     /// `token_type` Bearer; an RFC 8693 `N_A` token may only be another hop's subject.
     pub bearer: bool,
+    /// The scope the token server asks party A to grant it back (Reciprocal OAuth), if any.
+    pub reciprocal: Option<String>,
 }
 
 impl std::fmt::Debug for Issued {
@@ -54,6 +58,7 @@ impl std::fmt::Debug for Issued {
         f.debug_struct("Issued")
             .field("expires_in", &self.expires_in)
             .field("bearer", &self.bearer)
+            .field("reciprocal", &self.reciprocal)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +80,8 @@ pub struct Exchanger {
     guard: guard::Guard,
     metrics: DomainExchangeMetrics,
     retry_after: Duration,
+    /// Reciprocal OAuth: set when the domain has a `[reciprocal]` policy.
+    reciprocal: Option<Arc<reciprocal::Agent>>,
 }
 
 impl Exchanger {
@@ -90,22 +97,20 @@ impl Exchanger {
             ClientAuth::TlsClientAuth(identity) => Some(identity.as_ref()),
             _ => None,
         };
-        let tls = crate::tls::client_config_with_identity(domain.ca_certs.as_deref(), identity)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(domain.timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(pool_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
+        let client = https_client(
+            domain.ca_certs.as_deref(),
+            identity,
+            domain.timeout,
+            pool_idle,
+        )?;
+        let reciprocal = domain
+            .reciprocal
+            .as_ref()
+            .map(|settings| {
+                reciprocal::Agent::new(&domain, settings, pool_idle, &metrics.reciprocal)
+                    .map(Arc::new)
+            })
+            .transpose()?;
         let label = DomainLabel {
             domain: domain.name.clone(),
         };
@@ -137,6 +142,7 @@ impl Exchanger {
             domain,
             client,
             retry_after,
+            reciprocal,
         });
         if let TokenEndpoint::Discover { issuer, refresh } = &exchanger.domain.endpoint {
             tokio::spawn(keep_discovering(
@@ -199,6 +205,18 @@ impl Exchanger {
         match result {
             Ok(issued) => {
                 self.metrics.issued.inc();
+                if let (Some(agent), Some(wanted), Some(endpoints)) = (
+                    &self.reciprocal,
+                    issued.reciprocal.as_deref(),
+                    self.endpoints.load_full(),
+                ) {
+                    let to = reciprocal::PartyB {
+                        domain: self.domain.clone(),
+                        endpoints,
+                        client: self.client.clone(),
+                    };
+                    agent.offer(subject, wanted, &issued.access_token, to).await;
+                }
                 Ok(issued)
             }
             Err(failure) => {
@@ -327,6 +345,32 @@ impl Exchanger {
             Err(response::classify_error(status, &body, &self.domain.grant))
         }
     }
+}
+
+/// A pooled HTTP/1.1 + HTTP/2 client for token servers (http allowed; config validation decides
+/// where plain http is acceptable).
+fn https_client(
+    ca_certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    identity: Option<&crate::config::TlsIdentity>,
+    connect_timeout: Duration,
+    pool_idle: Duration,
+) -> Result<HttpsClient, rustls::Error> {
+    let tls = crate::tls::client_config_with_identity(ca_certs, identity)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(pool_idle)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
 }
 
 /// Feeds a token response to the parsers of every grant profile (fuzzing entry point).

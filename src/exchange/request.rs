@@ -14,6 +14,7 @@ use crate::oauth::util::{now_secs, random_id};
 pub const CHAIN_GRANT: &str = "http://oauth.net/grant_type/chain";
 pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub const RECIPROCAL_GRANT: &str = "urn:ietf:params:oauth:grant-type:reciprocal";
 const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Client assertions are single-use and short-lived (RFC 7523 §3; specs.md §9 decision).
@@ -73,12 +74,40 @@ pub(super) fn build(
     for (name, value) in &domain.extra_params {
         form.append_pair(name, value);
     }
+    authenticated(domain, endpoints, form)
+}
+
+/// draft-ietf-oauth-reciprocal §2.2.2: party A hands the domain's token server an authorization
+/// code for the scope it asked for, with the token it issued to us naming the user.
+pub(super) fn reciprocal(
+    domain: &Domain,
+    endpoints: &Endpoints,
+    code: &str,
+    access_token: &str,
+) -> Result<Request<Full<Bytes>>, Failure> {
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(512));
+    form.append_pair("grant_type", RECIPROCAL_GRANT);
+    form.append_pair("code", code);
+    form.append_pair("access_token", access_token);
+    // REQUIRED in the body even when the credentials travel in the Authorization header.
+    if matches!(domain.client_auth, ClientAuth::Basic(_)) {
+        form.append_pair("client_id", &domain.client_id);
+    }
+    authenticated(domain, endpoints, form)
+}
+
+/// The form, posted to the token endpoint with exactly one client authentication method
+/// (RFC 6749 §2.3).
+fn authenticated(
+    domain: &Domain,
+    endpoints: &Endpoints,
+    mut form: form_urlencoded::Serializer<'_, String>,
+) -> Result<Request<Full<Bytes>>, Failure> {
     let mut request = Request::builder()
         .method(Method::POST)
         .uri(endpoints.token.clone())
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(ACCEPT, "application/json");
-    // Exactly one client authentication method per request (RFC 6749 §2.3).
     match &domain.client_auth {
         ClientAuth::Basic(value) => request = request.header(AUTHORIZATION, value.clone()),
         ClientAuth::Post(secret) => {

@@ -17,6 +17,8 @@ struct SuccessBody {
     token_type: String,
     expires_in: Option<serde_json::Value>,
     issued_token_type: Option<String>,
+    /// draft-ietf-oauth-reciprocal §2.1: the scope the token server wants back from party A.
+    reciprocal: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -68,10 +70,21 @@ pub(super) fn parse_success(body: &[u8], grant: &Grant) -> Result<Issued, Failur
         ),
         Some(_) => return Err(malformed("expires_in is not a number")),
     };
+    // An unusable `reciprocal` is ignored rather than failing the exchange: the token is good,
+    // and the request is only a wish of the token server's.
+    let reciprocal = match parsed.reciprocal {
+        Some(serde_json::Value::String(scope))
+            if crate::config::validate_scope("reciprocal", &scope).is_ok() =>
+        {
+            Some(scope)
+        }
+        _ => None,
+    };
     Ok(Issued {
         access_token: Secret::new(parsed.access_token),
         expires_in: expires_in.map(Duration::from_secs),
         bearer,
+        reciprocal,
     })
 }
 

@@ -1,0 +1,179 @@
+//! `[domains.X.reciprocal]`: chaingate as party A's agent in Reciprocal OAuth
+//! (draft-ietf-oauth-reciprocal-04). When domain X's token response asks for a `reciprocal`
+//! scope, chaingate obtains an authorization code for it from the authority of the caller's
+//! domain (party A) and delivers it to X's token endpoint with the token X just issued.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Uri;
+use rustls::pki_types::CertificateDer;
+use serde::Deserialize;
+
+use super::client_auth::{basic_authorization, read_secret};
+use super::digest::Digest;
+use super::domain::{http_url, ClientAuth};
+use super::{load_certs, parse_duration, validate_scope, ConfigError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileReciprocal {
+    /// Party A's code endpoint (the chaingate authority's `/reciprocal/code`).
+    code_endpoint: String,
+    /// The domain's client id at party A: the client that redeems the code there.
+    recipient: String,
+    /// chaingate's own client at party A, allowed to ask for codes on a caller's behalf.
+    client_id: String,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    auth_method: Option<String>,
+    /// The reciprocal scopes chaingate agrees to pass on; anything else is declined.
+    scopes: Vec<String>,
+    remember: Option<String>,
+    max_subjects: Option<u64>,
+    max_in_flight: Option<usize>,
+    timeout: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+}
+
+/// Validated `[domains.X.reciprocal]`.
+#[derive(Debug)]
+pub struct Reciprocal {
+    pub code_endpoint: Uri,
+    pub recipient: String,
+    pub client_id: String,
+    /// `Basic` or `Post` only: the agent's credentials at party A.
+    pub client_auth: ClientAuth,
+    pub scopes: BTreeSet<String>,
+    /// How long a delivered (caller, scope) is remembered, so it is delivered at most once.
+    pub remember: Duration,
+    pub max_subjects: u64,
+    /// Deliveries running at once; beyond it an offer is dropped (and retried on a later exchange).
+    pub max_in_flight: usize,
+    pub timeout: Duration,
+    pub ca_certs: Option<Vec<CertificateDer<'static>>>,
+}
+
+impl std::fmt::Debug for FileReciprocal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileReciprocal")
+            .field("code_endpoint", &self.code_endpoint)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn validate(
+    domain: &str,
+    r: &FileReciprocal,
+    default_timeout: Duration,
+) -> Result<Reciprocal, ConfigError> {
+    let prefix = format!("domains.{domain}.reciprocal");
+    let key = |field: &str| format!("{prefix}.{field}");
+    let code_endpoint = http_url(
+        &key("code_endpoint"),
+        &r.code_endpoint,
+        r.allow_insecure_http,
+    )?;
+    for (field, value) in [("recipient", &r.recipient), ("client_id", &r.client_id)] {
+        if value.is_empty() {
+            return Err(ConfigError::key(key(field), "must not be empty"));
+        }
+    }
+    let secret = read_secret(
+        &prefix,
+        r.client_secret.as_deref(),
+        r.client_secret_file.as_deref(),
+    )?;
+    let client_auth = match r.auth_method.as_deref() {
+        None | Some("client_secret_basic") => {
+            ClientAuth::Basic(basic_authorization(&r.client_id, &secret))
+        }
+        Some("client_secret_post") => ClientAuth::Post(secret),
+        Some(other) => {
+            return Err(ConfigError::key(
+                key("auth_method"),
+                format!("`{other}` is not client_secret_basic or client_secret_post"),
+            ))
+        }
+    };
+    let mut scopes = BTreeSet::new();
+    for scope in &r.scopes {
+        validate_scope(&key("scopes"), scope)?;
+        if scope.contains(' ') {
+            return Err(ConfigError::key(
+                key("scopes"),
+                format!("`{scope}`: one scope per list entry"),
+            ));
+        }
+        scopes.insert(scope.clone());
+    }
+    if scopes.is_empty() {
+        return Err(ConfigError::key(
+            key("scopes"),
+            "list the reciprocal scopes chaingate may pass on (at least one)",
+        ));
+    }
+    let positive = |field: &str, value: Option<u64>, default: u64| match value.unwrap_or(default) {
+        0 => Err(ConfigError::key(key(field), "must be at least 1")),
+        n => Ok(n),
+    };
+    Ok(Reciprocal {
+        code_endpoint,
+        recipient: r.recipient.clone(),
+        client_id: r.client_id.clone(),
+        client_auth,
+        scopes,
+        remember: match &r.remember {
+            Some(t) => parse_duration(&key("remember"), t)?,
+            None => Duration::from_secs(24 * 3600),
+        },
+        max_subjects: positive("max_subjects", r.max_subjects, 100_000)?,
+        max_in_flight: usize::try_from(positive(
+            "max_in_flight",
+            r.max_in_flight.map(|n| n as u64),
+            16,
+        )?)
+        .unwrap_or(usize::MAX),
+        timeout: match &r.timeout {
+            Some(t) => parse_duration(&key("timeout"), t)?,
+            None => default_timeout,
+        },
+        ca_certs: r
+            .ca_file
+            .as_deref()
+            .map(|p| load_certs(&key("ca_file"), p))
+            .transpose()?,
+    })
+}
+
+impl Reciprocal {
+    /// Every setting, secret included, for reload change detection.
+    pub(super) fn fingerprint(&self, d: &mut Digest) {
+        d.part(
+            format!(
+                "{}|{}|{}|{:?}|{:?}|{}|{}|{:?}",
+                self.code_endpoint,
+                self.recipient,
+                self.client_id,
+                self.scopes,
+                self.remember,
+                self.max_subjects,
+                self.max_in_flight,
+                self.timeout
+            )
+            .as_bytes(),
+        );
+        match &self.client_auth {
+            ClientAuth::Basic(value) => d.part(value.as_bytes()),
+            ClientAuth::Post(secret) => d.part(secret.expose().as_bytes()),
+            ClientAuth::PrivateKeyJwt(_) | ClientAuth::TlsClientAuth(_) => {}
+        }
+        for cert in self.ca_certs.iter().flatten() {
+            d.part(cert.as_ref());
+        }
+    }
+}

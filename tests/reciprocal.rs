@@ -1,0 +1,254 @@
+//! Reciprocal OAuth (draft-ietf-oauth-reciprocal-04) with chaingate as party A's agent: the
+//! wire protocol against recording token servers, and end to end between two chaingate
+//! authorities (domain A issues the code, domain B redeems it and can then call A).
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use support::*;
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+/// A JWT-shaped AT1 (the recording token server does not check signatures).
+fn at1_for(sub: &str, jti: u32) -> String {
+    format!(
+        "{}.{}.c2ln",
+        b64(r#"{"alg":"ES256","typ":"at+jwt"}"#),
+        b64(&format!(r#"{{"sub":"{sub}","jti":"{jti}"}}"#))
+    )
+}
+
+/// Domain B: issues AT2 asking for `wanted` back, and accepts reciprocal codes with `code_status`.
+async fn party_b(wanted: &'static str, code_status: u16) -> TokenServer {
+    TokenServer::scripted(move |n, request| {
+        if request.param("grant_type") == Some(chaingate::exchange::RECIPROCAL_GRANT) {
+            return match code_status {
+                200 => Reply::raw(200, "{}"),
+                status => Reply::error(status, "invalid_grant"),
+            };
+        }
+        Reply::raw(
+            200,
+            &format!(
+                r#"{{"access_token":"at2-{n}","token_type":"Bearer","expires_in":300,"reciprocal":"{wanted}"}}"#
+            ),
+        )
+    })
+    .await
+}
+
+fn reciprocal_section(code_endpoint: &str, scopes: &str) -> String {
+    format!(
+        r#"
+[domains.billing.reciprocal]
+code_endpoint = "{code_endpoint}"
+recipient = "domain-b-at-a"
+client_id = "agent-at-a"
+client_secret = "agent-secret"
+scopes = [{scopes}]
+allow_insecure_http = true
+timeout = "2s"
+"#
+    )
+}
+
+fn deliveries(scrape: &str, outcome: &str) -> f64 {
+    sample(
+        scrape,
+        &format!(
+            r#"chaingate_reciprocal_deliveries_total{{domain="billing",outcome="{outcome}"}}"#
+        ),
+    )
+    .unwrap_or(0.0)
+}
+
+/// Polls the metrics until `outcome` reaches `count` (the delivery runs in the background).
+async fn until_outcome(gw: &chaingate::Running, outcome: &str, count: f64) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = metrics(gw).await;
+        if deliveries(&scrape, outcome) >= count {
+            return scrape;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {outcome} = {count} in time:\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn reciprocal_requests(b: &TokenServer) -> Vec<TokenRequest> {
+    b.requests()
+        .into_iter()
+        .filter(|r| r.param("grant_type") == Some(chaingate::exchange::RECIPROCAL_GRANT))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_code_is_fetched_and_delivered_once_per_subject_and_scope() {
+    let a = TokenServer::scripted(|n, _| {
+        Reply::raw(200, &format!(r#"{{"code":"code-{n}","expires_in":60}}"#))
+    })
+    .await;
+    let b = party_b("a:read a:write", 200).await;
+    let upstream = Upstream::start().await;
+    let code_endpoint = format!("http://{}/reciprocal/code", a.addr);
+    let toml = config(
+        &b.url(),
+        &upstream.url(),
+        &reciprocal_section(&code_endpoint, r#""a:read""#),
+    );
+    let gw = gateway(&toml).await;
+
+    let alice = at1_for("alice", 1);
+    let answer = get(gw.addr, "/x", Some(&alice)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    until_outcome(&gw, "delivered", 1.0).await;
+
+    // Party A was asked for a code for B's client, for the scope the operator allows only.
+    let asked = a.requests();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].param("subject_token"), Some(alice.as_str()));
+    assert_eq!(asked[0].param("recipient"), Some("domain-b-at-a"));
+    assert_eq!(asked[0].param("scope"), Some("a:read"));
+    let agent_basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("agent-at-a:agent-secret")
+    );
+    assert_eq!(
+        asked[0].authorization.as_deref(),
+        Some(agent_basic.as_str())
+    );
+
+    // Party B got the code with the token it issued (naming the user), from its own client.
+    let delivered = reciprocal_requests(&b);
+    assert_eq!(delivered.len(), 1);
+    let d = &delivered[0];
+    assert_eq!(d.param("code"), Some("code-0"));
+    assert_eq!(d.param("access_token"), Some("at2-0"));
+    assert_eq!(d.param("client_id"), Some("gateway-a"));
+    assert!(d.authorization.as_deref().unwrap().starts_with("Basic "));
+    assert_eq!(
+        d.content_type.as_deref(),
+        Some("application/x-www-form-urlencoded")
+    );
+
+    // Another token of the same user is exchanged (a cache miss) but not delivered again.
+    let again = get(gw.addr, "/x", Some(&at1_for("alice", 2))).await;
+    assert_eq!(again.status, 200);
+    until_outcome(&gw, "duplicate", 1.0).await;
+    // Another user is.
+    let bob = get(gw.addr, "/x", Some(&at1_for("bob", 3))).await;
+    assert_eq!(bob.status, 200);
+    let scrape = until_outcome(&gw, "delivered", 2.0).await;
+    assert_eq!(a.calls(), 2);
+    assert_eq!(reciprocal_requests(&b).len(), 2);
+    assert_eq!(deliveries(&scrape, "duplicate"), 1.0);
+    // The upstream only ever saw AT2s; neither codes nor AT1s.
+    for received in upstream.received() {
+        assert!(received
+            .header("authorization")
+            .unwrap()
+            .starts_with("Bearer at2-"));
+        assert!(!received.contains("code-"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scopes_the_operator_did_not_allow_are_declined_without_asking_anyone() {
+    let a = TokenServer::scripted(|_, _| Reply::raw(200, r#"{"code":"c"}"#)).await;
+    let b = party_b("a:admin", 200).await;
+    let upstream = Upstream::start().await;
+    let code_endpoint = format!("http://{}/reciprocal/code", a.addr);
+    let gw = gateway(&config(
+        &b.url(),
+        &upstream.url(),
+        &reciprocal_section(&code_endpoint, r#""a:read""#),
+    ))
+    .await;
+    assert_eq!(
+        get(gw.addr, "/x", Some(&at1_for("alice", 1))).await.status,
+        200
+    );
+    until_outcome(&gw, "declined", 1.0).await;
+    assert_eq!(a.calls(), 0);
+    assert!(reciprocal_requests(&b).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trouble_at_either_party_never_reaches_the_caller() {
+    let upstream = Upstream::start().await;
+
+    // Party A unreachable.
+    let b = party_b("a:read", 200).await;
+    let nowhere = format!("http://{}/reciprocal/code", closed_port().await);
+    let gw = gateway(&config(
+        &b.url(),
+        &upstream.url(),
+        &reciprocal_section(&nowhere, r#""a:read""#),
+    ))
+    .await;
+    assert_eq!(
+        get(gw.addr, "/x", Some(&at1_for("alice", 1))).await.status,
+        200
+    );
+    until_outcome(&gw, "code_failed", 1.0).await;
+    assert!(reciprocal_requests(&b).is_empty());
+
+    // Party A wants the user's consent first: remembered, not asked again at once.
+    let a = TokenServer::scripted(|_, _| Reply::error(400, "consent_required")).await;
+    let b = party_b("a:read", 200).await;
+    let gw = gateway(&config(
+        &b.url(),
+        &upstream.url(),
+        &reciprocal_section(&format!("http://{}/reciprocal/code", a.addr), r#""a:read""#),
+    ))
+    .await;
+    assert_eq!(
+        get(gw.addr, "/x", Some(&at1_for("alice", 1))).await.status,
+        200
+    );
+    until_outcome(&gw, "consent_required", 1.0).await;
+    assert_eq!(
+        get(gw.addr, "/x", Some(&at1_for("alice", 2))).await.status,
+        200
+    );
+    until_outcome(&gw, "duplicate", 1.0).await;
+    assert_eq!(a.calls(), 1);
+
+    // Party B refuses the code.
+    let a = TokenServer::scripted(|_, _| Reply::raw(200, r#"{"code":"c"}"#)).await;
+    let b = party_b("a:read", 400).await;
+    let gw = gateway(&config(
+        &b.url(),
+        &upstream.url(),
+        &reciprocal_section(&format!("http://{}/reciprocal/code", a.addr), r#""a:read""#),
+    ))
+    .await;
+    assert_eq!(
+        get(gw.addr, "/x", Some(&at1_for("alice", 1))).await.status,
+        200
+    );
+    until_outcome(&gw, "delivery_failed", 1.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_policy_the_reciprocal_member_is_ignored() {
+    let b = party_b("a:read", 200).await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&config(&b.url(), &upstream.url(), "")).await;
+    assert_eq!(
+        get(gw.addr, "/x", Some(&at1_for("alice", 1))).await.status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(b.calls(), 1, "only the exchange itself");
+    assert!(!metrics(&gw)
+        .await
+        .contains("chaingate_reciprocal_deliveries_total{"));
+}
