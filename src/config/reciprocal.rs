@@ -177,3 +177,95 @@ impl Reciprocal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn with(section: &str) -> Result<Config, String> {
+        Config::from_toml(&format!(
+            r#"
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9901"
+[domains.b]
+token_endpoint = "https://as.b.example/token"
+client_id = "gateway"
+client_secret = "s"
+[domains.b.reciprocal]
+{section}
+[[routes]]
+path_prefix = "/"
+upstream = "http://127.0.0.1:3000"
+domain = "b"
+"#
+        ))
+        .map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = r#"
+code_endpoint = "https://as.a.example/reciprocal/code"
+recipient = "b-at-a"
+client_id = "agent"
+client_secret = "agent-secret"
+scopes = ["a:read"]
+"#;
+
+    #[test]
+    fn a_policy_loads_with_defaults() {
+        let config = with(GOOD).unwrap();
+        let policy = config.domains[0].reciprocal.as_ref().unwrap();
+        assert_eq!(policy.recipient, "b-at-a");
+        assert!(policy.scopes.contains("a:read"));
+        assert_eq!(policy.remember, std::time::Duration::from_secs(86_400));
+        assert!(!format!("{policy:?}").contains("agent-secret"));
+    }
+
+    #[test]
+    fn mistakes_name_their_key() {
+        let cases = [
+            (
+                GOOD.replace(r#"scopes = ["a:read"]"#, "scopes = []"),
+                "domains.b.reciprocal.scopes",
+            ),
+            (
+                GOOD.replace("a:read", "a:read a:write"),
+                "domains.b.reciprocal.scopes",
+            ),
+            (
+                GOOD.replace("https://as.a", "http://as.a"),
+                "domains.b.reciprocal.code_endpoint",
+            ),
+            (
+                GOOD.replace("client_secret = \"agent-secret\"", ""),
+                "domains.b.reciprocal.client_secret",
+            ),
+            (
+                GOOD.to_string() + "auth_method = \"private_key_jwt\"\n",
+                "domains.b.reciprocal.auth_method",
+            ),
+            (
+                GOOD.replace("recipient = \"b-at-a\"", "recipient = \"\""),
+                "domains.b.reciprocal.recipient",
+            ),
+            (
+                GOOD.to_string() + "max_in_flight = 0\n",
+                "domains.b.reciprocal.max_in_flight",
+            ),
+            (GOOD.to_string() + "surprise = 1\n", "surprise"),
+        ];
+        for (section, key) in cases {
+            let error = with(&section).unwrap_err();
+            assert!(error.contains(key), "{key}: {error}");
+        }
+    }
+
+    #[test]
+    fn changing_the_policy_changes_the_domain_fingerprint() {
+        let before = with(GOOD).unwrap().domains[0].fingerprint();
+        let after = with(&GOOD.replace("agent-secret", "rotated"))
+            .unwrap()
+            .domains[0]
+            .fingerprint();
+        assert_ne!(before, after);
+    }
+}
