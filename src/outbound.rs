@@ -16,7 +16,6 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Upstream;
 use crate::error::Error;
@@ -78,24 +77,12 @@ pub fn client(
             pool_idle,
         )));
     }
-    let tls = crate::tls::client_config(upstream.ca_certs.as_deref())?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(UpstreamClient::Tls(Box::new(
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(pool_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https),
-    )))
+    Ok(UpstreamClient::Tls(Box::new(crate::tls::pooled_client(
+        upstream.ca_certs.as_deref(),
+        None,
+        connect_timeout,
+        pool_idle,
+    )?)))
 }
 
 /// Where the request came from, as chaingate saw it.

@@ -1,6 +1,12 @@
 //! rustls configurations, all on the aws-lc-rs provider.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -54,6 +60,36 @@ pub fn client_config_with_identity(
         }
         None => Ok(builder.with_no_client_auth()),
     }
+}
+
+/// hyper-util's pooled client over rustls (HTTP/1.1 and HTTP/2 by ALPN; plain http too, where
+/// config validation allowed it), trusting `ca` or the system roots.
+pub fn pooled_client<B>(
+    ca: Option<&[CertificateDer<'static>]>,
+    identity: Option<&TlsIdentity>,
+    connect_timeout: Duration,
+    pool_idle: Duration,
+) -> Result<Client<HttpsConnector<HttpConnector>, B>, rustls::Error>
+where
+    B: http_body::Body + Send,
+    B::Data: Send,
+{
+    let tls = client_config_with_identity(ca, identity)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(pool_idle)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

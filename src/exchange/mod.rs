@@ -24,7 +24,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -97,7 +96,7 @@ impl Exchanger {
             ClientAuth::TlsClientAuth(identity) => Some(identity.as_ref()),
             _ => None,
         };
-        let client = https_client(
+        let client = crate::tls::pooled_client(
             domain.ca_certs.as_deref(),
             identity,
             domain.timeout,
@@ -345,32 +344,6 @@ impl Exchanger {
             Err(response::classify_error(status, &body, &self.domain.grant))
         }
     }
-}
-
-/// A pooled HTTP/1.1 + HTTP/2 client for token servers (http allowed; config validation decides
-/// where plain http is acceptable).
-fn https_client(
-    ca_certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
-    identity: Option<&crate::config::TlsIdentity>,
-    connect_timeout: Duration,
-    pool_idle: Duration,
-) -> Result<HttpsClient, rustls::Error> {
-    let tls = crate::tls::client_config_with_identity(ca_certs, identity)?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(pool_idle)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(https))
 }
 
 /// Feeds a token response to the parsers of every grant profile (fuzzing entry point).

@@ -160,7 +160,7 @@ impl Agent {
     ) -> Result<Self, rustls::Error> {
         Ok(Self {
             domain: domain.name.clone(),
-            client: super::https_client(
+            client: crate::tls::pooled_client(
                 settings.ca_certs.as_deref(),
                 None,
                 settings.timeout,
