@@ -269,6 +269,7 @@ pub(crate) fn start(state: &Authority, headers: &HeaderMap, query: &str) -> Resp
         scope: valid.scope,
         include_granted: valid.include_granted,
         code_challenge: valid.code_challenge,
+        reciprocal: false,
     };
     if !state
         .flows
@@ -352,11 +353,11 @@ pub(super) fn consent(
     };
     let body = pages::consent_body(client, &view);
     let title = format!("Allow {}?", pages::display_name(client));
-    ui(
-        state,
-        StatusCode::OK,
-        &title,
-        &body,
-        &[origin_of(&p.redirect_uri)],
-    )
+    // A reciprocal consent answers with a page of its own, not a redirect.
+    let origins = if p.reciprocal {
+        Vec::new()
+    } else {
+        vec![origin_of(&p.redirect_uri)]
+    };
+    ui(state, StatusCode::OK, &title, &body, &origins)
 }
