@@ -241,19 +241,69 @@ async fn a_code_a_refuses_is_counted_as_a_failed_redemption_and_stores_nothing()
 }
 
 #[tokio::test]
-async fn client_secret_post_is_used_when_configured() {
-    // A's party-b client takes client_secret_basic only: a post-authenticating B is refused.
-    let p = Parties::start_with("auth_method = \"client_secret_post\"").await;
+async fn b_authenticates_at_a_with_client_secret_post_when_configured() {
+    let post = "client_id = \"party-b-post\"\nclient_secret = \"b-post-secret\"\n\
+                auth_method = \"client_secret_post\"";
+    let p = Parties::start_with(post).await;
     let at_b = alice_at_b(&p).await.field("access_token");
-    let code = code_request(
-        &p,
-        ("gateway", "gw-secret"),
-        &alice_at_a(&p).await,
-        "party-b",
-        "contacts.read",
+    let at_a = alice_at_a(&p).await;
+    let gw = ("gateway", "gw-secret");
+    let code = code_request(&p, gw, &at_a, "party-b-post", "contacts.read")
+        .await
+        .field("code");
+    assert_eq!(deliver(&p, &code, &at_b).await.status, StatusCode::OK);
+    assert_eq!(redemptions(&p, 1).await, (1, 0));
+    let grant = p.b.reciprocal_grant("alice", "gateway-at-b").unwrap();
+    assert_eq!(
+        introspect_at_a(&p, grant.access_token.expose()).await["client_id"],
+        "party-b-post"
+    );
+    assert!(grant.refresh_token.is_none(), "no refresh_token grant at A");
+    // A code for another recipient (party-b) cannot be redeemed by B as party-b-post.
+    let code = code_request(&p, gw, &at_a, "party-b", "contacts.read")
+        .await
+        .field("code");
+    assert_eq!(deliver(&p, &code, &at_b).await.status, StatusCode::OK);
+    assert_eq!(redemptions(&p, 2).await, (1, 1));
+}
+
+#[tokio::test]
+async fn an_unreachable_party_a_is_a_failed_redemption() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\n[reciprocal]\ntoken_endpoint = \"http://{addr}/token\"\n\
+         allow_insecure_http = true\ntimeout = \"2s\"\n{B_AT_A}\n{B_CLIENTS}"
+    );
+    let b = chaingate::authority::spawn(
+        chaingate::authority::AuthorityConfig::from_toml(&toml).unwrap(),
     )
     .await
-    .field("code");
-    assert_eq!(deliver(&p, &code, &at_b).await.status, StatusCode::OK);
-    assert_eq!(redemptions(&p, 1).await, (0, 1));
+    .unwrap();
+    // A client_credentials token: the user is the client itself.
+    let token = post_form(
+        &url(&b, "/token"),
+        Some(&basic("gateway-at-b", "gwb-secret")),
+        &[("grant_type", "client_credentials")],
+    )
+    .await
+    .field("access_token");
+    let r = post_form(
+        &url(&b, "/token"),
+        Some(&basic("gateway-at-b", "gwb-secret")),
+        &[
+            ("grant_type", RECIPROCAL),
+            ("code", "c"),
+            ("client_id", "gateway-at-b"),
+            ("access_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let outcome = b
+        .wait_reciprocal_redemptions(1, std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(outcome, (0, 1));
+    assert!(b.reciprocal_grant("gateway-at-b", "gateway-at-b").is_none());
 }

@@ -65,11 +65,27 @@ grants = ["authorization_code"]
 redirect_uris = ["https://web.example/cb"]
 scope = "profile"
 
+[[clients]]
+client_id = "party-b-post"
+client_secret = "b-post-secret"
+auth_method = "client_secret_post"
+grants = ["authorization_code"]
+redirect_uris = ["https://b.example/cb"]
+scope = "contacts.read"
+
 [[reciprocal_policies]]
 agent = "gateway"
 recipient = "party-b"
 scope = "contacts.read contacts.write"
+
+[[reciprocal_policies]]
+agent = "gateway"
+recipient = "party-b-post"
+scope = "contacts.read"
 "#;
+
+/// How B authenticates at A by default.
+pub const B_AT_A: &str = "client_id = \"party-b\"\nclient_secret = \"b-at-a-secret\"";
 
 /// Party B's clients; `[reciprocal]` (pointing at A) is prepended at start.
 pub const B_CLIENTS: &str = r#"
@@ -100,18 +116,17 @@ pub struct Parties {
 
 impl Parties {
     pub async fn start() -> Self {
-        Self::start_with("").await
+        Self::start_with(B_AT_A).await
     }
 
-    /// `b_extra` goes into B's `[reciprocal]` table.
-    pub async fn start_with(b_extra: &str) -> Self {
+    /// `b_credentials` goes into B's `[reciprocal]` table (client id, secret, method).
+    pub async fn start_with(b_credentials: &str) -> Self {
         let a = spawn(AuthorityConfig::from_toml(A_CONFIG).unwrap())
             .await
             .unwrap();
         let b_toml = format!(
             "listen = \"127.0.0.1:0\"\n\n[reciprocal]\ntoken_endpoint = \"{}/token\"\n\
-             client_id = \"party-b\"\nclient_secret = \"b-at-a-secret\"\n\
-             allow_insecure_http = true\ntimeout = \"5s\"\n{b_extra}\n{B_CLIENTS}",
+             allow_insecure_http = true\ntimeout = \"5s\"\n{b_credentials}\n{B_CLIENTS}",
             a.issuer()
         );
         let b = spawn(AuthorityConfig::from_toml(&b_toml).unwrap())

@@ -4,14 +4,13 @@
 
 use http::{HeaderMap, StatusCode};
 
-use super::super::authorize::{busy, consent, error_page, login, ui};
-use super::super::forms::{current_session, set_cookie};
+use super::super::authorize::{begin, error_page, ui};
 use super::super::pages::{display_name, escape};
-use super::super::sessions::{random_token, Pending, Session};
+use super::super::sessions::{random_token, Pending};
 use super::super::state::Authority;
 use super::super::web::{Form, Response};
 use super::config::can_receive_codes;
-use crate::oauth::util::{join_scope, now_secs, parse_scope, random_id};
+use crate::oauth::util::{join_scope, parse_scope};
 
 pub(crate) fn start(state: &Authority, headers: &HeaderMap, query: &str) -> Response {
     if state.config.interactive.users.is_empty() {
@@ -47,24 +46,8 @@ pub(crate) fn start(state: &Authority, headers: &HeaderMap, query: &str) -> Resp
             )
         }
     };
-    let ttl = state.config.interactive.session_ttl.as_secs();
-    let (session_id, session, new_cookie) = match current_session(state, headers) {
-        Some((id, s)) => (id, s, false),
-        None => {
-            let id = random_token();
-            if !state
-                .flows
-                .sessions
-                .insert(id.clone(), Session::default(), now_secs() + ttl)
-            {
-                return busy(state);
-            }
-            (id, Session::default(), true)
-        }
-    };
-    let tx = random_id();
     let pending = Pending {
-        session: session_id.clone(),
+        session: String::new(),
         csrf: random_token(),
         client_id: recipient.id.clone(),
         redirect_uri: String::new(),
@@ -75,21 +58,7 @@ pub(crate) fn start(state: &Authority, headers: &HeaderMap, query: &str) -> Resp
         code_challenge: None,
         reciprocal: true,
     };
-    if !state
-        .flows
-        .pending
-        .insert(tx.clone(), pending.clone(), now_secs() + ttl)
-    {
-        return busy(state);
-    }
-    let mut response = match &session.user {
-        Some(user) => consent(state, &recipient, &tx, &pending, user),
-        None => login(state, &recipient, &tx, &pending, None),
-    };
-    if new_cookie {
-        set_cookie(state, &mut response, &session_id);
-    }
-    response
+    begin(state, headers, &recipient, pending)
 }
 
 /// The page after the user decided on a reciprocal request (consent already recorded if allowed).
