@@ -4,7 +4,12 @@
 
 #[path = "authority_reciprocal/support.rs"]
 mod support;
+#[allow(dead_code, unreachable_pub)]
+#[path = "support/tls.rs"]
+mod tls;
 
+#[path = "authority_reciprocal/https_party_a.rs"]
+mod https_party_a;
 #[path = "authority_reciprocal/party_a.rs"]
 mod party_a;
 #[path = "authority_reciprocal/party_b.rs"]
