@@ -84,8 +84,7 @@ pub(crate) async fn token(
         Grant::RefreshToken => code_grant::refresh(state, client, form),
         // Answered with `{}`: not a token response, so no `reciprocal` member or `Link`.
         Grant::Reciprocal => {
-            return reciprocal::redeem::grant(state, &state.reciprocal, client, form)
-                .map(|v| (v, None))
+            return reciprocal::redeem::grant(state, client, form).map(|v| (v, None))
         }
     }?;
     // draft-ietf-oauth-reciprocal §2.1 (and §19.16): a plain scope string.

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use self::config::Redeemer;
 use crate::oauth::remote::HttpClient;
@@ -26,6 +26,9 @@ pub(crate) use redeem::RECIPROCAL;
 
 /// Most grants kept (one per user and party-A client).
 const CAPACITY: usize = 10_000;
+
+/// Most redemptions in flight at once: each is an outgoing request a client can trigger.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// What party A granted this authority for one user: the result of redeeming a reciprocal code.
 /// `Debug` shows no token (they are [`Secret`]s).
@@ -62,6 +65,7 @@ pub(crate) struct Runtime {
     failed: AtomicU64,
     /// Total outcomes so far, for waiters.
     outcomes: watch::Sender<u64>,
+    pub(crate) in_flight: Arc<Semaphore>,
 }
 
 impl Runtime {
@@ -78,6 +82,7 @@ impl Runtime {
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             outcomes: watch::Sender::new(0),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         })
     }
 

@@ -40,12 +40,8 @@ pub(super) fn http_client(redeemer: &Redeemer) -> Result<HttpClient, String> {
 
 /// `grant_type=urn:ietf:params:oauth:grant-type:reciprocal` from an authenticated client that
 /// may use it. Answers `{}` once the request is valid; the code is redeemed afterwards.
-pub(crate) fn grant(
-    state: &Authority,
-    runtime: &Arc<Runtime>,
-    client: &Client,
-    form: &Form,
-) -> Result<Value, OAuthError> {
+pub(crate) fn grant(state: &Authority, client: &Client, form: &Form) -> Result<Value, OAuthError> {
+    let runtime = &state.reciprocal;
     // Repeats of these names are refused when the form is parsed (`invalid_request`).
     let code = form.require("code")?;
     let client_id = form.require("client_id")?;
@@ -73,6 +69,11 @@ pub(crate) fn grant(
             "the reciprocal grant is not configured",
         ));
     };
+    let Ok(permit) = runtime.in_flight.clone().try_acquire_owned() else {
+        return Err(OAuthError::unavailable(
+            "too many reciprocal codes are being redeemed; try again shortly",
+        ));
+    };
     let job = Redemption {
         runtime: runtime.clone(),
         redeemer,
@@ -83,7 +84,10 @@ pub(crate) fn grant(
         sequence: runtime.next_sequence(),
     };
     tracing::info!(client_id = %client.id, sub, "reciprocal code accepted; redeeming it");
-    tokio::spawn(job.run());
+    tokio::spawn(async move {
+        job.run().await;
+        drop(permit);
+    });
     Ok(json!({}))
 }
 
