@@ -235,5 +235,9 @@ pub(crate) fn decide(state: &Authority, headers: &HeaderMap, form: &Form) -> Res
         params.push(("turi", &turi));
         params.push(("duri", &duri));
     }
+    // draft-ietf-oauth-reciprocal §2.1 names the authorization response too (§19.16).
+    if let Some(scope) = &client.reciprocal {
+        params.push(("reciprocal", scope));
+    }
     redirect(state, &pending.redirect_uri, &params)
 }

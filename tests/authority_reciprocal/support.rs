@@ -335,6 +335,12 @@ pub async fn user_token(
         .decide(server, &consent, "approve")
         .await
         .redirect_params();
+    let expected = (client.0 == "gateway-at-b").then(|| "contacts.read".to_string());
+    assert_eq!(
+        q.get("reciprocal"),
+        expected.as_ref(),
+        "in the authorization response"
+    );
     post_form(
         &url(server, "/token"),
         Some(&basic(client.0, client.1)),
