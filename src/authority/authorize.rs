@@ -243,6 +243,29 @@ pub(crate) fn start(state: &Authority, headers: &HeaderMap, query: &str) -> Resp
         Ok(v) => v,
         Err((code, desc)) => return redirect_error(state, &redirect_uri, st, code, &desc),
     };
+    let pending = Pending {
+        session: String::new(),
+        csrf: random_token(),
+        client_id: client.id.clone(),
+        redirect_uri,
+        redirect_given: form.get("redirect_uri").is_some(),
+        state: st.map(str::to_string),
+        scope: valid.scope,
+        include_granted: valid.include_granted,
+        code_challenge: valid.code_challenge,
+        reciprocal: false,
+    };
+    begin(state, headers, &client, pending)
+}
+
+/// Binds `pending` to the browser session (a new one if needed) and shows the sign-in page, or
+/// the consent page if the session is signed in already.
+pub(super) fn begin(
+    state: &Authority,
+    headers: &HeaderMap,
+    client: &Client,
+    mut pending: Pending,
+) -> Response {
     let ttl = state.config.interactive.session_ttl.as_secs();
     let (session_id, session, new_cookie) = match forms::current_session(state, headers) {
         Some((id, s)) => (id, s, false),
@@ -258,18 +281,8 @@ pub(crate) fn start(state: &Authority, headers: &HeaderMap, query: &str) -> Resp
             (id, Session::default(), true)
         }
     };
+    pending.session.clone_from(&session_id);
     let tx = random_id();
-    let pending = Pending {
-        session: session_id.clone(),
-        csrf: random_token(),
-        client_id: client.id.clone(),
-        redirect_uri,
-        redirect_given: form.get("redirect_uri").is_some(),
-        state: st.map(str::to_string),
-        scope: valid.scope,
-        include_granted: valid.include_granted,
-        code_challenge: valid.code_challenge,
-    };
     if !state
         .flows
         .pending
@@ -278,8 +291,8 @@ pub(crate) fn start(state: &Authority, headers: &HeaderMap, query: &str) -> Resp
         return busy(state);
     }
     let mut response = match &session.user {
-        Some(user) => consent(state, &client, &tx, &pending, user),
-        None => login(state, &client, &tx, &pending, None),
+        Some(user) => consent(state, client, &tx, &pending, user),
+        None => login(state, client, &tx, &pending, None),
     };
     if new_cookie {
         forms::set_cookie(state, &mut response, &session_id);
@@ -352,11 +365,11 @@ pub(super) fn consent(
     };
     let body = pages::consent_body(client, &view);
     let title = format!("Allow {}?", pages::display_name(client));
-    ui(
-        state,
-        StatusCode::OK,
-        &title,
-        &body,
-        &[origin_of(&p.redirect_uri)],
-    )
+    // A reciprocal consent answers with a page of its own, not a redirect.
+    let origins = if p.reciprocal {
+        Vec::new()
+    } else {
+        vec![origin_of(&p.redirect_uri)]
+    };
+    ui(state, StatusCode::OK, &title, &body, &origins)
 }

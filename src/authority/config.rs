@@ -12,6 +12,9 @@ use serde::Deserialize;
 use super::config_entries::{validate_client, validate_issuer, RawClient, RawIssuer};
 use super::config_interactive::{validate_interactive, Interactive, RawRegistration, RawUser};
 use super::parties::Parties;
+use super::reciprocal::config::{
+    validate_policies, validate_redeemer, Policy, RawPolicy, RawReciprocal, Redeemer,
+};
 use crate::config::{parse_toml, read_file, ConfigError};
 use crate::oauth::keys::{parse_asymmetric_alg, KeySet, SigningKey};
 use crate::oauth::util::parse_duration;
@@ -49,6 +52,9 @@ struct RawConfig {
     refresh_token_ttl: Option<String>,
     session_ttl: Option<String>,
     max_scopes_per_request: Option<usize>,
+    reciprocal: Option<RawReciprocal>,
+    #[serde(default)]
+    reciprocal_policies: Vec<RawPolicy>,
 }
 
 /// Validated authority configuration. Build with [`AuthorityConfig::from_toml`] or `load`.
@@ -72,6 +78,10 @@ pub struct AuthorityConfig {
     pub(crate) trusted_issuers: Vec<TrustedIssuer>,
     /// Users, sessions, codes, refresh tokens and registration (the user-facing side).
     pub(crate) interactive: Interactive,
+    /// Party B of Reciprocal OAuth: where to redeem codes (absent: the grant is unsupported).
+    pub(crate) reciprocal: Option<Arc<Redeemer>>,
+    /// Party A of Reciprocal OAuth: service-to-service pre-consent.
+    pub(crate) reciprocal_policies: Vec<Policy>,
 }
 
 /// How a client proves its identity at the token endpoint.
@@ -105,6 +115,8 @@ pub(crate) enum Grant {
     JwtBearer,
     AuthorizationCode,
     RefreshToken,
+    /// draft-ietf-oauth-reciprocal: the client delivers a code of its own domain.
+    Reciprocal,
 }
 
 /// A registered client.
@@ -127,6 +139,8 @@ pub(crate) struct Client {
     pub(crate) parties: Parties,
     /// Set for clients created at `POST /register`.
     pub(crate) registration: Option<super::registration::Registered>,
+    /// Reciprocal OAuth (draft §2.1): scope string added to this client's token responses.
+    pub(crate) reciprocal: Option<String>,
 }
 
 impl Client {
@@ -297,6 +311,11 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
         &clients,
         base,
     )?;
+    let reciprocal = raw
+        .reciprocal
+        .map(|r| validate_redeemer(r, base))
+        .transpose()?;
+    let reciprocal_policies = validate_policies(raw.reciprocal_policies, &clients)?;
     Ok(AuthorityConfig {
         listen,
         issuer: raw.issuer,
@@ -335,6 +354,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
         clients,
         trusted_issuers,
         interactive,
+        reciprocal,
+        reciprocal_policies,
     })
 }
 

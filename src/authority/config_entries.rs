@@ -12,7 +12,7 @@ use super::config::{
 use super::parties::{check_redirect_uri, Parties};
 use crate::config::ConfigError;
 use crate::oauth::keys::{parse_asymmetric_alg, KeySet, DEFAULT_ALGORITHMS};
-use crate::oauth::util::parse_scope;
+use crate::oauth::util::{join_scope, parse_scope};
 use crate::secret::Secret;
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +38,8 @@ pub(super) struct RawClient {
     response_metadata: bool,
     resource_uri: Option<String>,
     client_name: Option<String>,
+    /// Reciprocal OAuth: scope this authority asks the client's domain for in return.
+    reciprocal: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,14 +136,33 @@ pub(super) fn validate_client(
             "jwt-bearer" | "urn:ietf:params:oauth:grant-type:jwt-bearer" => Grant::JwtBearer,
             "authorization_code" => Grant::AuthorizationCode,
             "refresh_token" => Grant::RefreshToken,
+            "reciprocal" | super::reciprocal::RECIPROCAL => Grant::Reciprocal,
             other => {
                 return Err(ConfigError::key(
                     key(&format!("grants[{g}]")),
-                    format!("unknown grant `{other}` (client_credentials, chain, token-exchange, jwt-bearer, authorization_code, refresh_token)"),
+                    format!("unknown grant `{other}` (client_credentials, chain, token-exchange, jwt-bearer, authorization_code, refresh_token, reciprocal)"),
                 ))
             }
         });
     }
+    let reciprocal = match &c.reciprocal {
+        None => None,
+        Some(_) if c.public => {
+            return Err(ConfigError::key(
+                key("reciprocal"),
+                "a public client cannot use the reciprocal grant (it needs client authentication)",
+            ))
+        }
+        Some(text) => {
+            let scope = parse_scope(text).map_err(|m| ConfigError::key(key("reciprocal"), m))?;
+            if scope.is_empty() {
+                return Err(ConfigError::key(key("reciprocal"), "must not be empty"));
+            }
+            // The scope it asks for comes with the right to deliver the code.
+            grants.insert(Grant::Reciprocal);
+            Some(join_scope(&scope))
+        }
+    };
     if c.public
         && grants
             .iter()
@@ -179,6 +200,7 @@ pub(super) fn validate_client(
             ..Parties::default()
         },
         registration: None,
+        reciprocal,
     })
 }
 
@@ -213,7 +235,7 @@ pub(super) fn validate_issuer(
     }
     let keys = match (&t.jwks_uri, &t.jwks_file, &t.introspection_endpoint) {
         (Some(uri), None, None) => KeySource::Remote(
-            check_jwks_uri(uri, t.allow_insecure_http)
+            check_remote_uri(uri, t.allow_insecure_http)
                 .map_err(|m| ConfigError::key(key("jwks_uri"), m))?,
         ),
         (None, Some(path), None) => {
@@ -224,7 +246,7 @@ pub(super) fn validate_issuer(
             )
         }
         (None, None, Some(endpoint)) => {
-            let endpoint = check_jwks_uri(endpoint, t.allow_insecure_http)
+            let endpoint = check_remote_uri(endpoint, t.allow_insecure_http)
                 .map_err(|m| ConfigError::key(key("introspection_endpoint"), m))?;
             let (Some(id), Some(secret)) =
                 (&t.introspection_client_id, &t.introspection_client_secret)
@@ -275,7 +297,7 @@ pub(super) fn validate_issuer(
 }
 
 /// `https://` always; `http://` only with `allow_insecure_http` and a loopback host.
-fn check_jwks_uri(uri: &str, allow_insecure_http: bool) -> Result<http::Uri, String> {
+pub(super) fn check_remote_uri(uri: &str, allow_insecure_http: bool) -> Result<http::Uri, String> {
     let parsed: http::Uri = uri
         .parse()
         .map_err(|_| "must be an absolute URL".to_string())?;

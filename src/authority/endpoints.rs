@@ -7,6 +7,7 @@ use super::authorize;
 use super::client_auth::authenticate;
 use super::forms;
 use super::grants::{self, CHAIN, JWT_BEARER, TOKEN_EXCHANGE};
+use super::reciprocal::{self, RECIPROCAL};
 use super::registration;
 use super::state::Authority;
 use super::store::InsertError;
@@ -35,6 +36,14 @@ where
     if local == "/authorize" || local.starts_with("/authorize/") {
         return authorize_routes(state, local, req).await;
     }
+    if local == "/reciprocal/consent" {
+        return match *req.method() {
+            Method::GET | Method::HEAD => {
+                reciprocal::consent::start(state, req.headers(), req.uri().query().unwrap_or(""))
+            }
+            _ => web::status(StatusCode::METHOD_NOT_ALLOWED, Some("GET, HEAD")),
+        };
+    }
     if local == "/register" || local.starts_with("/register/") {
         let local = local.to_string();
         return registration::route(state, &local, req).await;
@@ -46,7 +55,7 @@ where
                 _ => web::status(StatusCode::METHOD_NOT_ALLOWED, Some("GET, HEAD")),
             }
         }
-        "/token" | "/introspect" | "/revoke" => local.to_string(),
+        "/token" | "/introspect" | "/revoke" | "/reciprocal/code" => local.to_string(),
         _ => return web::status(StatusCode::NOT_FOUND, None),
     };
     if req.method() != Method::POST {
@@ -58,6 +67,9 @@ where
         match post.as_str() {
             "/token" => grants::token(state, &parts.headers, &form).await,
             "/introspect" => introspect(state, &parts.headers, &form).map(|v| (v, None)),
+            "/reciprocal/code" => {
+                reciprocal::code::issue(state, &parts.headers, &form).map(|v| (v, None))
+            }
             _ => revoke(state, &parts.headers, &form).map(|v| (v, None)),
         }
     }
@@ -84,7 +96,7 @@ where
 }
 
 /// Claims of a token this authority issued and still considers active, else `None`.
-fn active_claims(state: &Authority, token: &str) -> Option<Value> {
+pub(crate) fn active_claims(state: &Authority, token: &str) -> Option<Value> {
     let (header, _) = jwt::peek(token).ok()?;
     if !jwt::typ_is(&header, "at+jwt") {
         return None;
@@ -224,6 +236,15 @@ fn metadata(state: &Authority) -> Response {
             grants.insert(0, json!("refresh_token"));
             grants.insert(0, json!("authorization_code"));
         }
+    }
+    if state.config.reciprocal.is_some() {
+        if let Some(grants) = doc["grant_types_supported"].as_array_mut() {
+            grants.push(json!(RECIPROCAL));
+        }
+    }
+    // chaingate extension (docs/authority.md): where an agent asks for reciprocal codes.
+    if !state.config.reciprocal_policies.is_empty() || !interactive.users.is_empty() {
+        doc["reciprocal_code_endpoint"] = json!(state.endpoint("/reciprocal/code"));
     }
     if let Value::Object(map) = &mut doc {
         map.retain(|_, v| v.as_array().is_none_or(|a| !a.is_empty()));

@@ -41,8 +41,9 @@ pub(super) fn set_cookie(state: &Authority, response: &mut Response, id: &str) {
     } else {
         ""
     };
+    // The issuer's whole path: `/reciprocal/consent` needs the session as much as `/authorize`.
     let cookie = format!(
-        "{COOKIE_NAME}={id}; Path={}/authorize; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+        "{COOKIE_NAME}={id}; Path={}/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
         state.path_prefix,
         state.config.interactive.session_ttl.as_secs()
     );
@@ -187,6 +188,13 @@ pub(crate) fn decide(state: &Authority, headers: &HeaderMap, form: &Form) -> Res
             "This request was already completed.",
         );
     }
+    if pending.reciprocal {
+        if approve && !state.flows.add_granted(&user, &client.id, &pending.scope) {
+            return busy(state);
+        }
+        tracing::info!(recipient = %client.id, user = %user, approve, "reciprocal consent decided");
+        return super::reciprocal::consent::decided(state, &client, &pending, approve);
+    }
     let st = pending.state.as_deref();
     if !approve {
         return redirect_error(
@@ -226,6 +234,10 @@ pub(crate) fn decide(state: &Authority, headers: &HeaderMap, form: &Form) -> Res
     if client.response_metadata {
         params.push(("turi", &turi));
         params.push(("duri", &duri));
+    }
+    // draft-ietf-oauth-reciprocal §2.1 names the authorization response too (§19.16).
+    if let Some(scope) = &client.reciprocal {
+        params.push(("reciprocal", scope));
     }
     redirect(state, &pending.redirect_uri, &params)
 }

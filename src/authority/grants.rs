@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::client_auth::authenticate;
 use super::code_grant;
 use super::config::{Client, Grant};
+use super::reciprocal::{self, RECIPROCAL};
 use super::state::Authority;
 use super::subject::{self, PresentedToken};
 use super::web::{Form, OAuthError};
@@ -60,6 +61,7 @@ pub(crate) async fn token(
         CHAIN => Grant::Chain,
         TOKEN_EXCHANGE => Grant::TokenExchange,
         JWT_BEARER => Grant::JwtBearer,
+        RECIPROCAL if state.config.reciprocal.is_some() => Grant::Reciprocal,
         _ => {
             return Err(OAuthError::unsupported_grant_type(
                 "grant_type is not supported",
@@ -73,14 +75,22 @@ pub(crate) async fn token(
         ));
     }
     let client = &*client;
-    let body = match grant {
+    let mut body = match grant {
         Grant::ClientCredentials => client_credentials(state, client, form),
         Grant::Chain => chain(state, client, form).await,
         Grant::TokenExchange => exchange(state, client, form).await,
         Grant::JwtBearer => jwt_bearer(state, client, form).await,
         Grant::AuthorizationCode => code_grant::authorization_code(state, client, form),
         Grant::RefreshToken => code_grant::refresh(state, client, form),
+        // Answered with `{}`: not a token response, so no `reciprocal` member or `Link`.
+        Grant::Reciprocal => {
+            return reciprocal::redeem::grant(state, client, form).map(|v| (v, None))
+        }
     }?;
+    // draft-ietf-oauth-reciprocal §2.1 (and §19.16): a plain scope string.
+    if let Some(scope) = &client.reciprocal {
+        body["reciprocal"] = Value::String(scope.clone());
+    }
     Ok((body, code_grant::link_header(state, client)))
 }
 

@@ -3,8 +3,9 @@
 //! Serves `POST /token` (client_credentials, `http://oauth.net/grant_type/chain`, RFC 8693
 //! token exchange, RFC 7523 jwt-bearer, authorization_code, refresh_token), `GET /authorize`
 //! with sign-in and consent pages, `POST /register` (RFC 7591/7592), `POST /introspect`
-//! (RFC 7662), `POST /revoke` (RFC 7009), `GET /jwks.json` and RFC 8414 metadata.
-//! See `docs/authority.md`.
+//! (RFC 7662), `POST /revoke` (RFC 7009), `GET /jwks.json` and RFC 8414 metadata, and both
+//! roles of Reciprocal OAuth (the reciprocal grant; `POST /reciprocal/code` and
+//! `GET /reciprocal/consent`). See `docs/authority.md`.
 
 mod authorize;
 mod client_auth;
@@ -18,6 +19,7 @@ mod grants;
 mod introspection;
 mod pages;
 mod parties;
+mod reciprocal;
 mod refresh;
 mod reg_metadata;
 mod registration;
@@ -41,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use config::AuthorityConfig;
+pub use reciprocal::ReciprocalGrant;
 use state::Authority;
 
 /// How long `shutdown` waits for in-flight requests.
@@ -53,6 +56,7 @@ pub struct RunningAuthority {
     issuer: String,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    state: Arc<Authority>,
 }
 
 impl RunningAuthority {
@@ -64,6 +68,23 @@ impl RunningAuthority {
     /// The issuer identifier used in `iss` and metadata.
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// Reciprocal OAuth, party B: what party A granted for user `sub` after a code delivered by
+    /// `party_a_client_id` (this authority's client) was redeemed; the newest code wins.
+    pub fn reciprocal_grant(&self, sub: &str, party_a_client_id: &str) -> Option<ReciprocalGrant> {
+        self.state.reciprocal.grant(sub, party_a_client_id)
+    }
+
+    /// Reciprocal code redemptions finished so far: (succeeded, failed).
+    pub fn reciprocal_redemptions(&self) -> (u64, u64) {
+        self.state.reciprocal.redemptions()
+    }
+
+    /// Waits until at least `count` redemptions have finished or `timeout` passes, then returns
+    /// [`Self::reciprocal_redemptions`].
+    pub async fn wait_reciprocal_redemptions(&self, count: u64, timeout: Duration) -> (u64, u64) {
+        self.state.reciprocal.wait(count, timeout).await
     }
 
     /// Stops accepting connections and waits briefly for in-flight requests to finish.
@@ -81,12 +102,13 @@ pub async fn spawn(config: AuthorityConfig) -> Result<RunningAuthority, std::io:
     let issuer = state.issuer.clone();
     let (stop, stopped) = oneshot::channel();
     tracing::info!(%local_addr, %issuer, "authority listening");
-    let task = tokio::spawn(serve(listener, state, stopped));
+    let task = tokio::spawn(serve(listener, state.clone(), stopped));
     Ok(RunningAuthority {
         local_addr,
         issuer,
         stop,
         task,
+        state,
     })
 }
 

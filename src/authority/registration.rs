@@ -181,6 +181,7 @@ fn build(id: String, meta: Metadata, secret: Option<Secret>, reg: Registered) ->
             echo: meta.echo,
             ..reg
         }),
+        reciprocal: None,
     }
 }
 

@@ -93,6 +93,9 @@ pub(crate) struct Pending {
     pub(crate) scope: BTreeSet<String>,
     pub(crate) include_granted: bool,
     pub(crate) code_challenge: Option<String>,
+    /// A reciprocal consent (`GET /reciprocal/consent`): approval records the consent for
+    /// `client_id` (the recipient) and shows a page; no code, no redirect.
+    pub(crate) reciprocal: bool,
 }
 
 /// An issued authorization code (stored by digest).

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::config::{AuthorityConfig, Client, KeySource, TrustedIssuer};
 use super::introspection::Introspector;
+use super::reciprocal;
 use super::refresh::RefreshStore;
 use super::registration::Registry;
 use super::sessions::Flows;
@@ -45,6 +46,8 @@ pub(crate) struct Authority {
     pub(crate) refresh: RefreshStore,
     /// Clients created at `POST /register`.
     pub(crate) registry: Registry,
+    /// Reciprocal OAuth, party B: redemption client, delivered grants, outcome counters.
+    pub(crate) reciprocal: Arc<reciprocal::Runtime>,
 }
 
 impl Authority {
@@ -103,6 +106,7 @@ impl Authority {
             .iter()
             .map(|t| matches!(t.keys, KeySource::Introspection(_)).then(Introspector::default))
             .collect();
+        let reciprocal = Arc::new(reciprocal::Runtime::new(config.reciprocal.clone())?);
         Ok(Self {
             issuer,
             path_prefix,
@@ -121,6 +125,7 @@ impl Authority {
             flows: Flows::default(),
             refresh: RefreshStore::default(),
             registry: Registry::default(),
+            reciprocal,
         })
     }
 

@@ -146,6 +146,8 @@ const SINGLE: &[&str] = &[
     "code_verifier",
     "refresh_token",
     "existing_grant",
+    "access_token",
+    "recipient",
     "response_type",
     "state",
     "code_challenge",
