@@ -252,3 +252,176 @@ async fn without_a_policy_the_reciprocal_member_is_ignored() {
         .await
         .contains("chaingate_reciprocal_deliveries_total{"));
 }
+
+// === end to end: two chaingate authorities ===
+
+use chaingate::authority::{self, AuthorityConfig, RunningAuthority};
+
+fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+async fn post_form(url: String, authorization: &str, form: &str) -> Answer {
+    let request = http::Request::post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", authorization)
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            form.to_owned(),
+        )))
+        .unwrap();
+    send(&client(), request).await
+}
+
+/// Domain A: the callers' identity provider, and party A (it issues codes to its agent).
+async fn domain_a() -> RunningAuthority {
+    authority::spawn(
+        AuthorityConfig::from_toml(
+            r#"
+listen = "127.0.0.1:0"
+default_audience = "urn:gateway"
+[[clients]]
+client_id = "app"
+client_secret = "app-secret"
+grants = ["client_credentials"]
+scope = "a:read a:write"
+[[clients]]
+client_id = "agent"
+client_secret = "agent-secret"
+grants = ["client_credentials"]
+scope = "a:read"
+[[clients]]
+client_id = "domain-b"
+client_secret = "b-at-a-secret"
+grants = ["authorization_code"]
+redirect_uris = ["https://b.example/callback"]
+scope = "a:read"
+[[reciprocal_policies]]
+agent = "agent"
+recipient = "domain-b"
+scope = "a:read"
+"#,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Domain B: exchanges A's tokens by the chain grant, asks for `a:read` back, redeems at A.
+async fn domain_b(a: &RunningAuthority) -> RunningAuthority {
+    authority::spawn(
+        AuthorityConfig::from_toml(&format!(
+            r#"
+listen = "127.0.0.1:0"
+default_audience = "urn:b-api"
+[[clients]]
+client_id = "gateway"
+client_secret = "gateway-secret"
+grants = ["chain"]
+scope = "b:read"
+reciprocal = "a:read"
+[[trusted_issuers]]
+issuer = "{a}"
+jwks_uri = "{a}/jwks.json"
+allow_insecure_http = true
+audiences = ["urn:gateway"]
+scope_map = {{ "a:read" = "b:read" }}
+[reciprocal]
+token_endpoint = "{a}/token"
+client_id = "domain-b"
+client_secret = "b-at-a-secret"
+allow_insecure_http = true
+"#,
+            a = a.issuer()
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn caller_token(a: &RunningAuthority) -> String {
+    let answer = post_form(
+        format!("{}/token", a.issuer()),
+        &basic("app", "app-secret"),
+        "grant_type=client_credentials&scope=a:read",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.json()["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn domain_b_ends_up_with_a_working_token_for_domain_a() {
+    let a = domain_a().await;
+    let b = domain_b(&a).await;
+    let upstream = Upstream::start().await;
+    let toml = format!(
+        r#"
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[domains.billing]
+token_endpoint = "{b}/token"
+client_id = "gateway"
+client_secret = "gateway-secret"
+allow_insecure_http = true
+scope = "b:read"
+[domains.billing.reciprocal]
+code_endpoint = "{a}/reciprocal/code"
+recipient = "domain-b"
+client_id = "agent"
+client_secret = "agent-secret"
+scopes = ["a:read"]
+allow_insecure_http = true
+[[routes]]
+path_prefix = "/"
+upstream = "{u}"
+domain = "billing"
+"#,
+        a = a.issuer(),
+        b = b.issuer(),
+        u = upstream.url()
+    );
+    let gw = gateway(&toml).await;
+
+    // The caller's request is served as usual.
+    let answer = get(gw.addr, "/calendar", Some(&caller_token(&a).await)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    // In the background: A issued a code under its policy, chaingate delivered it to B, B
+    // redeemed it at A's token endpoint.
+    until_outcome(&gw, "delivered", 1.0).await;
+    assert_eq!(
+        b.wait_reciprocal_redemptions(1, Duration::from_secs(10))
+            .await,
+        (1, 0)
+    );
+    let grant = b
+        .reciprocal_grant("app", "gateway")
+        .expect("B keeps the grant for the user chaingate's client acted for");
+    assert_eq!(grant.scope, "a:read");
+
+    // B's token works at domain A: A's introspection (what A's resource servers ask) says it
+    // is active, for the same user, issued to B's client at A, with the reciprocal scope.
+    let introspected = post_form(
+        format!("{}/introspect", a.issuer()),
+        &basic("domain-b", "b-at-a-secret"),
+        &format!("token={}", grant.access_token.expose()),
+    )
+    .await;
+    assert_eq!(introspected.status, 200, "{}", introspected.body);
+    let claims = introspected.json();
+    assert_eq!(claims["active"], true, "{claims}");
+    assert_eq!(claims["sub"], "app");
+    assert_eq!(claims["client_id"], "domain-b");
+    assert_eq!(claims["scope"], "a:read");
+
+    // A new token of the same caller is exchanged again, but the grant is not sent twice.
+    let again = get(gw.addr, "/calendar", Some(&caller_token(&a).await)).await;
+    assert_eq!(again.status, 200);
+    until_outcome(&gw, "duplicate", 1.0).await;
+    assert_eq!(b.reciprocal_redemptions(), (1, 0));
+}
