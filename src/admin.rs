@@ -48,7 +48,10 @@ impl Admin {
         }
         match request.uri().path() {
             "/live" => text(StatusCode::OK, "live\n"),
-            "/ready" if self.readiness.is_ready() => text(StatusCode::OK, "ready\n"),
+            // Live check too: a self-registered domain whose secret expired is not ready.
+            "/ready" if self.readiness.is_ready() && self.gateway.load().is_ready() => {
+                text(StatusCode::OK, "ready\n")
+            }
             "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             "/metrics" => {
                 self.gateway.load_full().update_gauges().await;

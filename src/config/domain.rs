@@ -33,6 +33,8 @@ pub struct Domain {
     pub ca_certs: Option<Vec<CertificateDer<'static>>>,
     pub timeout: Duration,
     pub protection: Protection,
+    /// RFC 7591 self-registration; the exchanger then uses the issued credentials.
+    pub registration: Option<Arc<super::Registration>>,
 }
 
 /// How chaingate protects a token server, and its callers, when the server struggles.
@@ -96,6 +98,7 @@ pub enum OAuthTokenFormat {
 }
 
 /// How chaingate authenticates itself to a token endpoint (RFC 6749 §2.3, RFC 7523, RFC 8705).
+#[derive(Clone)]
 pub enum ClientAuth {
     /// Precomputed `Authorization: Basic` value (id and secret form-urlencoded first, §2.3.1).
     Basic(HeaderValue),
@@ -286,10 +289,24 @@ pub(super) fn validate_domain(
         ));
     }
 
-    if d.client_id.is_empty() {
-        return Err(ConfigError::key(key("client_id"), "must not be empty"));
-    }
-    let client_auth = client_auth(name, d)?;
+    let registration = super::registration::validate_registration(name, d)?;
+    let client_id = match (&d.client_id, &registration) {
+        (Some(id), None) if !id.is_empty() => id.clone(),
+        (Some(_), None) => return Err(ConfigError::key(key("client_id"), "must not be empty")),
+        (None, None) => {
+            return Err(ConfigError::key(
+                key("client_id"),
+                "missing (or [domains.NAME.registration])",
+            ))
+        }
+        (_, Some(_)) => String::new(),
+    };
+    // With registration this only names the method: the exchanger uses the issued secret.
+    let client_auth = match &registration {
+        Some(r) if r.secret_in_body => ClientAuth::Post(Secret::new("")),
+        Some(_) => ClientAuth::Basic(HeaderValue::from_static("Basic")),
+        None => client_auth(name, d)?,
+    };
     if let Some(scope) = &d.scope {
         validate_scope(&key("scope"), scope)?;
     }
@@ -323,7 +340,7 @@ pub(super) fn validate_domain(
         endpoint,
         allow_insecure_http: d.allow_insecure_http,
         grant,
-        client_id: d.client_id.clone(),
+        client_id,
         client_auth,
         scope: d.scope.clone(),
         extra_params: d
@@ -362,6 +379,7 @@ pub(super) fn validate_domain(
                 n => n,
             },
         },
+        registration: registration.map(Arc::new),
     })
 }
 
@@ -395,6 +413,9 @@ impl Domain {
         }
         d.part(&self.timeout.as_nanos().to_be_bytes());
         d.part(format!("{:?}", self.protection).as_bytes());
+        if let Some(r) = &self.registration {
+            d.part(r.fingerprint_part().as_bytes());
+        }
         d.finish()
     }
 }

@@ -9,6 +9,7 @@ mod domain;
 mod env;
 mod file;
 mod parse;
+mod registration;
 mod route;
 
 use std::net::SocketAddr;
@@ -21,11 +22,13 @@ use http::Uri;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+pub(crate) use client_auth::basic_authorization;
 pub use domain::{
     AssertionAudience, AssertionKey, ClientAuth, Domain, Grant, OAuthTokenFormat, Protection,
     TokenEndpoint, TokenExchange, TOKEN_TYPE_PREFIX,
 };
 pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError};
+pub use registration::Registration;
 
 use digest::Digest;
 use domain::validate_domain;

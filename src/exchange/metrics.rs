@@ -54,6 +54,7 @@ pub struct ExchangeMetrics {
     pub(super) duration: Family<DomainLabel, Histogram>,
     pub(super) retries: Family<DomainLabel, Counter>,
     pub(super) circuit_open: Family<DomainLabel, Gauge>,
+    pub(super) registration: super::RegistrationMetrics,
 }
 
 impl ExchangeMetrics {
@@ -88,6 +89,7 @@ impl ExchangeMetrics {
             duration,
             retries,
             circuit_open,
+            registration: super::RegistrationMetrics::register(registry),
         }
     }
 }

@@ -6,7 +6,7 @@ use http::{Method, Request};
 use http_body_util::Full;
 use serde::Serialize;
 
-use super::{Endpoints, Failure};
+use super::{Credentials, Endpoints, Failure};
 use crate::config::{AssertionAudience, ClientAuth, Domain, Grant, OAuthTokenFormat};
 use crate::error::Error;
 use crate::oauth::util::{now_secs, random_id};
@@ -29,6 +29,7 @@ pub(super) struct TokenRequest<'a> {
 
 pub(super) fn build(
     domain: &Domain,
+    credentials: &Credentials,
     endpoints: &Endpoints,
     req: &TokenRequest<'_>,
 ) -> Result<Request<Full<Bytes>>, Failure> {
@@ -79,10 +80,10 @@ pub(super) fn build(
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(ACCEPT, "application/json");
     // Exactly one client authentication method per request (RFC 6749 §2.3).
-    match &domain.client_auth {
+    match &credentials.auth {
         ClientAuth::Basic(value) => request = request.header(AUTHORIZATION, value.clone()),
         ClientAuth::Post(secret) => {
-            form.append_pair("client_id", &domain.client_id);
+            form.append_pair("client_id", &credentials.client_id);
             form.append_pair("client_secret", secret.expose());
         }
         ClientAuth::PrivateKeyJwt(key) => {
@@ -96,8 +97,8 @@ pub(super) fn build(
             };
             let now = now_secs();
             let claims = AssertionClaims {
-                iss: &domain.client_id,
-                sub: &domain.client_id,
+                iss: &credentials.client_id,
+                sub: &credentials.client_id,
                 aud: &audience,
                 iat: now,
                 exp: now + ASSERTION_LIFETIME_SECS,
@@ -109,13 +110,13 @@ pub(super) fn build(
                     "assertion",
                 )
             })?;
-            form.append_pair("client_id", &domain.client_id);
+            form.append_pair("client_id", &credentials.client_id);
             form.append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE);
             form.append_pair("client_assertion", &assertion);
         }
         // RFC 8705 §2: the certificate authenticates; client_id identifies.
         ClientAuth::TlsClientAuth(_) => {
-            form.append_pair("client_id", &domain.client_id);
+            form.append_pair("client_id", &credentials.client_id);
         }
     }
     request
