@@ -149,17 +149,18 @@ pub(super) fn validate_registration(
             "not used with registration: the issued client_id is used",
         ));
     }
-    let secret_in_body =
-        match d.auth_method.as_str() {
-            "client_secret_basic" => false,
-            "client_secret_post" => true,
-            other => return Err(ConfigError::key(
+    let secret_in_body = match d.auth_method.as_str() {
+        "client_secret_basic" => false,
+        "client_secret_post" => true,
+        other => {
+            return Err(ConfigError::key(
                 domain_key("auth_method"),
                 format!(
                     "`{other}` cannot be registered (client_secret_basic or client_secret_post)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let endpoint = match &r.endpoint {
         Some(text) => {
             url(&key("endpoint"), text, d.allow_insecure_http)?;
@@ -258,4 +259,115 @@ pub(super) fn validate_registration(
         metadata_digest,
         secret_in_body,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn config(domain: &str) -> String {
+        format!(
+            r#"
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9901"
+
+[domains.billing]
+grant = "chain"
+scope = "invoices.read"
+{domain}
+
+[[routes]]
+path_prefix = "/"
+upstream = "http://127.0.0.1:3000"
+domain = "billing"
+"#
+        )
+    }
+
+    const GOOD: &str = r#"
+token_endpoint = "https://as.example/token"
+[domains.billing.registration]
+endpoint = "https://as.example/register"
+initial_access_token_file = "/run/secrets/iat"
+state_file = "/var/lib/chaingate/billing.json"
+client_name = "Billing gateway"
+end_user_application = { name = "Tax Helper", uri = "https://taxhelper.example/" }
+[[domains.billing.registration.intermediaries]]
+name = "Relay"
+uri = "https://relay.example/"
+"#;
+
+    fn error_for(domain: &str) -> String {
+        Config::from_toml(&config(domain)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_registration_builds_the_request_from_the_domain() {
+        let loaded = Config::from_toml(&config(GOOD)).unwrap();
+        let r = loaded.domains[0].registration.as_ref().unwrap();
+        let m = serde_json::Value::Object(r.metadata.clone());
+        assert_eq!(m["grant_types"][0], crate::exchange::CHAIN_GRANT);
+        assert_eq!(m["token_endpoint_auth_method"], "client_secret_basic");
+        assert_eq!(m["scope"], "invoices.read");
+        assert_eq!(m["end_user_application"]["name"], "Tax Helper");
+        assert_eq!(m["intermediaries"][0]["uri"], "https://relay.example/");
+        assert!(!r.delete_on_shutdown);
+        // The digest follows the metadata.
+        let other = Config::from_toml(&config(&GOOD.replace("Relay", "Relay 2"))).unwrap();
+        let other = other.domains[0].registration.as_ref().unwrap();
+        assert_ne!(r.metadata_digest, other.metadata_digest);
+    }
+
+    #[test]
+    fn a_missing_state_file_is_named() {
+        let text = GOOD.replace("state_file = \"/var/lib/chaingate/billing.json\"", "");
+        assert!(error_for(&text).contains("domains.billing.registration.state_file"));
+    }
+
+    #[test]
+    fn a_missing_initial_access_token_file_is_named() {
+        let text = GOOD.replace("initial_access_token_file = \"/run/secrets/iat\"", "");
+        assert!(error_for(&text).contains("domains.billing.registration.initial_access_token_file"));
+    }
+
+    #[test]
+    fn the_endpoint_is_required_without_discovery() {
+        let text = GOOD.replace("endpoint = \"https://as.example/register\"", "");
+        assert!(error_for(&text).contains("domains.billing.registration.endpoint"));
+        let discovered = text.replace(
+            "token_endpoint = \"https://as.example/token\"",
+            "issuer = \"https://as.example\"",
+        );
+        assert!(Config::from_toml(&config(&discovered)).is_ok());
+    }
+
+    #[test]
+    fn an_unsupported_auth_method_is_named() {
+        let text = format!("auth_method = \"private_key_jwt\"\n{GOOD}");
+        assert!(error_for(&text).contains("domains.billing.auth_method"));
+    }
+
+    #[test]
+    fn a_configured_secret_or_client_id_conflicts_with_registration() {
+        let text = format!("client_secret = \"s3cret\"\n{GOOD}");
+        let error = error_for(&text);
+        assert!(error.contains("domains.billing.client_secret"), "{error}");
+        assert!(!error.contains("s3cret"));
+        let text = format!("client_id = \"gw\"\n{GOOD}");
+        assert!(error_for(&text).contains("domains.billing.client_id"));
+    }
+
+    #[test]
+    fn without_registration_client_id_is_required() {
+        let text = "token_endpoint = \"https://as.example/token\"\nclient_secret = \"s\"";
+        assert!(error_for(text).contains("domains.billing.client_id"));
+    }
+
+    #[test]
+    fn parties_need_a_name_and_https_urls() {
+        let text = GOOD.replace("name = \"Relay\"", "");
+        assert!(error_for(&text).contains("domains.billing.registration.intermediaries[0].name"));
+        let text = GOOD.replace("https://relay.example/", "http://relay.example/");
+        assert!(error_for(&text).contains("domains.billing.registration.intermediaries[0].uri"));
+    }
 }
