@@ -547,6 +547,49 @@ async fn a_refused_initial_access_token_keeps_the_gateway_unready_and_out_of_the
     assert!(!scrape.contains(wrong));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_changes_an_intermediary_updates_the_registration_without_a_gap() {
+    chaingate::tls::install_crypto_provider();
+    let auth = Authorities::start().await;
+    let upstream = Upstream::start().await;
+    let files = Files::new(Some(IAT));
+    let (domain, registration) = fixed(auth.b.issuer());
+    let config = |intermediary: &str| {
+        gateway_config(&domain, &registration, &files, intermediary, &upstream)
+            .replace("[shutdown]", "[reload]\ninterval = \"50ms\"\n\n[shutdown]")
+    };
+    let path = files.state.parent().unwrap().join("chaingate.toml");
+    std::fs::write(&path, config("Relay One")).unwrap();
+    let gw = chaingate::spawn_with_reload(
+        chaingate::config::Config::load(&path, std::iter::empty()).unwrap(),
+        Some(chaingate::reload::ReloadSource {
+            path: path.clone(),
+            env: Vec::new(),
+        }),
+    )
+    .await
+    .unwrap();
+    wait_ready(&gw).await;
+    let client_id = files.state()["client_id"].clone();
+    let token = at1(auth.a.issuer()).await;
+
+    std::fs::write(&path, config("Relay Two")).unwrap();
+    // Every request is served while the new domain reads back and updates the registration.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while outcome(&gw, "updated").await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "never updated");
+        let answer = get(gw.addr, "/x", Some(&token)).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(ready_status(&gw).await, 200);
+    let state = files.state();
+    assert_eq!(state["client_id"], client_id);
+    let (_, seen) = read_registration(&state).await;
+    assert_eq!(seen["intermediaries"][0]["name"], "Relay Two");
+    assert_eq!(get(gw.addr, "/x", Some(&token)).await.status, 200);
+    stop(gw).await;
+}
+
 // === against oidc-provider ===
 
 #[tokio::test(flavor = "multi_thread")]

@@ -195,6 +195,7 @@ impl Exchanger {
                 && self.credentials.load().is_none()
             {
                 self.credentials.store(previous.credentials.load_full());
+                next.inherit(prev);
                 self.discovered.notify_waiters();
             }
         }

@@ -62,6 +62,14 @@ impl Registrar {
         }
     }
 
+    /// Starts from the registration the replaced exchanger had in use (config reload).
+    pub(super) fn inherit(&self, previous: &Registrar) {
+        if let Some(stored) = previous.current() {
+            self.metrics.active.set(1);
+            *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(stored);
+        }
+    }
+
     fn current(&self) -> Option<Stored> {
         self.current
             .lock()
