@@ -1,8 +1,9 @@
 //! The admin port. Endpoints:
 //!
 //! - `GET /live`: 200 while the process serves; touches nothing else.
-//! - `GET /ready`: 200 once config is loaded and listeners are bound; 503 before, and from the
-//!   moment a drain starts.
+//! - `GET /ready`: 200 once config is loaded, listeners are bound and every domain has its token
+//!   endpoint (discovery) and credentials (self-registration); 503 before, while a domain has
+//!   lost its credentials (expired registered secret), and from the moment a drain starts.
 //! - `GET /metrics`: Prometheus metrics: OpenMetrics when the scraper asks for it (`Accept`),
 //!   else the Prometheus 0.0.4 text format.
 

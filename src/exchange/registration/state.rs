@@ -210,3 +210,88 @@ pub(super) async fn remove(path: &Path) -> Result<(), String> {
         Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn issued() -> Stored {
+        Stored::issued(
+            &body(json!({
+                "client_id": "c1", "client_secret": "s1", "client_secret_expires_at": 0,
+                "registration_access_token": "t1",
+                "registration_client_uri": "https://as.example/register/c1",
+            })),
+            "digest",
+            false,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_response_needs_a_client_id_and_a_secret() {
+        let no_secret = body(json!({ "client_id": "c1" }));
+        assert!(Stored::issued(&no_secret, "d", false).is_err());
+        let no_id = body(json!({ "client_secret": "s" }));
+        assert!(Stored::issued(&no_id, "d", false).is_err());
+        let s = issued();
+        assert_eq!(s.client_id, "c1");
+        assert_eq!(s.client_secret.expose(), "s1");
+        assert!(!s.secret_expired());
+        assert_eq!(s.renew_in(), None);
+    }
+
+    #[test]
+    fn rotated_secrets_and_tokens_are_taken_and_another_client_is_refused() {
+        let mut s = issued();
+        s.merge(
+            &body(json!({ "client_id": "c1", "client_secret": "s2", "registration_access_token": "t2" })),
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.client_secret.expose(), "s2");
+        assert_eq!(s.registration_access_token.as_ref().unwrap().expose(), "t2");
+        assert!(s.merge(&body(json!({ "client_id": "c2" })), false).is_err());
+        let plain = body(json!({ "registration_client_uri": "http://as.example/r" }));
+        assert!(s.merge(&plain, false).is_err());
+        assert!(s.merge(&plain, true).is_ok());
+    }
+
+    #[test]
+    fn an_expiring_secret_is_renewed_before_it_expires_and_not_used_after() {
+        let mut s = issued();
+        s.client_secret_expires_at = now_secs() + 3600;
+        assert!(!s.secret_expired());
+        let renew = s.renew_in().unwrap();
+        assert!((3500..3600).contains(&renew), "{renew}");
+        s.client_secret_expires_at = now_secs() + 1;
+        assert!(s.secret_expired());
+        assert_eq!(s.renew_in(), Some(10), "never a busy loop");
+        s.client_secret_expires_at = now_secs().saturating_sub(10);
+        assert!(s.secret_expired());
+    }
+
+    #[tokio::test]
+    async fn the_state_file_round_trips_with_mode_0600_and_debug_hides_secrets() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert!(load(&path).await.unwrap().is_none());
+        save(&path, &issued()).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let back = load(&path).await.unwrap().unwrap();
+        assert_eq!(back.client_id, "c1");
+        assert_eq!(back.registration_access_token.unwrap().expose(), "t1");
+        assert!(!format!("{:?}", issued()).contains("s1"));
+        std::fs::write(&path, "not json").unwrap();
+        assert!(load(&path).await.unwrap().is_none(), "unreadable → register afresh");
+        remove(&path).await.unwrap();
+        remove(&path).await.unwrap();
+    }
+}
