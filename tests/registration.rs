@@ -590,6 +590,90 @@ async fn a_reload_that_changes_an_intermediary_updates_the_registration_without_
     stop(gw).await;
 }
 
+/// A registration server that issues a secret expiring in 3 s, and does not rotate it on read.
+async fn expiring_registrar() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let base = Arc::new(Mutex::new(String::new()));
+    let (log, origin) = (seen.clone(), base.clone());
+    let addr = serve(move |req: http::Request<hyper::body::Incoming>| {
+        let (log, origin) = (log.clone(), origin.clone());
+        async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let origin = origin.lock().unwrap().clone();
+            let posts = {
+                let mut log = log.lock().unwrap();
+                log.push(format!("{} {}", req.method(), req.uri().path()));
+                log.iter().filter(|l| l.starts_with("POST")).count()
+            };
+            let issued = |n: usize, expires: u64| {
+                json!({
+                    "client_id": format!("c{n}"), "client_secret": format!("s{n}"),
+                    "client_secret_expires_at": expires,
+                    "registration_access_token": format!("t{n}"),
+                    "registration_client_uri": format!("{origin}/register/c{n}"),
+                })
+            };
+            let (status, body) = match (req.method().as_str(), req.uri().path()) {
+                ("POST", "/register") if posts == 1 => (201, issued(1, now + 3)),
+                ("POST", "/register") => (201, issued(posts, 0)),
+                ("GET", "/register/c1") => (200, issued(1, now + 1)),
+                _ => (404, json!({})),
+            };
+            let mut response = http::Response::new(Full::new(Bytes::from(body.to_string())));
+            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            response
+        }
+    })
+    .await;
+    *base.lock().unwrap() = format!("http://{addr}");
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expiring_secret_is_renewed_by_a_new_registration_when_a_read_does_not_rotate_it() {
+    let (registrar, seen) = expiring_registrar().await;
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let files = Files::new(Some(IAT));
+    let gw = gateway(&gateway_config(
+        &format!("token_endpoint = \"{}\"", sts.url()),
+        &format!("endpoint = \"{registrar}/register\""),
+        &files,
+        "Relay",
+        &upstream,
+    ))
+    .await;
+    wait_ready(&gw).await;
+    let basic =
+        |id: &str, secret: &str| format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+    assert_eq!(get(gw.addr, "/x", Some("caller-token-1")).await.status, 200);
+    assert_eq!(
+        sts.requests()[0].authorization.as_deref(),
+        Some(basic("c1", "s1").as_str())
+    );
+
+    // The renewal reads the registration back; the secret it gets is still expiring, so a new
+    // registration replaces it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while outcome(&gw, "registered").await < 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "never renewed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(files.state()["client_id"], "c2");
+    assert!(seen
+        .lock()
+        .unwrap()
+        .contains(&"GET /register/c1".to_string()));
+    assert_eq!(get(gw.addr, "/x", Some("caller-token-2")).await.status, 200);
+    let last = sts.requests().last().unwrap().authorization.clone();
+    assert_eq!(last.as_deref(), Some(basic("c2", "s2").as_str()));
+    assert_eq!(ready_status(&gw).await, 200);
+    stop(gw).await;
+}
+
 // === against oidc-provider ===
 
 #[tokio::test(flavor = "multi_thread")]

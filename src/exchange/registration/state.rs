@@ -133,7 +133,7 @@ impl Stored {
         (self.client_secret_expires_at != 0).then(|| {
             let left = self.client_secret_expires_at.saturating_sub(now_secs());
             // A tenth of what is left, at most a minute, before it expires; never a busy loop.
-            left.saturating_sub((left / 10).min(60)).max(10)
+            left.saturating_sub((left / 10).min(60)).max(1)
         })
     }
 }
@@ -271,7 +271,7 @@ mod tests {
         assert!((3500..3600).contains(&renew), "{renew}");
         s.client_secret_expires_at = now_secs() + 1;
         assert!(s.secret_expired());
-        assert_eq!(s.renew_in(), Some(10), "never a busy loop");
+        assert_eq!(s.renew_in(), Some(1), "never a busy loop");
         s.client_secret_expires_at = now_secs().saturating_sub(10);
         assert!(s.secret_expired());
     }
@@ -290,7 +290,10 @@ mod tests {
         assert_eq!(back.registration_access_token.unwrap().expose(), "t1");
         assert!(!format!("{:?}", issued()).contains("s1"));
         std::fs::write(&path, "not json").unwrap();
-        assert!(load(&path).await.unwrap().is_none(), "unreadable → register afresh");
+        assert!(
+            load(&path).await.unwrap().is_none(),
+            "unreadable → register afresh"
+        );
         remove(&path).await.unwrap();
         remove(&path).await.unwrap();
     }
