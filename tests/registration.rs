@@ -457,6 +457,36 @@ async fn a_state_file_naming_a_deleted_client_leads_to_a_new_registration() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_registration_made_at_another_server_is_not_reused() {
+    let first = Authorities::start().await;
+    let second = Authorities::start().await;
+    let upstream = Upstream::start().await;
+    let files = Files::new(Some(IAT));
+    let config = |b: &str| {
+        let (domain, registration) = fixed(b);
+        gateway_config(&domain, &registration, &files, "Relay", &upstream)
+    };
+    let gw = gateway(&config(first.b.issuer())).await;
+    wait_ready(&gw).await;
+    stop(gw).await;
+    let old = files.state();
+
+    let gw = gateway(&config(second.b.issuer())).await;
+    wait_ready(&gw).await;
+    assert_eq!(outcome(&gw, "registered").await, 1.0);
+    assert_eq!(outcome(&gw, "reused").await, 0.0);
+    let new = files.state();
+    assert!(new["registration_client_uri"]
+        .as_str()
+        .unwrap()
+        .starts_with(second.b.issuer()));
+    assert_ne!(new["client_id"], old["client_id"]);
+    let token = at1(second.a.issuer()).await;
+    assert_eq!(get(gw.addr, "/x", Some(&token)).await.status, 200);
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn delete_on_shutdown_removes_the_registration_and_the_state_file() {
     let auth = Authorities::start().await;
     let upstream = Upstream::start().await;

@@ -191,9 +191,18 @@ impl Exchanger {
     /// requests need not wait while the registration is checked again.
     pub fn inherit_registration(&self, previous: &Exchanger) {
         if let (Some(next), Some(prev)) = (&self.registration, &previous.registration) {
-            if next.settings.state_file == prev.settings.state_file
-                && self.credentials.load().is_none()
-            {
+            // Only for the same server: credentials from another one would be refused there.
+            let same_server = next.settings.state_file == prev.settings.state_file
+                && next.settings.endpoint == prev.settings.endpoint
+                && match (&self.domain.endpoint, &previous.domain.endpoint) {
+                    (TokenEndpoint::Fixed(a), TokenEndpoint::Fixed(b)) => a == b,
+                    (
+                        TokenEndpoint::Discover { issuer: a, .. },
+                        TokenEndpoint::Discover { issuer: b, .. },
+                    ) => a == b,
+                    _ => false,
+                };
+            if same_server && self.credentials.load().is_none() {
                 self.credentials.store(previous.credentials.load_full());
                 next.inherit(prev);
                 self.discovered.notify_waiters();

@@ -98,6 +98,13 @@ impl Registrar {
             Some(s) => Some(s),
             None => state::load(&self.settings.state_file).await?,
         };
+        let stored = stored.filter(|s| {
+            let same = s.endpoint == endpoint.to_string();
+            if !same {
+                tracing::info!(domain = %self.domain, client_id = %s.client_id, "the stored registration was made at another registration endpoint; registering afresh");
+            }
+            same
+        });
         let mut outcome = RegOutcome::Registered;
         let mut kept = None;
         if let Some(mut stored) = stored {
@@ -181,6 +188,7 @@ impl Registrar {
             StatusCode::CREATED | StatusCode::OK => Stored::issued(
                 &object(&body)?,
                 &self.settings.metadata_digest,
+                &endpoint.to_string(),
                 ex.domain.allow_insecure_http,
             ),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {

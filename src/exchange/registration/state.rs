@@ -23,6 +23,8 @@ pub(super) struct Stored {
     pub(super) registration_client_uri: Option<String>,
     /// Digest of the metadata this registration was made or updated with.
     pub(super) metadata_digest: String,
+    /// The registration endpoint it was made at: another endpoint means another server.
+    pub(super) endpoint: String,
 }
 
 impl std::fmt::Debug for Stored {
@@ -44,6 +46,7 @@ struct StateFile {
     registration_access_token: Option<String>,
     registration_client_uri: Option<String>,
     metadata_digest: String,
+    endpoint: String,
 }
 
 fn string(body: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
@@ -59,6 +62,7 @@ impl Stored {
     pub(super) fn issued(
         body: &Map<String, Value>,
         metadata_digest: &str,
+        endpoint: &str,
         allow_insecure_http: bool,
     ) -> Result<Self, String> {
         let client_id = string(body, "client_id")?.ok_or("the response has no client_id")?;
@@ -71,6 +75,7 @@ impl Stored {
             registration_access_token: None,
             registration_client_uri: None,
             metadata_digest: metadata_digest.to_string(),
+            endpoint: endpoint.to_string(),
         };
         stored.merge(body, allow_insecure_http)?;
         Ok(stored)
@@ -155,6 +160,7 @@ pub(super) async fn load(path: &Path) -> Result<Option<Stored>, String> {
             registration_access_token: s.registration_access_token.map(Secret::new),
             registration_client_uri: s.registration_client_uri,
             metadata_digest: s.metadata_digest,
+            endpoint: s.endpoint,
         })),
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "the registration state file is unreadable; registering afresh");
@@ -181,6 +187,7 @@ pub(super) async fn save(path: &Path, stored: &Stored) -> Result<(), String> {
             .map(|t| t.expose().to_string()),
         registration_client_uri: stored.registration_client_uri.clone(),
         metadata_digest: stored.metadata_digest.clone(),
+        endpoint: stored.endpoint.clone(),
     };
     let bytes = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
     let tmp = temporary(path);
@@ -228,6 +235,7 @@ mod tests {
                 "registration_client_uri": "https://as.example/register/c1",
             })),
             "digest",
+            "https://as.example/register",
             false,
         )
         .unwrap()
@@ -236,9 +244,9 @@ mod tests {
     #[test]
     fn a_response_needs_a_client_id_and_a_secret() {
         let no_secret = body(json!({ "client_id": "c1" }));
-        assert!(Stored::issued(&no_secret, "d", false).is_err());
+        assert!(Stored::issued(&no_secret, "d", "e", false).is_err());
         let no_id = body(json!({ "client_secret": "s" }));
-        assert!(Stored::issued(&no_id, "d", false).is_err());
+        assert!(Stored::issued(&no_id, "d", "e", false).is_err());
         let s = issued();
         assert_eq!(s.client_id, "c1");
         assert_eq!(s.client_secret.expose(), "s1");
