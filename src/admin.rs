@@ -1,8 +1,9 @@
 //! The admin port. Endpoints:
 //!
 //! - `GET /live`: 200 while the process serves; touches nothing else.
-//! - `GET /ready`: 200 once config is loaded and listeners are bound; 503 before, and from the
-//!   moment a drain starts.
+//! - `GET /ready`: 200 once config is loaded, listeners are bound and every domain has its token
+//!   endpoint (discovery) and credentials (self-registration); 503 before, while a domain has
+//!   lost its credentials (expired registered secret), and from the moment a drain starts.
 //! - `GET /metrics`: Prometheus metrics: OpenMetrics when the scraper asks for it (`Accept`),
 //!   else the Prometheus 0.0.4 text format.
 
@@ -48,7 +49,10 @@ impl Admin {
         }
         match request.uri().path() {
             "/live" => text(StatusCode::OK, "live\n"),
-            "/ready" if self.readiness.is_ready() => text(StatusCode::OK, "ready\n"),
+            // Live check too: a self-registered domain whose secret expired is not ready.
+            "/ready" if self.readiness.is_ready() && self.gateway.load().is_ready() => {
+                text(StatusCode::OK, "ready\n")
+            }
             "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             "/metrics" => {
                 self.gateway.load_full().update_gauges().await;

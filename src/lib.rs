@@ -142,6 +142,7 @@ pub async fn spawn_with_reload(
             }
         });
     }
+    let registered = gateway.clone();
     let (data_stop, data_stop_rx) = watch::channel(false);
     let (admin_stop, admin_stop_rx) = watch::channel(false);
     let data = tokio::spawn(inbound::serve(
@@ -183,6 +184,14 @@ pub async fn spawn_with_reload(
         tokio::time::sleep(shutdown.drain_delay).await;
         data_stop.send_replace(true);
         let _ = data.await;
+        // After the drain: in-flight requests needed the registered credentials until now.
+        let deregister = registered.load_full();
+        if tokio::time::timeout(shutdown.drain_timeout, deregister.deregister())
+            .await
+            .is_err()
+        {
+            tracing::warn!("deleting client registrations timed out");
+        }
         admin_stop.send_replace(true);
         let _ = admin_task.await;
         tracing::info!("drained");

@@ -63,7 +63,28 @@ async fn no_token_secret_or_assertion_appears_in_logs_metrics_or_error_bodies() 
         pem.display().to_string(),
         upstream.url()
     );
-    // The /pk route must come before the catch-all.
+    // Self-registration at an authority, the token requests still going to the scripted server.
+    let iat = "initial-access-token-of-the-secrets-test";
+    let registrar = chaingate::authority::spawn(
+        chaingate::authority::AuthorityConfig::from_toml(&format!(
+            "listen = \"127.0.0.1:0\"\n[registration]\ninitial_access_tokens = [\"{iat}\"]\nscope = \"invoices.read\"\n"
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let iat_file = dir.path().join("iat");
+    std::fs::write(&iat_file, iat).unwrap();
+    let state_file = dir.path().join("registration.json");
+    let extra = format!(
+        "{extra}\n[domains.reg]\ntoken_endpoint = \"{}\"\nallow_insecure_http = true\nscope = \"invoices.read\"\n[domains.reg.registration]\nendpoint = \"{}/register\"\ninitial_access_token_file = {:?}\nstate_file = {:?}\ndelete_on_shutdown = true\nend_user_application = {{ name = \"App\" }}\n\n[[routes]]\nname = \"reg\"\npath_prefix = \"/reg\"\nupstream = \"{}\"\ndomain = \"reg\"\n",
+        sts.url(),
+        registrar.issuer(),
+        iat_file.display().to_string(),
+        state_file.display().to_string(),
+        upstream.url()
+    );
+    // The /pk and /reg routes must come before the catch-all.
     let toml = config(&sts.url(), &upstream.url(), &extra);
     let toml = toml.replacen(
         "[[routes]]\nname = \"default\"",
@@ -71,9 +92,18 @@ async fn no_token_secret_or_assertion_appears_in_logs_metrics_or_error_bodies() 
         1,
     );
     let gw = gateway(&toml).await;
+    for _ in 0..400 {
+        if get(gw.admin_addr, "/ready", None).await.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let registered: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
 
     let mut bodies = Vec::new();
     for (path, token) in [
+        ("/reg/x", Some(at1.as_str())),
         ("/pk/x", Some(at1.as_str())),
         ("/a?q=1", Some(at1.as_str())),
         ("/a", Some(rejected_at1.as_str())),
@@ -103,7 +133,18 @@ async fn no_token_secret_or_assertion_appears_in_logs_metrics_or_error_bodies() 
         "gateway-secret-value".into(),
         basic,
         assertion.clone(),
+        iat.into(),
     ];
+    for key in ["client_secret", "registration_access_token"] {
+        needles.push(registered[key].as_str().unwrap().to_string());
+    }
+    let issued = format!(
+        "{}:{}",
+        registered["client_id"].as_str().unwrap(),
+        registered["client_secret"].as_str().unwrap()
+    );
+    needles.push(base64::engine::general_purpose::STANDARD.encode(issued));
+    assert!(!state_file.exists(), "deleted at shutdown");
     // Each base64 piece of each JWT on its own (header pieces are public and shared, skip them).
     for jwt in [&at1, &rejected_at1, &assertion] {
         needles.extend(jwt.split('.').skip(1).map(str::to_string));

@@ -75,6 +75,12 @@ pub(crate) fn validate(
             "authorization_code" => Grant::AuthorizationCode,
             "refresh_token" => Grant::RefreshToken,
             "client_credentials" if method != "none" => Grant::ClientCredentials,
+            // Extension grants, for confidential clients such as a self-registering gateway.
+            "http://oauth.net/grant_type/chain" if method != "none" => Grant::Chain,
+            "urn:ietf:params:oauth:grant-type:token-exchange" if method != "none" => {
+                Grant::TokenExchange
+            }
+            "urn:ietf:params:oauth:grant-type:jwt-bearer" if method != "none" => Grant::JwtBearer,
             _ => {
                 return Err(meta_error(format!(
                     "grant type {name} cannot be registered"

@@ -25,7 +25,7 @@ pub(super) fn client_auth(name: &str, d: &FileDomain) -> Result<ClientAuth, Conf
         Ok(())
     };
     match d.auth_method.as_str() {
-        "client_secret_basic" => Ok(ClientAuth::Basic(basic_authorization(&d.client_id, &secret(name, d)?))),
+        "client_secret_basic" => Ok(ClientAuth::Basic(basic_authorization(d.client_id.as_deref().unwrap_or_default(), &secret(name, d)?))),
         "client_secret_post" => Ok(ClientAuth::Post(secret(name, d)?)),
         "private_key_jwt" => {
             no_secret("private_key_jwt")?;
@@ -119,7 +119,7 @@ pub(super) fn read_secret(
 }
 
 /// RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
-pub(super) fn basic_authorization(client_id: &str, secret: &Secret) -> HeaderValue {
+pub(crate) fn basic_authorization(client_id: &str, secret: &Secret) -> HeaderValue {
     let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let pair = format!("{}:{}", encode(client_id), encode(secret.expose()));
     let value = format!(

@@ -36,6 +36,8 @@ pub struct Domain {
     pub protection: Protection,
     /// Reciprocal OAuth: where to obtain codes for this domain's `reciprocal` requests.
     pub reciprocal: Option<Reciprocal>,
+    /// RFC 7591 self-registration; the exchanger then uses the issued credentials.
+    pub registration: Option<Arc<super::Registration>>,
 }
 
 /// How chaingate protects a token server, and its callers, when the server struggles.
@@ -99,6 +101,7 @@ pub enum OAuthTokenFormat {
 }
 
 /// How chaingate authenticates itself to a token endpoint (RFC 6749 §2.3, RFC 7523, RFC 8705).
+#[derive(Clone)]
 pub enum ClientAuth {
     /// Precomputed `Authorization: Basic` value (id and secret form-urlencoded first, §2.3.1).
     Basic(HeaderValue),
@@ -293,10 +296,24 @@ pub(super) fn validate_domain(
         ));
     }
 
-    if d.client_id.is_empty() {
-        return Err(ConfigError::key(key("client_id"), "must not be empty"));
-    }
-    let client_auth = client_auth(name, d)?;
+    let registration = super::registration::validate_registration(name, d)?;
+    let client_id = match (&d.client_id, &registration) {
+        (Some(id), None) if !id.is_empty() => id.clone(),
+        (Some(_), None) => return Err(ConfigError::key(key("client_id"), "must not be empty")),
+        (None, None) => {
+            return Err(ConfigError::key(
+                key("client_id"),
+                "missing (or [domains.NAME.registration])",
+            ))
+        }
+        (_, Some(_)) => String::new(),
+    };
+    // With registration this only names the method: the exchanger uses the issued secret.
+    let client_auth = match &registration {
+        Some(r) if r.secret_in_body => ClientAuth::Post(Secret::new("")),
+        Some(_) => ClientAuth::Basic(HeaderValue::from_static("Basic")),
+        None => client_auth(name, d)?,
+    };
     if let Some(scope) = &d.scope {
         validate_scope(&key("scope"), scope)?;
     }
@@ -330,7 +347,7 @@ pub(super) fn validate_domain(
         endpoint,
         allow_insecure_http: d.allow_insecure_http,
         grant,
-        client_id: d.client_id.clone(),
+        client_id,
         client_auth,
         scope: d.scope.clone(),
         extra_params: d
@@ -374,6 +391,7 @@ pub(super) fn validate_domain(
             .as_ref()
             .map(|r| super::reciprocal::validate(name, r, default_timeout))
             .transpose()?,
+        registration: registration.map(Arc::new),
     })
 }
 
@@ -409,6 +427,9 @@ impl Domain {
         d.part(format!("{:?}", self.protection).as_bytes());
         if let Some(reciprocal) = &self.reciprocal {
             reciprocal.fingerprint(&mut d);
+        }
+        if let Some(r) = &self.registration {
+            d.part(r.fingerprint_part().as_bytes());
         }
         d.finish()
     }

@@ -54,7 +54,8 @@ pub(crate) struct FileDomain {
     pub(crate) discovery_refresh: Option<String>,
     #[serde(default = "default_grant")]
     pub(crate) grant: String,
-    pub(crate) client_id: String,
+    /// Optional with `registration` (then issued by the server).
+    pub(crate) client_id: Option<String>,
     pub(crate) client_secret: Option<String>,
     pub(crate) client_secret_file: Option<PathBuf>,
     #[serde(default = "default_auth_method")]
@@ -97,6 +98,7 @@ pub(crate) struct FileDomain {
     pub(crate) max_in_flight: Option<usize>,
     /// Reciprocal OAuth: chaingate as party A's agent.
     pub(crate) reciprocal: Option<super::reciprocal::FileReciprocal>,
+    pub(crate) registration: Option<super::registration::FileRegistration>,
 }
 
 /// A key that takes one string or a list of them.

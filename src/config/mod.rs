@@ -10,6 +10,7 @@ mod env;
 mod file;
 mod parse;
 mod reciprocal;
+mod registration;
 mod route;
 
 use std::net::SocketAddr;
@@ -22,12 +23,14 @@ use http::Uri;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+pub(crate) use client_auth::basic_authorization;
 pub use domain::{
     AssertionAudience, AssertionKey, ClientAuth, Domain, Grant, OAuthTokenFormat, Protection,
     TokenEndpoint, TokenExchange, TOKEN_TYPE_PREFIX,
 };
 pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError};
 pub use reciprocal::Reciprocal;
+pub use registration::Registration;
 
 use digest::Digest;
 use domain::validate_domain;

@@ -19,6 +19,7 @@ const MAX_METADATA_BYTES: usize = 256 * 1024;
 struct Metadata {
     issuer: String,
     token_endpoint: Option<String>,
+    registration_endpoint: Option<String>,
     mtls_endpoint_aliases: Option<MtlsAliases>,
 }
 
@@ -112,9 +113,19 @@ fn endpoints(
         Some("http") if allow_insecure_http => {}
         _ => return Err("token_endpoint is not https".to_string()),
     }
+    // A registration endpoint that is not https is ignored: registration sends secrets.
+    let registration = metadata
+        .registration_endpoint
+        .and_then(|r| r.parse::<Uri>().ok())
+        .filter(|r| match r.scheme_str() {
+            Some("https") => true,
+            Some("http") => allow_insecure_http,
+            _ => false,
+        });
     Ok(Endpoints {
         token: uri,
         issuer: Some(issuer.to_string()),
+        registration,
     })
 }
 

@@ -55,6 +55,7 @@ pub struct ExchangeMetrics {
     pub(super) retries: Family<DomainLabel, Counter>,
     pub(super) circuit_open: Family<DomainLabel, Gauge>,
     pub(super) reciprocal: super::ReciprocalMetrics,
+    pub(super) registration: super::RegistrationMetrics,
 }
 
 impl ExchangeMetrics {
@@ -90,6 +91,7 @@ impl ExchangeMetrics {
             retries,
             circuit_open,
             reciprocal: super::ReciprocalMetrics::register(registry),
+            registration: super::RegistrationMetrics::register(registry),
         }
     }
 }

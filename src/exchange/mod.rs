@@ -10,6 +10,7 @@ mod discovery;
 mod guard;
 mod metrics;
 mod reciprocal;
+mod registration;
 mod request;
 mod response;
 
@@ -35,6 +36,7 @@ use crate::secret::Secret;
 use metrics::DomainExchangeMetrics;
 pub use metrics::{ExchangeMetrics, Outcome};
 pub use reciprocal::{Delivery, ReciprocalMetrics};
+pub use registration::RegistrationMetrics;
 pub use request::{CHAIN_GRANT, JWT_BEARER_GRANT, RECIPROCAL_GRANT, TOKEN_EXCHANGE_GRANT};
 
 /// Token responses larger than this are refused rather than buffered.
@@ -67,6 +69,15 @@ impl std::fmt::Debug for Issued {
 pub struct Endpoints {
     pub token: Uri,
     pub issuer: Option<String>,
+    /// RFC 7591 `registration_endpoint` from discovery, if the server has one.
+    pub registration: Option<Uri>,
+}
+
+/// Who chaingate is at the token endpoint: configured, or issued by registration.
+#[derive(Debug)]
+pub(crate) struct Credentials {
+    pub(crate) client_id: String,
+    pub(crate) auth: ClientAuth,
 }
 
 /// Exchanges tokens at one domain's token endpoint.
@@ -81,6 +92,9 @@ pub struct Exchanger {
     retry_after: Duration,
     /// Reciprocal OAuth: set when the domain has a `[reciprocal]` policy.
     reciprocal: Option<Arc<reciprocal::Agent>>,
+    /// Read once per token request; `None` until self-registration has succeeded.
+    credentials: ArcSwapOption<Credentials>,
+    registration: Option<registration::Registrar>,
 }
 
 impl Exchanger {
@@ -117,6 +131,7 @@ impl Exchanger {
             TokenEndpoint::Fixed(uri) => Some(Arc::new(Endpoints {
                 token: uri.clone(),
                 issuer: None,
+                registration: None,
             })),
             TokenEndpoint::Discover { .. } => None,
         };
@@ -136,6 +151,17 @@ impl Exchanger {
                 circuit_open: metrics.circuit_open.get_or_create_owned(&label),
             },
             endpoints: ArcSwapOption::new(fixed),
+            credentials: ArcSwapOption::new(match domain.registration {
+                Some(_) => None,
+                None => Some(Arc::new(Credentials {
+                    client_id: domain.client_id.clone(),
+                    auth: domain.client_auth.clone(),
+                })),
+            }),
+            registration: domain
+                .registration
+                .clone()
+                .map(|settings| registration::Registrar::new(settings, &domain.name, metrics)),
             discovered: Notify::new(),
             guard: guard::Guard::new(domain.protection.clone()),
             domain,
@@ -150,6 +176,9 @@ impl Exchanger {
                 *refresh,
             ));
         }
+        if exchanger.registration.is_some() {
+            tokio::spawn(registration::keep_registered(Arc::downgrade(&exchanger)));
+        }
         Ok(exchanger)
     }
 
@@ -157,9 +186,40 @@ impl Exchanger {
         &self.domain
     }
 
-    /// Whether the token endpoint is known (always, unless discovery has not succeeded yet).
+    /// Whether the token endpoint is known (always, unless discovery has not succeeded yet) and
+    /// the client credentials too (always, unless self-registration has not succeeded yet).
     pub fn is_ready(&self) -> bool {
-        self.endpoints.load().is_some()
+        self.endpoints.load().is_some() && self.credentials.load().is_some()
+    }
+
+    /// Takes over the issued credentials of the exchanger this one replaces (config reload), so
+    /// requests need not wait while the registration is checked again.
+    pub fn inherit_registration(&self, previous: &Exchanger) {
+        if let (Some(next), Some(prev)) = (&self.registration, &previous.registration) {
+            // Only for the same server: credentials from another one would be refused there.
+            let same_server = next.settings.state_file == prev.settings.state_file
+                && next.settings.endpoint == prev.settings.endpoint
+                && match (&self.domain.endpoint, &previous.domain.endpoint) {
+                    (TokenEndpoint::Fixed(a), TokenEndpoint::Fixed(b)) => a == b,
+                    (
+                        TokenEndpoint::Discover { issuer: a, .. },
+                        TokenEndpoint::Discover { issuer: b, .. },
+                    ) => a == b,
+                    _ => false,
+                };
+            if same_server && self.credentials.load().is_none() {
+                self.credentials.store(previous.credentials.load_full());
+                next.inherit(prev);
+                self.discovered.notify_waiters();
+            }
+        }
+    }
+
+    /// RFC 7592 DELETE of the registration if `delete_on_shutdown` (graceful shutdown).
+    pub async fn deregister(&self) {
+        if let Some(registrar) = &self.registration {
+            registrar.deregister(self).await;
+        }
     }
 
     /// Waits until the token endpoint is known.
@@ -204,13 +264,15 @@ impl Exchanger {
         match result {
             Ok(issued) => {
                 self.metrics.issued.inc();
-                if let (Some(agent), Some(wanted), Some(endpoints)) = (
+                if let (Some(agent), Some(wanted), Some(endpoints), Some(credentials)) = (
                     &self.reciprocal,
                     issued.reciprocal.as_deref(),
                     self.endpoints.load_full(),
+                    self.credentials.load_full(),
                 ) {
                     let to = reciprocal::PartyB {
                         domain: self.domain.clone(),
+                        credentials,
                         endpoints,
                         client: self.client.clone(),
                     };
@@ -266,6 +328,14 @@ impl Exchanger {
                 "not discovered yet",
             ));
         };
+        let Some(credentials) = self.credentials.load_full() else {
+            return Err(Failure::error(
+                Error::ExchangeUnavailable {
+                    retry_after: self.retry_after,
+                },
+                "not registered yet",
+            ));
+        };
         let actor = match &self.domain.grant {
             Grant::TokenExchange(settings) => match &settings.actor_token_file {
                 // Read per exchange: a projected service-account token is rotated in place.
@@ -286,6 +356,7 @@ impl Exchanger {
         };
         let request = request::build(
             &self.domain,
+            &credentials,
             &endpoints,
             &request::TokenRequest {
                 subject,

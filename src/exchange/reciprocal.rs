@@ -27,7 +27,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::{Endpoints, HttpsClient};
+use super::{Credentials, Endpoints, HttpsClient};
 use crate::config::{ClientAuth, Domain, Reciprocal};
 use crate::secret::Secret;
 
@@ -130,6 +130,7 @@ impl Expiry<[u8; 32], Remembered> for RememberFor {
 /// Where the code goes: the domain's own token endpoint, with the domain's client credentials.
 pub(super) struct PartyB {
     pub(super) domain: Arc<Domain>,
+    pub(super) credentials: Arc<Credentials>,
     pub(super) endpoints: Arc<Endpoints>,
     pub(super) client: HttpsClient,
 }
@@ -273,9 +274,12 @@ impl Agent {
             }
         };
         // Party B: the code and the token B issued us, which names the user to B.
-        let Ok(request) =
-            super::request::reciprocal(&to.domain, &to.endpoints, code.expose(), issued.expose())
-        else {
+        let Ok(request) = super::request::reciprocal(
+            &to.credentials,
+            &to.endpoints,
+            code.expose(),
+            issued.expose(),
+        ) else {
             return Delivery::DeliveryFailed;
         };
         let answer = tokio::time::timeout(to.domain.timeout, to.client.request(request)).await;

@@ -6,7 +6,7 @@ use http::{Method, Request};
 use http_body_util::Full;
 use serde::Serialize;
 
-use super::{Endpoints, Failure};
+use super::{Credentials, Endpoints, Failure};
 use crate::config::{AssertionAudience, ClientAuth, Domain, Grant, OAuthTokenFormat};
 use crate::error::Error;
 use crate::oauth::util::{now_secs, random_id};
@@ -30,6 +30,7 @@ pub(super) struct TokenRequest<'a> {
 
 pub(super) fn build(
     domain: &Domain,
+    credentials: &Credentials,
     endpoints: &Endpoints,
     req: &TokenRequest<'_>,
 ) -> Result<Request<Full<Bytes>>, Failure> {
@@ -74,13 +75,13 @@ pub(super) fn build(
     for (name, value) in &domain.extra_params {
         form.append_pair(name, value);
     }
-    authenticated(domain, endpoints, form)
+    authenticated(credentials, endpoints, form)
 }
 
 /// draft-ietf-oauth-reciprocal §2.2.2: party A hands the domain's token server an authorization
 /// code for the scope it asked for, with the token it issued to us naming the user.
 pub(super) fn reciprocal(
-    domain: &Domain,
+    credentials: &Credentials,
     endpoints: &Endpoints,
     code: &str,
     access_token: &str,
@@ -90,16 +91,16 @@ pub(super) fn reciprocal(
     form.append_pair("code", code);
     form.append_pair("access_token", access_token);
     // REQUIRED in the body even when the credentials travel in the Authorization header.
-    if matches!(domain.client_auth, ClientAuth::Basic(_)) {
-        form.append_pair("client_id", &domain.client_id);
+    if matches!(credentials.auth, ClientAuth::Basic(_)) {
+        form.append_pair("client_id", &credentials.client_id);
     }
-    authenticated(domain, endpoints, form)
+    authenticated(credentials, endpoints, form)
 }
 
 /// The form, posted to the token endpoint with exactly one client authentication method
 /// (RFC 6749 §2.3).
 fn authenticated(
-    domain: &Domain,
+    credentials: &Credentials,
     endpoints: &Endpoints,
     mut form: form_urlencoded::Serializer<'_, String>,
 ) -> Result<Request<Full<Bytes>>, Failure> {
@@ -108,10 +109,10 @@ fn authenticated(
         .uri(endpoints.token.clone())
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(ACCEPT, "application/json");
-    match &domain.client_auth {
+    match &credentials.auth {
         ClientAuth::Basic(value) => request = request.header(AUTHORIZATION, value.clone()),
         ClientAuth::Post(secret) => {
-            form.append_pair("client_id", &domain.client_id);
+            form.append_pair("client_id", &credentials.client_id);
             form.append_pair("client_secret", secret.expose());
         }
         ClientAuth::PrivateKeyJwt(key) => {
@@ -125,8 +126,8 @@ fn authenticated(
             };
             let now = now_secs();
             let claims = AssertionClaims {
-                iss: &domain.client_id,
-                sub: &domain.client_id,
+                iss: &credentials.client_id,
+                sub: &credentials.client_id,
                 aud: &audience,
                 iat: now,
                 exp: now + ASSERTION_LIFETIME_SECS,
@@ -138,13 +139,13 @@ fn authenticated(
                     "assertion",
                 )
             })?;
-            form.append_pair("client_id", &domain.client_id);
+            form.append_pair("client_id", &credentials.client_id);
             form.append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE);
             form.append_pair("client_assertion", &assertion);
         }
         // RFC 8705 §2: the certificate authenticates; client_id identifies.
         ClientAuth::TlsClientAuth(_) => {
-            form.append_pair("client_id", &domain.client_id);
+            form.append_pair("client_id", &credentials.client_id);
         }
     }
     request

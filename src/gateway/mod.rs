@@ -116,14 +116,22 @@ impl Gateway {
                 {
                     return Ok(kept.clone());
                 }
+                let exchanger = Exchanger::new(
+                    domain.clone(),
+                    config.timeouts.pool_idle,
+                    config.limits.retry_after,
+                    &metrics.exchange,
+                )?;
+                if let Some(replaced) = previous
+                    .into_iter()
+                    .flat_map(|p| p.domains.iter())
+                    .find(|d| d.exchanger.domain().name == domain.name)
+                {
+                    exchanger.inherit_registration(&replaced.exchanger);
+                }
                 Ok(Arc::new(DomainRuntime {
                     cache: TokenCache::new(&domain.name, &config.cache, &metrics.cache),
-                    exchanger: Exchanger::new(
-                        domain.clone(),
-                        config.timeouts.pool_idle,
-                        config.limits.retry_after,
-                        &metrics.exchange,
-                    )?,
+                    exchanger,
                     reuse_key,
                 }))
             })
@@ -417,6 +425,12 @@ impl Gateway {
                 .iter()
                 .filter_map(|r| r.validator.as_ref())
                 .all(InboundValidator::is_ready)
+    }
+
+    /// Deletes self-registrations that asked for it (graceful shutdown), concurrently.
+    pub async fn deregister(&self) {
+        let all = self.domains.iter().map(|d| d.exchanger.deregister());
+        futures_util::future::join_all(all).await;
     }
 
     /// Refreshes scrape-time gauges (cache sizes).

@@ -1,7 +1,8 @@
 // An independent OAuth interop peer for chaingate, built from panva's `oidc-provider` (v8).
 //
 // Usage: node oidc-provider.mjs --config FILE
-//   FILE: {"client_jwks": {"keys": [...]}, "secrets": {"app": "...", "gw-basic": "...", "gw-post": "..."}}
+//   FILE: {"client_jwks": {"keys": [...]}, "secrets": {"app": "...", "gw-basic": "...", "gw-post": "..."},
+//          "registration": {"initial_access_token": "..."}}   (registration: optional, see below)
 //
 // Starts two authorization servers on 127.0.0.1 (ephemeral ports):
 //   A  issues RFC 9068 JWT access tokens (client_credentials, client `app`, aud urn:a:gateway).
@@ -154,6 +155,48 @@ const providerA = new Provider(a.issuer, {
 })
 attach(a.server, providerA)
 
+// ---------------------------------------------------------------- Registration (opt-in)
+// With `"registration": {"initial_access_token": "..."}` in the config, B also offers RFC 7591
+// registration (protected by that token), RFC 7592 management, and accepts the client
+// intermediary metadata (`end_user_application`, `intermediaries`). Without it B is unchanged.
+function party(value, what) {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new errors.InvalidClientMetadata(`${what} must be an object`)
+  }
+  if (typeof value.name !== 'string' || !value.name) {
+    throw new errors.InvalidClientMetadata(`${what}.name must be a non-empty string`)
+  }
+  for (const key of ['uri', 'logo_uri', 'description']) {
+    if (value[key] !== undefined && typeof value[key] !== 'string') {
+      throw new errors.InvalidClientMetadata(`${what}.${key} must be a string`)
+    }
+  }
+  if (value.contacts !== undefined && !(Array.isArray(value.contacts) && value.contacts.every((c) => typeof c === 'string'))) {
+    throw new errors.InvalidClientMetadata(`${what}.contacts must be an array of strings`)
+  }
+}
+const registrationOptions = {}
+const registrationFeatures = {}
+if (config.registration !== undefined) {
+  const token = config.registration?.initial_access_token
+  if (typeof token !== 'string' || !token) throw new Error('config: registration.initial_access_token missing')
+  registrationFeatures.registration = { enabled: true, initialAccessToken: token }
+  registrationFeatures.registrationManagement = { enabled: true }
+  registrationOptions.extraClientMetadata = {
+    properties: ['end_user_application', 'intermediaries'],
+    validator(ctx, key, value) {
+      if (value === undefined) return
+      if (key === 'end_user_application') party(value, key)
+      if (key === 'intermediaries') {
+        if (!Array.isArray(value) || value.length > 20) {
+          throw new errors.InvalidClientMetadata('intermediaries must be an array of at most 20 objects')
+        }
+        value.forEach((item, i) => party(item, `intermediaries[${i}]`))
+      }
+    },
+  }
+}
+
 // ---------------------------------------------------------------- Domain B
 const b = await listen()
 const B_SERVER_INFO = {
@@ -191,8 +234,10 @@ const providerB = new Provider(b.issuer, {
   ],
   scopes: ['openid', ...B_SCOPE.split(' ')],
   ttl: { AccessToken: B_TOKEN_TTL },
+  ...registrationOptions,
   features: {
     ...common([]).features,
+    ...registrationFeatures,
     resourceIndicators: {
       enabled: true,
       defaultResource: async () => B_RESOURCE,
