@@ -20,12 +20,15 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use moka::future::Cache;
 use moka::Expiry;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
+
+mod metrics;
+
+use metrics::DeliveryLabel;
+pub use metrics::{Delivery, ReciprocalMetrics};
 
 use super::{Credentials, Endpoints, HttpsClient};
 use crate::config::{ClientAuth, Domain, Reciprocal};
@@ -37,66 +40,6 @@ const MAX_ANSWER_BYTES: usize = 16 * 1024;
 const CONSENT_RETRY: Duration = Duration::from_secs(600);
 /// After a failure (A or B down, a refusal), the next exchange may try again after this.
 const FAILURE_RETRY: Duration = Duration::from_secs(60);
-
-/// How one offer ended: the label of `chaingate_reciprocal_deliveries_total`.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum Delivery {
-    /// Party B accepted the code.
-    Delivered,
-    /// Already delivered (or being delivered) for this caller and scope.
-    Duplicate,
-    /// B asked for scopes outside `reciprocal.scopes`; nothing was sent anywhere.
-    Declined,
-    /// Party A has neither a pre-consent policy nor the user's consent for it.
-    ConsentRequired,
-    /// Party A did not issue a code (unreachable, refused, malformed answer).
-    CodeFailed,
-    /// Party B did not accept the code.
-    DeliveryFailed,
-    /// Too many deliveries in flight; a later exchange offers it again.
-    Dropped,
-}
-
-impl EncodeLabelValue for Delivery {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        std::fmt::Write::write_str(
-            encoder,
-            match self {
-                Self::Delivered => "delivered",
-                Self::Duplicate => "duplicate",
-                Self::Declined => "declined",
-                Self::ConsentRequired => "consent_required",
-                Self::CodeFailed => "code_failed",
-                Self::DeliveryFailed => "delivery_failed",
-                Self::Dropped => "dropped",
-            },
-        )
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DeliveryLabel {
-    domain: Arc<str>,
-    outcome: Delivery,
-}
-
-/// `chaingate_reciprocal_deliveries_total{domain,outcome}`.
-#[derive(Debug, Clone, Default)]
-pub struct ReciprocalMetrics {
-    deliveries: Family<DeliveryLabel, Counter>,
-}
-
-impl ReciprocalMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
-        registry.register(
-            "chaingate_reciprocal_deliveries",
-            "Reciprocal OAuth offers handled for a domain's token responses, by outcome",
-            metrics.deliveries.clone(),
-        );
-        metrics
-    }
-}
 
 /// How long a (caller, scope) stays remembered depends on how its delivery ended.
 #[derive(Debug, Clone, Copy)]
@@ -391,58 +334,4 @@ fn remember_key(domain: &str, subject: &str, scope: &str) -> [u8; 32] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use base64::Engine as _;
-
-    fn jwt(claims: &str) -> String {
-        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        format!("{}.{}.sig", b64(r#"{"alg":"ES256"}"#), b64(claims))
-    }
-
-    #[test]
-    fn one_user_is_one_subject_whatever_token_they_hold() {
-        let first = jwt(r#"{"sub":"alice","jti":"1"}"#);
-        let second = jwt(r#"{"sub":"alice","jti":"2"}"#);
-        assert_eq!(
-            remember_key("b", &first, "a:read"),
-            remember_key("b", &second, "a:read")
-        );
-        let bob = jwt(r#"{"sub":"bob"}"#);
-        assert_ne!(
-            remember_key("b", &first, "a:read"),
-            remember_key("b", &bob, "a:read")
-        );
-        assert_ne!(
-            remember_key("b", &first, "a:read"),
-            remember_key("b", &first, "a:write")
-        );
-        assert_ne!(
-            remember_key("b", &first, "a:read"),
-            remember_key("c", &first, "a:read")
-        );
-    }
-
-    #[test]
-    fn opaque_tokens_are_their_own_subject_and_never_a_sub() {
-        // An opaque token whose text is "alice" must not collide with the user alice.
-        assert_ne!(
-            remember_key("b", "alice", "s"),
-            remember_key("b", &jwt(r#"{"sub":"alice"}"#), "s")
-        );
-        assert_eq!(
-            remember_key("b", "opaque-1", "s"),
-            remember_key("b", "opaque-1", "s")
-        );
-    }
-
-    #[test]
-    fn only_plausible_error_codes_reach_the_logs() {
-        assert_eq!(
-            oauth_error(br#"{"error":"consent_required"}"#).as_deref(),
-            Some("consent_required")
-        );
-        assert_eq!(oauth_error(br#"{"error":"has space"}"#), None);
-        assert_eq!(oauth_error(b"not json"), None);
-    }
-}
+mod tests;
