@@ -11,6 +11,8 @@ use rustls::pki_types::CertificateDer;
 use super::client_auth::client_auth;
 use super::digest::Digest;
 use super::file::FileDomain;
+use super::response_metadata::{response_metadata, ResponseMetadata};
+use super::scope_strategy::{scope_strategy, ScopeStrategy};
 use super::{load_certs, parse_duration, validate_scope, ConfigError, TlsIdentity};
 use crate::oauth::keys::SigningKey;
 use crate::secret::Secret;
@@ -33,6 +35,8 @@ pub struct Domain {
     pub ca_certs: Option<Vec<CertificateDer<'static>>>,
     pub timeout: Duration,
     pub protection: Protection,
+    pub scope_strategy: ScopeStrategy,
+    pub response_metadata: ResponseMetadata,
 }
 
 /// How chaingate protects a token server, and its callers, when the server struggles.
@@ -362,6 +366,12 @@ pub(super) fn validate_domain(
                 n => n,
             },
         },
+        scope_strategy: scope_strategy(name, d.scope_strategy.as_deref())?,
+        response_metadata: response_metadata(
+            name,
+            d.response_metadata.as_deref(),
+            d.issuer.is_some(),
+        )?,
     })
 }
 
@@ -395,6 +405,7 @@ impl Domain {
         }
         d.part(&self.timeout.as_nanos().to_be_bytes());
         d.part(format!("{:?}", self.protection).as_bytes());
+        d.part(format!("{:?}|{:?}", self.scope_strategy, self.response_metadata).as_bytes());
         d.finish()
     }
 }

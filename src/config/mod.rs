@@ -9,7 +9,9 @@ mod domain;
 mod env;
 mod file;
 mod parse;
+mod response_metadata;
 mod route;
+mod scope_strategy;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,6 +27,8 @@ pub use domain::{
     AssertionAudience, AssertionKey, ClientAuth, Domain, Grant, OAuthTokenFormat, Protection,
     TokenEndpoint, TokenExchange, TOKEN_TYPE_PREFIX,
 };
+pub use response_metadata::{origin, ResponseMetadata};
+pub use scope_strategy::ScopeStrategy;
 pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError};
 
 use digest::Digest;
@@ -88,6 +92,9 @@ pub struct Route {
     pub scope: Option<String>,
     /// Local checks of the caller's JWT before any exchange, if configured.
     pub validate: Option<Arc<Validate>>,
+    /// The origin a token's `ruri` must name (response_metadata = "verify"): `resource_uri`'s,
+    /// else the upstream's, as `scheme://host:port`.
+    pub resource_origin: Arc<str>,
 }
 
 /// `[routes.validate]`: RFC 9068 §4 / RFC 8725 checks of the caller's token.

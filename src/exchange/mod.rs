@@ -47,6 +47,20 @@ pub struct Issued {
     pub expires_in: Option<Duration>,
     /// `token_type` Bearer; an RFC 8693 `N_A` token may only be another hop's subject.
     pub bearer: bool,
+    /// The granted `scope`, if the response had one (RFC 6749 §5.1: else, as requested).
+    pub scope: Option<String>,
+    /// The response's draft-sakimura-oauth-meta links and what `duri` must be.
+    pub links: Links,
+}
+
+/// `Link` relations `ruri`/`duri` of a token response, and the discovery URL the exchange relied
+/// on. URLs, never secrets.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    pub ruri: Option<String>,
+    pub duri: Option<String>,
+    /// The RFC 8414 metadata URL the token endpoint was read from; `None` if configured.
+    pub discovery: Option<String>,
 }
 
 impl std::fmt::Debug for Issued {
@@ -54,6 +68,8 @@ impl std::fmt::Debug for Issued {
         f.debug_struct("Issued")
             .field("expires_in", &self.expires_in)
             .field("bearer", &self.bearer)
+            .field("scope", &self.scope)
+            .field("links", &self.links)
             .finish_non_exhaustive()
     }
 }
@@ -63,6 +79,8 @@ impl std::fmt::Debug for Issued {
 pub struct Endpoints {
     pub token: Uri,
     pub issuer: Option<String>,
+    /// The metadata URL discovery read (`duri` must name it).
+    pub discovery: Option<String>,
 }
 
 /// Exchanges tokens at one domain's token endpoint.
@@ -113,6 +131,7 @@ impl Exchanger {
             TokenEndpoint::Fixed(uri) => Some(Arc::new(Endpoints {
                 token: uri.clone(),
                 issuer: None,
+                discovery: None,
             })),
             TokenEndpoint::Discover { .. } => None,
         };
@@ -291,7 +310,9 @@ impl Exchanger {
                 failure
             }
         })?;
-        self.read_response(response).await
+        let mut issued = self.read_response(response).await?;
+        issued.links.discovery = endpoints.discovery.clone();
+        Ok(issued)
     }
 
     async fn read_response(
@@ -314,6 +335,14 @@ impl Exchanger {
             )
             .retryable(hint));
         }
+        // Every Link field, as RFC 8288 allows the relations to be split across several.
+        let links = response
+            .headers()
+            .get_all(http::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(crate::oauth::link::parse)
+            .collect::<Vec<_>>();
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
@@ -322,7 +351,10 @@ impl Exchanger {
             })?
             .to_bytes();
         if status == StatusCode::OK {
-            response::parse_success(&body, &self.domain.grant)
+            let mut issued = response::parse_success(&body, &self.domain.grant)?;
+            issued.links.ruri = crate::oauth::link::find(&links, "ruri").map(str::to_owned);
+            issued.links.duri = crate::oauth::link::find(&links, "duri").map(str::to_owned);
+            Ok(issued)
         } else {
             Err(response::classify_error(status, &body, &self.domain.grant))
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::{Failure, Issued, Outcome};
+use super::{Failure, Issued, Links, Outcome};
 use crate::config::Grant;
 use crate::error::Error;
 use crate::secret::Secret;
@@ -17,6 +17,7 @@ struct SuccessBody {
     token_type: String,
     expires_in: Option<serde_json::Value>,
     issued_token_type: Option<String>,
+    scope: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +73,13 @@ pub(super) fn parse_success(body: &[u8], grant: &Grant) -> Result<Issued, Failur
         access_token: Secret::new(parsed.access_token),
         expires_in: expires_in.map(Duration::from_secs),
         bearer,
+        // Only a string is a scope (RFC 6749 §5.1); anything else is as if absent.
+        scope: parsed
+            .scope
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned),
+        links: Links::default(),
     })
 }
 
