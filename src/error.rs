@@ -228,7 +228,10 @@ mod tests {
         assert_eq!(challenge(Error::ExchangeTimeout).0, 504);
         assert_eq!(challenge(Error::ExchangeFailed("x")).0, 502);
         assert_eq!(challenge(Error::UpstreamUnavailable).0, 502);
-        assert_eq!(challenge(Error::ResponseMetadataRefused), (StatusCode::BAD_GATEWAY, None));
+        assert_eq!(
+            challenge(Error::ResponseMetadataRefused),
+            (StatusCode::BAD_GATEWAY, None)
+        );
         assert_eq!(challenge(Error::UpstreamTimeout).0, 504);
     }
 

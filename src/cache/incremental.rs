@@ -36,10 +36,7 @@ impl Scopes {
 
     /// Whether every token of `other` is in this set.
     pub fn covers(&self, other: &Self) -> bool {
-        other
-            .0
-            .iter()
-            .all(|t| self.0.binary_search(t).is_ok())
+        other.0.iter().all(|t| self.0.binary_search(t).is_ok())
     }
 
     pub fn union(&self, other: &Self) -> Self {

@@ -27,9 +27,9 @@ pub use domain::{
     AssertionAudience, AssertionKey, ClientAuth, Domain, Grant, OAuthTokenFormat, Protection,
     TokenEndpoint, TokenExchange, TOKEN_TYPE_PREFIX,
 };
+pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError};
 pub use response_metadata::{origin, ResponseMetadata};
 pub use scope_strategy::ScopeStrategy;
-pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError};
 
 use digest::Digest;
 use domain::validate_domain;

@@ -87,10 +87,25 @@ mod tests {
             origin("https://API.b.example/userinfo?x=1").as_deref(),
             Some("https://api.b.example:443")
         );
-        assert_eq!(origin("https://api.b.example:443"), origin("https://api.b.example/"));
-        assert_ne!(origin("http://api.b.example"), origin("https://api.b.example"));
-        assert_ne!(origin("https://api.b.example:8443"), origin("https://api.b.example"));
-        for bad in ["api.b.example", "/userinfo", "ftp://x.example", "https://u@x.example", ""] {
+        assert_eq!(
+            origin("https://api.b.example:443"),
+            origin("https://api.b.example/")
+        );
+        assert_ne!(
+            origin("http://api.b.example"),
+            origin("https://api.b.example")
+        );
+        assert_ne!(
+            origin("https://api.b.example:8443"),
+            origin("https://api.b.example")
+        );
+        for bad in [
+            "api.b.example",
+            "/userinfo",
+            "ftp://x.example",
+            "https://u@x.example",
+            "",
+        ] {
             assert_eq!(origin(bad), None, "{bad}");
         }
     }

@@ -105,7 +105,13 @@ impl MetadataCheck {
             tracing::warn!(domain = %self.domain, %duri, expected = ?links.discovery, "token response names another discovery document (duri); token refused");
             return Err(self.refuse(Reason::DuriMismatch));
         }
-        if issued.links.ruri.as_deref().and_then(crate::config::origin).is_none() {
+        if issued
+            .links
+            .ruri
+            .as_deref()
+            .and_then(crate::config::origin)
+            .is_none()
+        {
             tracing::warn!(domain = %self.domain, %ruri, "token response's ruri is not an http(s) URL; token refused");
             return Err(self.refuse(Reason::RuriMismatch));
         }

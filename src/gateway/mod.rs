@@ -49,7 +49,10 @@ fn refresh_ahead(
             .and_then(|issued| domain.metadata.check_issued(issued));
         if let Ok(issued) = issued {
             let token = InboundToken::already_accepted(&at1);
-            let _ = domain.cache.refresh(key, token, issued, held.as_ref()).await;
+            let _ = domain
+                .cache
+                .refresh(key, token, issued, held.as_ref())
+                .await;
         }
     });
 }
