@@ -292,3 +292,74 @@ async fn refresh_ahead_renews_the_whole_union() {
     }
     assert_eq!(server.calls(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_union_is_remembered_and_the_grant_held_keeps_serving() {
+    let server = TokenServer::scripted(|n, request| {
+        let asked = request.param("scope").unwrap_or("");
+        if asked.split(' ').any(|s| s == "c") {
+            return Reply::error(400, "invalid_scope");
+        }
+        Reply::raw(
+            200,
+            &format!(r#"{{"access_token":"at2-{n}","token_type":"Bearer","expires_in":60}}"#),
+        )
+    })
+    .await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&gateway_toml(
+        &server.url(),
+        &upstream.url(),
+        "incremental",
+        0.0,
+    ))
+    .await;
+    assert_eq!(get(gw.addr, "/a", Some("caller")).await.status, 200);
+    // "a c" is refused: 403, and asked only once within the negative TTL.
+    for _ in 0..2 {
+        assert_eq!(get(gw.addr, "/c", Some("caller")).await.status, 403);
+    }
+    assert_eq!(server.calls(), 2);
+    // No scope in the response: the requested one is held (RFC 6749 §5.1), and still serves /a.
+    assert_eq!(get(gw.addr, "/a", Some("caller")).await.status, 200);
+    assert_eq!(server.calls(), 2);
+    assert_eq!(last_token(&upstream), "Bearer at2-0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_refusal_evicts_the_grant_and_the_union_is_asked_for_again() {
+    let server = token_server(60, "", Duration::ZERO).await;
+    // Refuses the first token it sees, like a resource server whose token was revoked.
+    let addr = serve(|request: http::Request<hyper::body::Incoming>| async move {
+        let refused = request
+            .headers()
+            .get("authorization")
+            .is_some_and(|v| v == "Bearer at2-1");
+        let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+        if refused {
+            *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+            response.headers_mut().insert(
+                "www-authenticate",
+                "Bearer error=\"invalid_token\"".parse().unwrap(),
+            );
+        }
+        response
+    })
+    .await;
+    let gw = gateway(&gateway_toml(
+        &server.url(),
+        &format!("http://{addr}"),
+        "incremental",
+        0.0,
+    ))
+    .await;
+    assert_eq!(get(gw.addr, "/a", Some("caller")).await.status, 200);
+    // at2-1 holds "a b" and is refused: evicted, re-exchanged for the same union, sent again.
+    assert_eq!(get(gw.addr, "/b", Some("caller")).await.status, 200);
+    let asked: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| r.param("scope").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(asked, ["a", "a b", "a b"]);
+}
