@@ -71,6 +71,8 @@ fn hit_x1(bencher: divan::Bencher<'_, '_>) {
             access_token: Secret::new("downstream-token"),
             expires_in: Some(Duration::from_secs(3600)),
             bearer: true,
+            scope: None,
+            links: Default::default(),
         })
     };
     let token = authn::bearer(&headers, &uri).unwrap();
