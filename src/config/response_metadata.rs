@@ -132,4 +132,22 @@ mod tests {
         assert!(e.contains("routes[2].resource_uri"), "{e}");
         assert!(resource_origin(2, "not a url", true).is_err());
     }
+
+    #[test]
+    fn a_route_expects_its_upstream_unless_resource_uri_says_otherwise() {
+        let text = |resource: &str| {
+            format!(
+                "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[domains.b]\nissuer = \"https://as.example\"\nclient_id = \"gw\"\nclient_secret = \"s\"\nresponse_metadata = \"verify\"\n[[routes]]\npath_prefix = \"/\"\nupstream = \"http://127.0.0.1:3000\"\ndomain = \"b\"\n{resource}\n"
+            )
+        };
+        let config = crate::config::Config::from_toml(&text("")).unwrap();
+        assert_eq!(&*config.routes[0].resource_origin, "http://127.0.0.1:3000");
+        let config =
+            crate::config::Config::from_toml(&text("resource_uri = \"https://API.b.example/v1\""))
+                .unwrap();
+        assert_eq!(
+            &*config.routes[0].resource_origin,
+            "https://api.b.example:443"
+        );
+    }
 }
