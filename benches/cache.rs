@@ -72,6 +72,8 @@ fn hit_x1(bencher: divan::Bencher<'_, '_>) {
             expires_in: Some(Duration::from_secs(3600)),
             bearer: true,
             reciprocal: None,
+            scope: None,
+            links: Default::default(),
         })
     };
     let token = authn::bearer(&headers, &uri).unwrap();

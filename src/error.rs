@@ -45,6 +45,11 @@ pub enum Error {
     /// Token server or our config: our credentials were refused, or its answer was unusable.
     #[error("token exchange failed: {0}")]
     ExchangeFailed(&'static str),
+    /// Token server: the token response's `ruri`/`duri` links are missing or name another
+    /// resource or server (response_metadata = "verify"; a possible mix-up). The token is
+    /// never forwarded.
+    #[error("token response failed the response metadata check")]
+    ResponseMetadataRefused,
     /// Upstream: connection failed or the response was invalid.
     #[error("upstream unavailable")]
     UpstreamUnavailable,
@@ -133,6 +138,13 @@ impl Error {
                 "token exchange failed",
             )
             .done(),
+            // The same body as any failed exchange: which link failed is for the log only.
+            Self::ResponseMetadataRefused => respond(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "token exchange failed",
+            )
+            .done(),
             Self::UpstreamUnavailable => respond(
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",
@@ -216,6 +228,10 @@ mod tests {
         assert_eq!(challenge(Error::ExchangeTimeout).0, 504);
         assert_eq!(challenge(Error::ExchangeFailed("x")).0, 502);
         assert_eq!(challenge(Error::UpstreamUnavailable).0, 502);
+        assert_eq!(
+            challenge(Error::ResponseMetadataRefused),
+            (StatusCode::BAD_GATEWAY, None)
+        );
         assert_eq!(challenge(Error::UpstreamTimeout).0, 504);
     }
 

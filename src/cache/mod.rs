@@ -4,6 +4,8 @@
 //! An entry lives for `expires_in − skew`, capped by AT1's own `exp` when AT1 is a JWT, and is
 //! re-checked against `tokio::time` on every read because moka evicts on its own clock.
 //! Concurrent misses for one key share a single exchange; errors are never stored.
+//! Domains with `scope_strategy = "incremental"` key by (domain, token) alone and grow the
+//! entry's scope instead (`incremental.rs`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +27,9 @@ use crate::config::CacheSettings;
 use crate::error::Error;
 use crate::exchange::Issued;
 use crate::metrics::DomainLabel;
+
+mod incremental;
+pub use incremental::Scopes;
 
 /// What an entry costs besides its token: key, timestamps, moka's bookkeeping (measured in
 /// `benches/load`: about 590 bytes per entry in all).
@@ -62,6 +67,12 @@ pub struct CachedToken {
     pub expires_at: Instant,
     /// False for an RFC 8693 `N_A` token: usable as another hop's subject, never forwarded.
     pub bearer: bool,
+    /// Incremental entries only: the scope held (granted, else as requested) and the part of
+    /// the last request the server did not grant, which is not asked for again (-04 §6.1).
+    pub scope: Option<Scopes>,
+    refused: Scopes,
+    /// The response's `ruri` as an origin (`scheme://host:port`), if it had a usable one.
+    pub ruri: Option<Arc<str>>,
     ttl: Duration,
     /// Set once a background renewal has started for this entry.
     refreshing: std::sync::atomic::AtomicBool,
@@ -118,9 +129,13 @@ pub struct TokenCache {
     /// Recent refusals by the token server, so a bad token cannot make chaingate hammer it.
     /// Never a server error: those are retried by the next request.
     rejected: Cache<CacheKey, Error>,
+    /// Incremental domains: the scope each caller's grant has grown to, remembered past the
+    /// token's expiry so the next exchange asks for the whole union at once.
+    grown: Cache<CacheKey, Scopes>,
     settings: CacheSettings,
     hits: Counter,
     misses: Counter,
+    upgrades: Counter,
     size: Gauge,
 }
 
@@ -152,9 +167,16 @@ impl TokenCache {
                         .max(std::time::Duration::from_millis(1)),
                 )
                 .build(),
+            grown: Cache::builder()
+                .max_capacity(settings.max_entries)
+                .time_to_idle(incremental::UNION_MEMORY)
+                .build(),
             settings: settings.clone(),
             hits: metrics.lookups.get_or_create_owned(&label(Lookup::Hit)),
             misses: metrics.lookups.get_or_create_owned(&label(Lookup::Miss)),
+            upgrades: metrics.scope_upgrades.get_or_create_owned(&DomainLabel {
+                domain: domain.clone(),
+            }),
             size: metrics.entries.get_or_create_owned(&DomainLabel {
                 domain: domain.clone(),
             }),
@@ -208,7 +230,7 @@ impl TokenCache {
             .entry(key)
             .or_try_insert_with(async {
                 let issued = exchange.await?;
-                self.to_cached(issued, token)
+                self.to_cached(issued, token, None)
             })
             .await
             .map_err(|e| (*e).clone());
@@ -224,14 +246,35 @@ impl TokenCache {
     }
 
     /// Stores a token exchanged in the background (refresh ahead), replacing the one in use.
+    /// `asked`: the scope an incremental entry's renewal requested (its held scope).
     pub async fn refresh(
         &self,
         key: CacheKey,
         token: InboundToken<'_>,
         issued: Issued,
+        asked: Option<&Scopes>,
     ) -> Result<(), Error> {
-        let fresh = self.to_cached(issued, token)?;
-        self.entries.insert(key, fresh).await;
+        let fresh = self.to_cached(issued, token, asked)?;
+        let Some(held) = fresh.scope.clone() else {
+            self.entries.insert(key, fresh).await;
+            return Ok(());
+        };
+        // An upgrade may have landed while this renewal was under way: never shrink the grant.
+        let now = Instant::now();
+        self.entries
+            .entry(key)
+            .and_compute_with(|current| async move {
+                let keep = current.is_some_and(|c| {
+                    let c = c.into_value();
+                    c.expires_at > now && c.scope.as_ref().is_some_and(|s| !held.covers(s))
+                });
+                if keep {
+                    moka::ops::compute::Op::Nop
+                } else {
+                    moka::ops::compute::Op::Put(fresh)
+                }
+            })
+            .await;
         Ok(())
     }
 
@@ -261,10 +304,12 @@ impl TokenCache {
             .set(i64::try_from(self.entries.entry_count()).unwrap_or(i64::MAX));
     }
 
+    /// `asked`: for an incremental entry, the scope requested (held if the response has none).
     fn to_cached(
         &self,
         issued: Issued,
         inbound: InboundToken<'_>,
+        asked: Option<&Scopes>,
     ) -> Result<Arc<CachedToken>, Error> {
         let mut authorization =
             HeaderValue::try_from(format!("Bearer {}", issued.access_token.expose()))
@@ -278,9 +323,26 @@ impl TokenCache {
         }
         // Bound the entry even if a server hands out absurd lifetimes.
         ttl = ttl.min(Duration::from_secs(24 * 3600));
+        // RFC 6749 §5.1: no `scope` in the response means the scope requested was granted.
+        let scope = asked.map(|asked| match &issued.scope {
+            Some(granted) => Scopes::parse(granted),
+            None => asked.clone(),
+        });
+        let refused = match (asked, &scope) {
+            (Some(asked), Some(held)) => asked.minus(held),
+            _ => Scopes::default(),
+        };
         Ok(Arc::new(CachedToken {
             authorization,
             bearer: issued.bearer,
+            scope,
+            refused,
+            ruri: issued
+                .links
+                .ruri
+                .as_deref()
+                .and_then(crate::config::origin)
+                .map(Arc::from),
             refreshing: std::sync::atomic::AtomicBool::new(false),
             expires_at: Instant::now() + ttl,
             ttl,
@@ -332,11 +394,13 @@ pub struct DomainResult {
     result: Lookup,
 }
 
-/// `chaingate_token_cache_lookups_total{domain,result}` and `chaingate_token_cache_entries{domain}`.
+/// `chaingate_token_cache_lookups_total{domain,result}`, `chaingate_token_cache_entries{domain}`
+/// and `chaingate_scope_upgrades_total{domain}`.
 #[derive(Debug, Clone)]
 pub struct CacheMetrics {
     lookups: Family<DomainResult, Counter>,
     entries: Family<DomainLabel, Gauge>,
+    scope_upgrades: Family<DomainLabel, Counter>,
 }
 
 impl CacheMetrics {
@@ -353,7 +417,17 @@ impl CacheMetrics {
             "Tokens currently cached",
             entries.clone(),
         );
-        Self { lookups, entries }
+        let scope_upgrades = Family::default();
+        registry.register(
+            "chaingate_scope_upgrades",
+            "Re-exchanges of an incremental grant because a route needed a scope it lacked",
+            scope_upgrades.clone(),
+        );
+        Self {
+            lookups,
+            entries,
+            scope_upgrades,
+        }
     }
 }
 

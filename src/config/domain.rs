@@ -12,6 +12,8 @@ use super::client_auth::client_auth;
 use super::digest::Digest;
 use super::file::FileDomain;
 use super::reciprocal::Reciprocal;
+use super::response_metadata::{response_metadata, ResponseMetadata};
+use super::scope_strategy::{scope_strategy, ScopeStrategy};
 use super::{load_certs, parse_duration, validate_scope, ConfigError, TlsIdentity};
 use crate::oauth::keys::SigningKey;
 use crate::secret::Secret;
@@ -38,6 +40,8 @@ pub struct Domain {
     pub reciprocal: Option<Reciprocal>,
     /// RFC 7591 self-registration; the exchanger then uses the issued credentials.
     pub registration: Option<Arc<super::Registration>>,
+    pub scope_strategy: ScopeStrategy,
+    pub response_metadata: ResponseMetadata,
 }
 
 /// How chaingate protects a token server, and its callers, when the server struggles.
@@ -392,6 +396,12 @@ pub(super) fn validate_domain(
             .map(|r| super::reciprocal::validate(name, r, default_timeout))
             .transpose()?,
         registration: registration.map(Arc::new),
+        scope_strategy: scope_strategy(name, d.scope_strategy.as_deref())?,
+        response_metadata: response_metadata(
+            name,
+            d.response_metadata.as_deref(),
+            d.issuer.is_some(),
+        )?,
     })
 }
 
@@ -431,6 +441,7 @@ impl Domain {
         if let Some(r) = &self.registration {
             d.part(r.fingerprint_part().as_bytes());
         }
+        d.part(format!("{:?}|{:?}", self.scope_strategy, self.response_metadata).as_bytes());
         d.finish()
     }
 }

@@ -99,6 +99,10 @@ pub(crate) struct FileDomain {
     /// Reciprocal OAuth: chaingate as party A's agent.
     pub(crate) reciprocal: Option<super::reciprocal::FileReciprocal>,
     pub(crate) registration: Option<super::registration::FileRegistration>,
+    /// `per-route` (default) or `incremental`: see `scope_strategy.rs`.
+    pub(crate) scope_strategy: Option<String>,
+    /// `ignore` (default) or `verify` the token response's `Link` ruri/duri.
+    pub(crate) response_metadata: Option<String>,
 }
 
 /// A key that takes one string or a list of them.
@@ -143,6 +147,8 @@ pub(crate) struct FileRoute {
     pub(crate) ca_file: Option<PathBuf>,
     /// Local JWT checks of the caller's token before any exchange.
     pub(crate) validate: Option<FileValidate>,
+    /// What a token's `ruri` must name instead of `upstream` (response_metadata = "verify").
+    pub(crate) resource_uri: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

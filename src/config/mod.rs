@@ -11,7 +11,9 @@ mod file;
 mod parse;
 mod reciprocal;
 mod registration;
+mod response_metadata;
 mod route;
+mod scope_strategy;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,6 +33,8 @@ pub use domain::{
 pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError};
 pub use reciprocal::Reciprocal;
 pub use registration::Registration;
+pub use response_metadata::{origin, ResponseMetadata};
+pub use scope_strategy::ScopeStrategy;
 
 use digest::Digest;
 use domain::validate_domain;
@@ -93,6 +97,9 @@ pub struct Route {
     pub scope: Option<String>,
     /// Local checks of the caller's JWT before any exchange, if configured.
     pub validate: Option<Arc<Validate>>,
+    /// The origin a token's `ruri` must name (response_metadata = "verify"): `resource_uri`'s,
+    /// else the upstream's, as `scheme://host:port`.
+    pub resource_origin: Arc<str>,
 }
 
 /// `[routes.validate]`: RFC 9068 §4 / RFC 8725 checks of the caller's token.

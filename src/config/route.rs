@@ -52,7 +52,14 @@ pub(super) fn validate_route(
     if let Some(scope) = &r.scope {
         validate_scope(&key("scope"), scope)?;
     }
+    let verify = domain.response_metadata == super::ResponseMetadata::Verify;
+    let resource_origin = match &r.resource_uri {
+        Some(uri) => super::response_metadata::resource_origin(i, uri, verify)?,
+        None => super::origin(&r.upstream)
+            .ok_or_else(|| ConfigError::key(key("upstream"), "must be an http(s) origin"))?,
+    };
     Ok(Route {
+        resource_origin: Arc::from(resource_origin),
         name: Arc::from(r.name.as_deref().unwrap_or(&r.path_prefix)),
         path_prefix: r.path_prefix.clone(),
         upstream: Upstream {

@@ -55,7 +55,11 @@ pub(super) async fn discover(
     let mut last_error = String::new();
     for url in metadata_urls(issuer) {
         match tokio::time::timeout(timeout, fetch(client, &url)).await {
-            Ok(Ok(Some(body))) => return endpoints(&body, issuer, allow_insecure_http, mtls),
+            Ok(Ok(Some(body))) => {
+                let mut found = endpoints(&body, issuer, allow_insecure_http, mtls)?;
+                found.discovery = Some(url);
+                return Ok(found);
+            }
             Ok(Ok(None)) => last_error = format!("{url}: not found"),
             Ok(Err(e)) => last_error = format!("{url}: {e}"),
             Err(_) => last_error = format!("{url}: timed out"),
@@ -126,6 +130,7 @@ fn endpoints(
         token: uri,
         issuer: Some(issuer.to_string()),
         registration,
+        discovery: None,
     })
 }
 

@@ -52,6 +52,20 @@ pub struct Issued {
     pub bearer: bool,
     /// The scope the token server asks party A to grant it back (Reciprocal OAuth), if any.
     pub reciprocal: Option<String>,
+    /// The granted `scope`, if the response had one (RFC 6749 §5.1: else, as requested).
+    pub scope: Option<String>,
+    /// The response's draft-sakimura-oauth-meta links and what `duri` must be.
+    pub links: Links,
+}
+
+/// `Link` relations `ruri`/`duri` of a token response, and the discovery URL the exchange relied
+/// on. URLs, never secrets.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    pub ruri: Option<String>,
+    pub duri: Option<String>,
+    /// The RFC 8414 metadata URL the token endpoint was read from; `None` if configured.
+    pub discovery: Option<String>,
 }
 
 impl std::fmt::Debug for Issued {
@@ -60,6 +74,8 @@ impl std::fmt::Debug for Issued {
             .field("expires_in", &self.expires_in)
             .field("bearer", &self.bearer)
             .field("reciprocal", &self.reciprocal)
+            .field("scope", &self.scope)
+            .field("links", &self.links)
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +87,8 @@ pub struct Endpoints {
     pub issuer: Option<String>,
     /// RFC 7591 `registration_endpoint` from discovery, if the server has one.
     pub registration: Option<Uri>,
+    /// The metadata URL discovery read (`duri` must name it).
+    pub discovery: Option<String>,
 }
 
 /// Who chaingate is at the token endpoint: configured, or issued by registration.
@@ -132,6 +150,7 @@ impl Exchanger {
                 token: uri.clone(),
                 issuer: None,
                 registration: None,
+                discovery: None,
             })),
             TokenEndpoint::Discover { .. } => None,
         };
@@ -379,7 +398,9 @@ impl Exchanger {
                 failure
             }
         })?;
-        self.read_response(response).await
+        let mut issued = self.read_response(response).await?;
+        issued.links.discovery = endpoints.discovery.clone();
+        Ok(issued)
     }
 
     async fn read_response(
@@ -402,6 +423,14 @@ impl Exchanger {
             )
             .retryable(hint));
         }
+        // Every Link field, as RFC 8288 allows the relations to be split across several.
+        let links = response
+            .headers()
+            .get_all(http::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(crate::oauth::link::parse)
+            .collect::<Vec<_>>();
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
@@ -410,7 +439,10 @@ impl Exchanger {
             })?
             .to_bytes();
         if status == StatusCode::OK {
-            response::parse_success(&body, &self.domain.grant)
+            let mut issued = response::parse_success(&body, &self.domain.grant)?;
+            issued.links.ruri = crate::oauth::link::find(&links, "ruri").map(str::to_owned);
+            issued.links.duri = crate::oauth::link::find(&links, "duri").map(str::to_owned);
+            Ok(issued)
         } else {
             Err(response::classify_error(status, &body, &self.domain.grant))
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::{Failure, Issued, Outcome};
+use super::{Failure, Issued, Links, Outcome};
 use crate::config::Grant;
 use crate::error::Error;
 use crate::secret::Secret;
@@ -19,6 +19,7 @@ struct SuccessBody {
     issued_token_type: Option<String>,
     /// draft-ietf-oauth-reciprocal §2.1: the scope the token server wants back from party A.
     reciprocal: Option<serde_json::Value>,
+    scope: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +86,13 @@ pub(super) fn parse_success(body: &[u8], grant: &Grant) -> Result<Issued, Failur
         expires_in: expires_in.map(Duration::from_secs),
         bearer,
         reciprocal,
+        // Only a string is a scope (RFC 6749 §5.1); anything else is as if absent.
+        scope: parsed
+            .scope
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned),
+        links: Links::default(),
     })
 }
 

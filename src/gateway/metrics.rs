@@ -20,6 +20,7 @@ pub struct GatewayMetrics {
     pub(super) requests: RequestMetrics,
     pub(super) exchange: ExchangeMetrics,
     pub(super) cache: CacheMetrics,
+    pub(super) metadata: super::metadata::MetadataMetrics,
 }
 
 impl GatewayMetrics {
@@ -28,6 +29,7 @@ impl GatewayMetrics {
             requests: RequestMetrics::register(registry),
             exchange: ExchangeMetrics::register(registry),
             cache: CacheMetrics::register(registry),
+            metadata: super::metadata::MetadataMetrics::register(registry),
         }
     }
 }

@@ -15,19 +15,47 @@ use tokio::time::Instant;
 
 use crate::authn;
 use crate::authn::InboundToken;
-use crate::cache::{CacheKey, CachedToken, Lookup, TokenCache};
-use crate::config::{Config, Route};
+use crate::cache::{CacheKey, CachedToken, Lookup, Scopes, TokenCache};
+use crate::config::{Config, Route, ScopeStrategy};
 use crate::error::Error;
-use crate::exchange::Exchanger;
+use crate::exchange::{Exchanger, Issued};
 use crate::metrics::RouteLabel;
 use crate::oauth::remote::SharedClient;
 use crate::outbound::{self, Peer, UpstreamClient};
 use crate::validate::InboundValidator;
 use crate::Body;
 
+mod metadata;
 mod metrics;
+pub use metadata::MetadataMetrics;
 pub use metrics::GatewayMetrics;
 use metrics::{RequestMetrics, StatusCounters};
+
+/// Renews a cached token in the background; on any failure the one in use keeps serving.
+fn refresh_ahead(
+    domain: Arc<DomainRuntime>,
+    key: CacheKey,
+    at1: InboundToken<'_>,
+    scope: Option<String>,
+    held: Option<Scopes>,
+) {
+    let at1 = at1.expose().to_owned();
+    tokio::spawn(async move {
+        let scope = scope.filter(|s| !s.is_empty());
+        let issued = domain
+            .exchanger
+            .exchange(&at1, scope.as_deref())
+            .await
+            .and_then(|issued| domain.metadata.check_issued(issued));
+        if let Ok(issued) = issued {
+            let token = InboundToken::already_accepted(&at1);
+            let _ = domain
+                .cache
+                .refresh(key, token, issued, held.as_ref())
+                .await;
+        }
+    });
+}
 
 /// A 401 whose challenge says `error="invalid_token"` (RFC 6750 §3.1).
 fn refuses_token(response: &Response<hyper::body::Incoming>) -> bool {
@@ -76,11 +104,23 @@ struct RouteRuntime {
 struct DomainRuntime {
     exchanger: Arc<Exchanger>,
     cache: TokenCache,
+    metadata: metadata::MetadataCheck,
     /// Equal keys across reloads mean this runtime, and its cached tokens, can be kept.
     reuse_key: [u8; 32],
 }
 
 impl DomainRuntime {
+    fn incremental(&self) -> bool {
+        self.exchanger.domain().scope_strategy == ScopeStrategy::Incremental
+    }
+
+    /// The cache key of the caller's token for a request needing `scope`: one per scope, or
+    /// one per caller for an incremental domain.
+    fn key(&self, scope: Option<&str>, at1: InboundToken<'_>) -> CacheKey {
+        let scope = if self.incremental() { None } else { scope };
+        CacheKey::new(&self.exchanger.domain().name, scope, at1)
+    }
+
     fn reuse_key(domain: &crate::config::Domain, config: &Config) -> [u8; 32] {
         let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         ctx.update(&domain.fingerprint());
@@ -132,6 +172,7 @@ impl Gateway {
                 Ok(Arc::new(DomainRuntime {
                     cache: TokenCache::new(&domain.name, &config.cache, &metrics.cache),
                     exchanger,
+                    metadata: metadata::MetadataCheck::new(domain, &metrics.metadata),
                     reuse_key,
                 }))
             })
@@ -283,6 +324,8 @@ impl Gateway {
         if !downstream.bearer {
             return Err(Error::ExchangeFailed("an N_A token cannot be forwarded"));
         }
+        let domain = &self.domains[route.domain];
+        domain.metadata.check_route(&downstream, &route.config)?;
 
         // A bodyless request can be sent again if the upstream refuses the token we chose; keep
         // the caller's credential for that (a refcounted clone, not a copy).
@@ -328,19 +371,12 @@ impl Gateway {
             return Ok(response.map(Body::Left));
         };
         let scope = route.config.scope.as_deref();
-        let domain = &self.domains[route.domain];
-        domain
-            .cache
-            .evict(&CacheKey::new(
-                &domain.exchanger.domain().name,
-                scope,
-                token,
-            ))
-            .await;
+        domain.cache.evict(&domain.key(scope, token)).await;
         let (fresh, _) = self.token(route.domain, scope, token).await?;
         if !fresh.bearer {
             return Err(Error::ExchangeFailed("an N_A token cannot be forwarded"));
         }
+        domain.metadata.check_route(&fresh, &route.config)?;
         tracing::debug!(route = %route.label.route, "upstream refused the token; exchanged a fresh one");
         headers.insert(AUTHORIZATION, fresh.authorization.clone());
         let mut retry = Request::new(outbound::empty());
@@ -362,39 +398,70 @@ impl Gateway {
         at1: InboundToken<'_>,
     ) -> Result<(Arc<CachedToken>, Lookup), Error> {
         let domain = &self.domains[index];
-        let key = CacheKey::new(&domain.exchanger.domain().name, scope, at1);
-        let exchange = async {
-            match self.subject_of[index] {
-                None => domain.exchanger.exchange(at1.expose(), scope).await,
-                Some(parent) => {
-                    let (subject, _) = self.parent_token(parent, at1).await?;
-                    domain.exchanger.exchange(subject.token(), scope).await
-                }
-            }
-        };
+        if domain.incremental() {
+            return self.grown_token(index, scope, at1).await;
+        }
+        let key = domain.key(scope, at1);
         match domain.cache.get(&key).await {
             Some(hit) => {
                 // Refresh ahead: a token in use is renewed before it expires, so a steady caller
                 // never waits on the token server; if the renewal fails, this one keeps serving.
                 if self.subject_of[index].is_none() && domain.cache.should_refresh(&hit) {
-                    let (domain, at1, scope) = (
-                        domain.clone(),
-                        at1.expose().to_owned(),
-                        scope.map(str::to_owned),
-                    );
-                    tokio::spawn(async move {
-                        if let Ok(issued) = domain.exchanger.exchange(&at1, scope.as_deref()).await
-                        {
-                            let token = InboundToken::already_accepted(&at1);
-                            let _ = domain.cache.refresh(key, token, issued).await;
-                        }
-                    });
+                    refresh_ahead(domain.clone(), key, at1, scope.map(str::to_owned), None);
                 }
                 Ok((hit, Lookup::Hit))
             }
             // Boxed: the exchange's future is large, and every hit would otherwise carry it.
-            None => Box::pin(domain.cache.exchange(key, at1, exchange)).await,
+            None => {
+                let exchange = self.exchange(index, scope, at1);
+                Box::pin(domain.cache.exchange(key, at1, exchange)).await
+            }
         }
+    }
+
+    /// An incremental domain's token: the caller's one grant, if it serves `scope`, else that
+    /// grant re-exchanged for the union of what it held and `scope`.
+    async fn grown_token(
+        &self,
+        index: usize,
+        scope: Option<&str>,
+        at1: InboundToken<'_>,
+    ) -> Result<(Arc<CachedToken>, Lookup), Error> {
+        let domain = &self.domains[index];
+        let key = domain.key(scope, at1);
+        let needed = Scopes::parse(scope.unwrap_or(""));
+        if let Some(hit) = domain.cache.get_covering(&key, &needed).await {
+            if self.subject_of[index].is_none() && domain.cache.should_refresh(&hit) {
+                // The renewal asks for the held union, so no route loses its scope.
+                let held = hit.scope.clone().unwrap_or_default();
+                refresh_ahead(domain.clone(), key, at1, Some(held.to_string()), Some(held));
+            }
+            return Ok((hit, Lookup::Hit));
+        }
+        let grow = domain.cache.grow(key, at1, &needed, |ask| async move {
+            let ask = Some(ask).filter(|a| !a.is_empty());
+            self.exchange(index, ask.as_deref(), at1).await
+        });
+        Box::pin(grow).await
+    }
+
+    /// One exchange at domain `index` (after its subject domain's, for a multi-hop domain),
+    /// with the domain's response metadata checks.
+    async fn exchange(
+        &self,
+        index: usize,
+        scope: Option<&str>,
+        at1: InboundToken<'_>,
+    ) -> Result<Issued, Error> {
+        let domain = &self.domains[index];
+        let issued = match self.subject_of[index] {
+            None => domain.exchanger.exchange(at1.expose(), scope).await?,
+            Some(parent) => {
+                let (subject, _) = self.parent_token(parent, at1).await?;
+                domain.exchanger.exchange(subject.token(), scope).await?
+            }
+        };
+        domain.metadata.check_issued(issued)
     }
 
     /// Boxed, because hops recurse (config validation bounds the depth).

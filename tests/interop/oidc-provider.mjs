@@ -3,6 +3,7 @@
 // Usage: node oidc-provider.mjs --config FILE
 //   FILE: {"client_jwks": {"keys": [...]}, "secrets": {"app": "...", "gw-basic": "...", "gw-post": "..."},
 //          "registration": {"initial_access_token": "..."}}   (registration: optional, see below)
+//         optional "link_headers": {"ruri": URL, "duri": URL}: see "Response metadata links" below.
 //
 // Starts two authorization servers on 127.0.0.1 (ephemeral ports):
 //   A  issues RFC 9068 JWT access tokens (client_credentials, client `app`, aud urn:a:gateway).
@@ -78,8 +79,10 @@ async function listen() {
 // with algorithm 'oauth2') ask for /.well-known/oauth-authorization-server, which this alias maps
 // onto the same document (identical content: issuer, token_endpoint, jwks_uri, ...).
 function attach(server, provider) {
-  const callback = provider.callback()
+  // Composed at the first request, so middleware added later with provider.use() takes part.
+  let callback
   server.on('request', (req, res) => {
+    callback ??= provider.callback()
     if (req.url === '/.well-known/oauth-authorization-server' || req.url.startsWith('/.well-known/oauth-authorization-server?')) {
       req.url = req.url.replace('/.well-known/oauth-authorization-server', '/.well-known/openid-configuration')
     }
@@ -436,6 +439,23 @@ providerB.registerGrantType(
 )
 providerB.registerGrantType(CHAIN, chainGrant, ['oauth_token', 'scope'])
 providerB.registerGrantType(JWT_BEARER, jwtBearer, ['assertion', 'scope'])
+
+// ---------------------------------------------------------------- Response metadata links
+// Opt-in with config.link_headers = {"ruri": URL, "duri": URL}: B's successful token responses
+// carry `Link: <ruri>; rel="ruri", <duri>; rel="duri"` (draft-sakimura-oauth-meta-05, RFC 8288),
+// which oidc-provider does not emit itself. `{issuer}` in a value is replaced by B's issuer, so a
+// test can name B's discovery document before knowing B's port. Either value may be left out.
+if (config.link_headers) {
+  const links = [['ruri', config.link_headers.ruri], ['duri', config.link_headers.duri]]
+    .filter(([, url]) => typeof url === 'string' && url)
+    .map(([rel, url]) => `<${url.replaceAll('{issuer}', b.issuer)}>; rel="${rel}"`)
+  providerB.use(async (ctx, next) => {
+    await next()
+    if (links.length && ctx.method === 'POST' && ctx.path === '/token' && ctx.status === 200) {
+      ctx.set('Link', links.join(', '))
+    }
+  })
+}
 
 writeStdout(JSON.stringify({ a: { issuer: a.issuer }, b: { issuer: b.issuer } }))
 
