@@ -4,6 +4,7 @@
 //! that only publish OpenID Connect discovery are read at `<issuer>/.well-known/openid-configuration`.
 //! Fetches are bounded in time and size, and redirects are not followed.
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,7 +12,8 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 
-use super::{Endpoints, HttpsClient};
+use super::{Endpoints, Exchanger, HttpsClient};
+use crate::config::ClientAuth;
 
 const MAX_METADATA_BYTES: usize = 256 * 1024;
 
@@ -132,6 +134,50 @@ fn endpoints(
         registration,
         discovery: None,
     })
+}
+
+/// Discovers the token endpoint, retrying with backoff until it works, then refreshes it.
+/// A failed refresh keeps the last good endpoint.
+pub(super) async fn keep_discovering(
+    exchanger: Weak<Exchanger>,
+    issuer: String,
+    refresh: Duration,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let Some(this) = exchanger.upgrade() else {
+            return;
+        };
+        let mtls = matches!(this.domain.client_auth, ClientAuth::TlsClientAuth(_));
+        let found = discover(
+            &this.client,
+            &issuer,
+            this.domain.timeout,
+            this.domain.allow_insecure_http,
+            mtls,
+        )
+        .await;
+        let wait = match found {
+            Ok(endpoints) => {
+                tracing::info!(domain = %this.domain.name, token_endpoint = %endpoints.token, "discovered token endpoint");
+                this.endpoints.store(Some(Arc::new(endpoints)));
+                this.discovered.notify_waiters();
+                backoff = Duration::from_millis(250);
+                refresh
+            }
+            Err(e) => {
+                tracing::warn!(domain = %this.domain.name, error = %e, "discovery failed");
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                if this.is_ready() {
+                    refresh.min(backoff)
+                } else {
+                    backoff
+                }
+            }
+        };
+        drop(this);
+        tokio::time::sleep(wait).await;
+    }
 }
 
 #[cfg(test)]

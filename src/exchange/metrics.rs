@@ -96,6 +96,26 @@ impl ExchangeMetrics {
     }
 }
 
+impl ExchangeMetrics {
+    /// One domain's handles, resolved once so that an exchange touches no label map.
+    pub(super) fn for_domain(&self, label: &DomainLabel) -> DomainExchangeMetrics {
+        DomainExchangeMetrics {
+            issued: self
+                .exchanges
+                .get_or_create_owned(&label.outcome(Outcome::Issued)),
+            rejected: self
+                .exchanges
+                .get_or_create_owned(&label.outcome(Outcome::Rejected)),
+            error: self
+                .exchanges
+                .get_or_create_owned(&label.outcome(Outcome::Error)),
+            duration: self.duration.get_or_create_owned(label),
+            retries: self.retries.get_or_create_owned(label),
+            circuit_open: self.circuit_open.get_or_create_owned(label),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct DomainExchangeMetrics {
     pub(super) issued: Counter,

@@ -14,7 +14,7 @@ mod registration;
 mod request;
 mod response;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -155,20 +155,7 @@ impl Exchanger {
             TokenEndpoint::Discover { .. } => None,
         };
         let exchanger = Arc::new(Self {
-            metrics: DomainExchangeMetrics {
-                issued: metrics
-                    .exchanges
-                    .get_or_create_owned(&label.outcome(Outcome::Issued)),
-                rejected: metrics
-                    .exchanges
-                    .get_or_create_owned(&label.outcome(Outcome::Rejected)),
-                error: metrics
-                    .exchanges
-                    .get_or_create_owned(&label.outcome(Outcome::Error)),
-                duration: metrics.duration.get_or_create_owned(&label),
-                retries: metrics.retries.get_or_create_owned(&label),
-                circuit_open: metrics.circuit_open.get_or_create_owned(&label),
-            },
+            metrics: metrics.for_domain(&label),
             endpoints: ArcSwapOption::new(fixed),
             credentials: ArcSwapOption::new(match domain.registration {
                 Some(_) => None,
@@ -189,7 +176,7 @@ impl Exchanger {
             reciprocal,
         });
         if let TokenEndpoint::Discover { issuer, refresh } = &exchanger.domain.endpoint {
-            tokio::spawn(keep_discovering(
+            tokio::spawn(discovery::keep_discovering(
                 Arc::downgrade(&exchanger),
                 issuer.clone(),
                 *refresh,
@@ -209,36 +196,6 @@ impl Exchanger {
     /// the client credentials too (always, unless self-registration has not succeeded yet).
     pub fn is_ready(&self) -> bool {
         self.endpoints.load().is_some() && self.credentials.load().is_some()
-    }
-
-    /// Takes over the issued credentials of the exchanger this one replaces (config reload), so
-    /// requests need not wait while the registration is checked again.
-    pub fn inherit_registration(&self, previous: &Exchanger) {
-        if let (Some(next), Some(prev)) = (&self.registration, &previous.registration) {
-            // Only for the same server: credentials from another one would be refused there.
-            let same_server = next.settings.state_file == prev.settings.state_file
-                && next.settings.endpoint == prev.settings.endpoint
-                && match (&self.domain.endpoint, &previous.domain.endpoint) {
-                    (TokenEndpoint::Fixed(a), TokenEndpoint::Fixed(b)) => a == b,
-                    (
-                        TokenEndpoint::Discover { issuer: a, .. },
-                        TokenEndpoint::Discover { issuer: b, .. },
-                    ) => a == b,
-                    _ => false,
-                };
-            if same_server && self.credentials.load().is_none() {
-                self.credentials.store(previous.credentials.load_full());
-                next.inherit(prev);
-                self.discovered.notify_waiters();
-            }
-        }
-    }
-
-    /// RFC 7592 DELETE of the registration if `delete_on_shutdown` (graceful shutdown).
-    pub async fn deregister(&self) {
-        if let Some(registrar) = &self.registration {
-            registrar.deregister(self).await;
-        }
     }
 
     /// Waits until the token endpoint is known.
@@ -451,65 +408,7 @@ impl Exchanger {
 
 /// Feeds a token response to the parsers of every grant profile (fuzzing entry point).
 pub(crate) fn fuzz_response(body: &[u8]) {
-    use crate::config::{OAuthTokenFormat, TokenExchange};
-    let grants = [
-        Grant::Chain {
-            oauth_token_format: OAuthTokenFormat::Bare,
-        },
-        Grant::JwtBearer,
-        Grant::TokenExchange(TokenExchange {
-            subject_token_type: "urn:ietf:params:oauth:token-type:access_token".into(),
-            audience: Vec::new(),
-            resource: Vec::new(),
-            requested_token_type: Some("urn:ietf:params:oauth:token-type:access_token".into()),
-            actor_token_file: None,
-            actor_token_type: "urn:ietf:params:oauth:token-type:jwt".into(),
-        }),
-    ];
-    for grant in &grants {
-        let _ = response::parse_success(body, grant);
-        let _ = response::classify_error(StatusCode::BAD_REQUEST, body, grant);
-    }
-}
-
-/// Discovers the token endpoint, retrying with backoff until it works, then refreshes it.
-/// A failed refresh keeps the last good endpoint.
-async fn keep_discovering(exchanger: Weak<Exchanger>, issuer: String, refresh: Duration) {
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        let Some(this) = exchanger.upgrade() else {
-            return;
-        };
-        let mtls = matches!(this.domain.client_auth, ClientAuth::TlsClientAuth(_));
-        let found = discovery::discover(
-            &this.client,
-            &issuer,
-            this.domain.timeout,
-            this.domain.allow_insecure_http,
-            mtls,
-        )
-        .await;
-        let wait = match found {
-            Ok(endpoints) => {
-                tracing::info!(domain = %this.domain.name, token_endpoint = %endpoints.token, "discovered token endpoint");
-                this.endpoints.store(Some(Arc::new(endpoints)));
-                this.discovered.notify_waiters();
-                backoff = Duration::from_millis(250);
-                refresh
-            }
-            Err(e) => {
-                tracing::warn!(domain = %this.domain.name, error = %e, "discovery failed");
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                if this.is_ready() {
-                    refresh.min(backoff)
-                } else {
-                    backoff
-                }
-            }
-        };
-        drop(this);
-        tokio::time::sleep(wait).await;
-    }
+    response::fuzz(body);
 }
 
 #[derive(Debug)]

@@ -146,6 +146,29 @@ pub(super) fn classify_error(status: StatusCode, body: &[u8], grant: &Grant) -> 
     }
 }
 
+/// Feeds a token response to the parsers of every grant profile (fuzzing entry point).
+pub(crate) fn fuzz(body: &[u8]) {
+    use crate::config::{OAuthTokenFormat, TokenExchange};
+    let grants = [
+        Grant::Chain {
+            oauth_token_format: OAuthTokenFormat::Bare,
+        },
+        Grant::JwtBearer,
+        Grant::TokenExchange(TokenExchange {
+            subject_token_type: "urn:ietf:params:oauth:token-type:access_token".into(),
+            audience: Vec::new(),
+            resource: Vec::new(),
+            requested_token_type: Some("urn:ietf:params:oauth:token-type:access_token".into()),
+            actor_token_file: None,
+            actor_token_type: "urn:ietf:params:oauth:token-type:jwt".into(),
+        }),
+    ];
+    for grant in &grants {
+        let _ = parse_success(body, grant);
+        let _ = classify_error(StatusCode::BAD_REQUEST, body, grant);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use http::{Method, StatusCode, Uri};
 use serde_json::{json, Map, Value};
 
 use super::{Credentials, Exchanger};
-use crate::config::{basic_authorization, ClientAuth, Registration};
+use crate::config::{basic_authorization, ClientAuth, Registration, TokenEndpoint};
 use client::{call, object, parse_uri, refusal};
 pub use metrics::RegistrationMetrics;
 use metrics::{DomainRegistrationMetrics, RegOutcome};
@@ -346,4 +346,36 @@ fn jitter(backoff: Duration) -> Duration {
     let mut byte = [0u8; 1];
     let _ = aws_lc_rs::rand::fill(&mut byte);
     backoff.mul_f64(0.5 + f64::from(byte[0]) / 510.0)
+}
+
+impl Exchanger {
+    /// Takes over the issued credentials of the exchanger this one replaces (config reload), so
+    /// requests need not wait while the registration is checked again.
+    pub fn inherit_registration(&self, previous: &Exchanger) {
+        if let (Some(next), Some(prev)) = (&self.registration, &previous.registration) {
+            // Only for the same server: credentials from another one would be refused there.
+            let same_server = next.settings.state_file == prev.settings.state_file
+                && next.settings.endpoint == prev.settings.endpoint
+                && match (&self.domain.endpoint, &previous.domain.endpoint) {
+                    (TokenEndpoint::Fixed(a), TokenEndpoint::Fixed(b)) => a == b,
+                    (
+                        TokenEndpoint::Discover { issuer: a, .. },
+                        TokenEndpoint::Discover { issuer: b, .. },
+                    ) => a == b,
+                    _ => false,
+                };
+            if same_server && self.credentials.load().is_none() {
+                self.credentials.store(previous.credentials.load_full());
+                next.inherit(prev);
+                self.discovered.notify_waiters();
+            }
+        }
+    }
+
+    /// RFC 7592 DELETE of the registration if `delete_on_shutdown` (graceful shutdown).
+    pub async fn deregister(&self) {
+        if let Some(registrar) = &self.registration {
+            registrar.deregister(self).await;
+        }
+    }
 }
