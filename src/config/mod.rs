@@ -9,6 +9,7 @@ mod domain;
 mod env;
 mod file;
 mod parse;
+mod pem;
 mod reciprocal;
 mod registration;
 mod response_metadata;
@@ -20,9 +21,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
-use http::Uri;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub(crate) use client_auth::basic_authorization;
@@ -30,10 +28,15 @@ pub use domain::{
     AssertionAudience, AssertionKey, ClientAuth, Domain, Grant, OAuthTokenFormat, Protection,
     TokenEndpoint, TokenExchange, TOKEN_TYPE_PREFIX,
 };
+use parse::socket_addr;
+pub(crate) use parse::validate_scope;
 pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError};
+pub(crate) use pem::{load_certs, load_identity};
 pub use reciprocal::Reciprocal;
 pub use registration::Registration;
 pub use response_metadata::{origin, ResponseMetadata};
+pub(crate) use route::ValidateKeys;
+pub use route::{Route, Upstream, Validate};
 pub use scope_strategy::ScopeStrategy;
 
 use digest::Digest;
@@ -84,49 +87,6 @@ impl std::fmt::Debug for TlsIdentity {
             .field("certs", &self.certs.len())
             .finish_non_exhaustive()
     }
-}
-
-/// A route: requests whose path starts with `path_prefix` go to `upstream` with a token of `domain`.
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub name: Arc<str>,
-    pub path_prefix: String,
-    pub upstream: Upstream,
-    pub domain: Arc<Domain>,
-    /// The scope requested at the token endpoint: the route's, else the domain's.
-    pub scope: Option<String>,
-    /// Local checks of the caller's JWT before any exchange, if configured.
-    pub validate: Option<Arc<Validate>>,
-    /// The origin a token's `ruri` must name (response_metadata = "verify"): `resource_uri`'s,
-    /// else the upstream's, as `scheme://host:port`.
-    pub resource_origin: Arc<str>,
-}
-
-/// `[routes.validate]`: RFC 9068 §4 / RFC 8725 checks of the caller's token.
-#[derive(Debug)]
-pub struct Validate {
-    pub issuer: String,
-    pub(crate) keys: ValidateKeys,
-    pub audiences: Vec<String>,
-    pub algorithms: Vec<jsonwebtoken::Algorithm>,
-    pub required_claims: Vec<String>,
-    pub typ: Option<String>,
-    pub clock_skew: Duration,
-    pub jwks_min_refetch_interval: Duration,
-}
-
-#[derive(Debug)]
-pub(crate) enum ValidateKeys {
-    Remote(Uri),
-    File(crate::oauth::keys::KeySet),
-}
-
-/// An upstream origin: scheme and authority only; the request's own path is kept.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    pub scheme: Scheme,
-    pub authority: Authority,
-    pub ca_certs: Option<Vec<CertificateDer<'static>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -409,71 +369,6 @@ impl Config {
             source_digest,
         })
     }
-}
-
-fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse().map_err(|_| {
-        ConfigError::key(
-            key,
-            format!("`{text}` is not an address like 127.0.0.1:8080"),
-        )
-    })
-}
-
-/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`, separated by single spaces.
-pub(crate) fn validate_scope(key: &str, scope: &str) -> Result<(), ConfigError> {
-    let ok = !scope.is_empty()
-        && scope.split(' ').all(|token| {
-            !token.is_empty()
-                && token
-                    .bytes()
-                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::key(
-            key,
-            "not a space-separated list of RFC 6749 scope tokens",
-        ))
-    }
-}
-
-pub(crate) fn load_certs(
-    key: &str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            ConfigError::key(
-                key,
-                format!("cannot read certificates from {}: {e}", path.display()),
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(ConfigError::key(
-            key,
-            format!("{} holds no PEM certificate", path.display()),
-        ));
-    }
-    Ok(certs)
-}
-
-pub(crate) fn load_identity(
-    cert_file: &Path,
-    key_file: &Path,
-    cert_key: &str,
-    key_key: &str,
-) -> Result<TlsIdentity, ConfigError> {
-    let certs = load_certs(cert_key, cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
-        ConfigError::key(
-            key_key,
-            format!("cannot read a private key from {}: {e}", key_file.display()),
-        )
-    })?;
-    Ok(TlsIdentity { certs, key })
 }
 
 #[cfg(test)]

@@ -196,6 +196,34 @@ pub fn parse_duration(key: &str, text: &str) -> Result<std::time::Duration, Conf
     }
 }
 
+pub(super) fn socket_addr(key: &str, text: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::key(
+            key,
+            format!("`{text}` is not an address like 127.0.0.1:8080"),
+        )
+    })
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`, separated by single spaces.
+pub(crate) fn validate_scope(key: &str, scope: &str) -> Result<(), ConfigError> {
+    let ok = !scope.is_empty()
+        && scope.split(' ').all(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::key(
+            key,
+            "not a space-separated list of RFC 6749 scope tokens",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,14 +3,55 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::Scheme;
+use http::uri::{Authority, Scheme};
 use http::Uri;
+use rustls::pki_types::CertificateDer;
 
 use super::file::{self, FileRoute};
-use super::{
-    load_certs, parse_duration, validate_scope, ConfigError, Domain, Route, Upstream, Validate,
-    ValidateKeys,
-};
+use super::{load_certs, parse_duration, validate_scope, ConfigError, Domain};
+
+/// A route: requests whose path starts with `path_prefix` go to `upstream` with a token of `domain`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub path_prefix: String,
+    pub upstream: Upstream,
+    pub domain: Arc<Domain>,
+    /// The scope requested at the token endpoint: the route's, else the domain's.
+    pub scope: Option<String>,
+    /// Local checks of the caller's JWT before any exchange, if configured.
+    pub validate: Option<Arc<Validate>>,
+    /// The origin a token's `ruri` must name (response_metadata = "verify"): `resource_uri`'s,
+    /// else the upstream's, as `scheme://host:port`.
+    pub resource_origin: Arc<str>,
+}
+
+/// `[routes.validate]`: RFC 9068 §4 / RFC 8725 checks of the caller's token.
+#[derive(Debug)]
+pub struct Validate {
+    pub issuer: String,
+    pub(crate) keys: ValidateKeys,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub required_claims: Vec<String>,
+    pub typ: Option<String>,
+    pub clock_skew: Duration,
+    pub jwks_min_refetch_interval: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) enum ValidateKeys {
+    Remote(Uri),
+    File(crate::oauth::keys::KeySet),
+}
+
+/// An upstream origin: scheme and authority only; the request's own path is kept.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub ca_certs: Option<Vec<CertificateDer<'static>>>,
+}
 
 pub(super) fn validate_route(
     i: usize,
