@@ -8,6 +8,7 @@ mod digest;
 mod domain;
 mod env;
 mod file;
+mod grant;
 mod parse;
 mod pem;
 mod reciprocal;
@@ -24,10 +25,8 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub(crate) use client_auth::basic_authorization;
-pub use domain::{
-    AssertionAudience, AssertionKey, ClientAuth, Domain, Grant, OAuthTokenFormat, Protection,
-    TokenEndpoint, TokenExchange, TOKEN_TYPE_PREFIX,
-};
+pub use domain::{AssertionAudience, AssertionKey, ClientAuth, Domain, Protection, TokenEndpoint};
+pub use grant::{Grant, OAuthTokenFormat, TokenExchange, TOKEN_TYPE_PREFIX};
 use parse::socket_addr;
 pub(crate) use parse::validate_scope;
 pub use parse::{parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError};
