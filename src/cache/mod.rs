@@ -15,11 +15,8 @@ use base64::Engine as _;
 use http::HeaderValue;
 use moka::future::Cache;
 use moka::Expiry;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
 use crate::authn::InboundToken;
@@ -29,7 +26,10 @@ use crate::exchange::Issued;
 use crate::metrics::DomainLabel;
 
 mod incremental;
+mod metrics;
 pub use incremental::Scopes;
+use metrics::DomainResult;
+pub use metrics::{CacheMetrics, Lookup};
 
 /// What an entry costs besides its token: key, timestamps, moka's bookkeeping (measured in
 /// `benches/load`: about 590 bytes per entry in all).
@@ -91,34 +91,6 @@ impl std::fmt::Debug for CachedToken {
         f.debug_struct("CachedToken")
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
-    }
-}
-
-/// Whether a lookup was served from the cache.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum Lookup {
-    Hit,
-    Miss,
-}
-
-impl EncodeLabelValue for Lookup {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        std::fmt::Write::write_str(
-            encoder,
-            match self {
-                Self::Hit => "hit",
-                Self::Miss => "miss",
-            },
-        )
-    }
-}
-
-impl Lookup {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hit => "hit",
-            Self::Miss => "miss",
-        }
     }
 }
 
@@ -384,51 +356,6 @@ fn jwt_remaining_lifetime(token: &str) -> Option<Duration> {
     let exp = serde_json::from_slice::<Exp>(&bytes).ok()?.exp?.as_u64()?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     Some(Duration::from_secs(exp.saturating_sub(now)))
-}
-
-// === metrics ===
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DomainResult {
-    domain: Arc<str>,
-    result: Lookup,
-}
-
-/// `chaingate_token_cache_lookups_total{domain,result}`, `chaingate_token_cache_entries{domain}`
-/// and `chaingate_scope_upgrades_total{domain}`.
-#[derive(Debug, Clone)]
-pub struct CacheMetrics {
-    lookups: Family<DomainResult, Counter>,
-    entries: Family<DomainLabel, Gauge>,
-    scope_upgrades: Family<DomainLabel, Counter>,
-}
-
-impl CacheMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let lookups = Family::default();
-        registry.register(
-            "chaingate_token_cache_lookups",
-            "Token cache lookups, by result",
-            lookups.clone(),
-        );
-        let entries = Family::default();
-        registry.register(
-            "chaingate_token_cache_entries",
-            "Tokens currently cached",
-            entries.clone(),
-        );
-        let scope_upgrades = Family::default();
-        registry.register(
-            "chaingate_scope_upgrades",
-            "Re-exchanges of an incremental grant because a route needed a scope it lacked",
-            scope_upgrades.clone(),
-        );
-        Self {
-            lookups,
-            entries,
-            scope_upgrades,
-        }
-    }
 }
 
 #[cfg(test)]
