@@ -84,7 +84,26 @@ async fn no_token_secret_or_assertion_appears_in_logs_metrics_or_error_bodies() 
         state_file.display().to_string(),
         upstream.url()
     );
-    // The /pk and /reg routes must come before the catch-all.
+    // Reciprocal OAuth: the code party A issues and chaingate's agent secret there.
+    let code = "reciprocal-code-value-of-the-secrets-test";
+    let party_a = TokenServer::scripted(move |_, _| {
+        Reply::raw(200, &format!(r#"{{"code":"{code}","expires_in":60}}"#))
+    })
+    .await;
+    let party_b = TokenServer::scripted(|n, req| {
+        if req.param("grant_type") == Some(chaingate::exchange::RECIPROCAL_GRANT) {
+            return Reply::raw(200, "{}");
+        }
+        Reply::raw(200, &format!(r#"{{"access_token":"downstream-AT2-value-rc{n}","token_type":"Bearer","expires_in":60,"reciprocal":"a:read"}}"#))
+    })
+    .await;
+    let extra = format!(
+        "{extra}\n[domains.rc]\ntoken_endpoint = \"{}\"\nclient_id = \"gw-rc\"\nclient_secret = \"gateway-secret-value\"\nallow_insecure_http = true\n[domains.rc.reciprocal]\ncode_endpoint = \"http://{}/reciprocal/code\"\nrecipient = \"b-at-a\"\nclient_id = \"agent\"\nclient_secret = \"agent-secret-value\"\nscopes = [\"a:read\"]\nallow_insecure_http = true\n\n[[routes]]\nname = \"rc\"\npath_prefix = \"/rc\"\nupstream = \"{}\"\ndomain = \"rc\"\n",
+        party_b.url(),
+        party_a.addr,
+        upstream.url()
+    );
+    // The /pk, /reg and /rc routes must come before the catch-all.
     let toml = config(&sts.url(), &upstream.url(), &extra);
     let toml = toml.replacen(
         "[[routes]]\nname = \"default\"",
@@ -104,6 +123,7 @@ async fn no_token_secret_or_assertion_appears_in_logs_metrics_or_error_bodies() 
     let mut bodies = Vec::new();
     for (path, token) in [
         ("/reg/x", Some(at1.as_str())),
+        ("/rc/x", Some(at1.as_str())),
         ("/pk/x", Some(at1.as_str())),
         ("/a?q=1", Some(at1.as_str())),
         ("/a", Some(rejected_at1.as_str())),
@@ -116,7 +136,19 @@ async fn no_token_secret_or_assertion_appears_in_logs_metrics_or_error_bodies() 
             bodies.push(answer.body);
         }
     }
+    let delivered = r#"chaingate_reciprocal_deliveries_total{domain="rc",outcome="delivered"}"#;
+    for _ in 0..400 {
+        if sample(&metrics(&gw).await, delivered) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     let scrape = metrics(&gw).await;
+    assert_eq!(
+        sample(&scrape, delivered),
+        Some(1.0),
+        "the code was delivered"
+    );
     gw.begin_shutdown();
     gw.wait().await;
 
@@ -134,6 +166,9 @@ async fn no_token_secret_or_assertion_appears_in_logs_metrics_or_error_bodies() 
         basic,
         assertion.clone(),
         iat.into(),
+        code.into(),
+        "agent-secret-value".into(),
+        base64::engine::general_purpose::STANDARD.encode("agent:agent-secret-value"),
     ];
     for key in ["client_secret", "registration_access_token"] {
         needles.push(registered[key].as_str().unwrap().to_string());
