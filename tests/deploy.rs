@@ -4,6 +4,12 @@
 //!   PrometheusRule, PodMonitor, Grafana dashboard) must exist in a real `/metrics` scrape, so a
 //!   renamed metric cannot silently blank a dashboard or an alert. The scrape is saved to
 //!   `<target dir>/chaingate-metrics.txt` for `promtool check metrics` (deploy/validate.sh).
+//!   A name counts only when the scrape has *samples* of it, not merely a `# HELP`/`# TYPE`
+//!   declaration: every family is registered at start whether or not its feature is configured,
+//!   so a declaration proves neither the label set the rules select on nor that the feature
+//!   produces it. The gateway below therefore configures each feature the artifacts watch
+//!   (self-registration, `response_metadata = "verify"`, Reciprocal OAuth, incremental scopes)
+//!   and drives it into the series the alerts fire on.
 //! - The kustomize sample `chaingate.toml` must load, bind the ports the manifests name, and
 //!   drain within the pod's grace period.
 
@@ -22,6 +28,8 @@ const NOT_YET_IMPLEMENTED: &[&str] = &[];
 const GOOD: &str = "deploy-caller-token-ok";
 const REJECTED: &str = "deploy-caller-token-rejected";
 const FAILING: &str = "deploy-caller-token-server-error";
+/// The token server answers this caller's exchange with a Reciprocal OAuth request.
+const RECIPROCAL: &str = "deploy-caller-token-reciprocal";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,17 +118,200 @@ impl Scrape {
         Self { families, samples }
     }
 
-    /// Whether `name` is exported: as a sample name, or as a family that a query or a text
-    /// may name with or without its sample suffix (`_total`, `_bucket`, `_sum`, `_count`).
+    /// Whether the scrape has samples of `name`: `name` is a sample name, or a family name
+    /// (as a description may give it) whose samples carry a suffix. A family that is only
+    /// declared (`# HELP`/`# TYPE` and no sample) does not count; see the module docs.
     fn exports(&self, name: &str) -> bool {
-        if self.samples.contains(name) || self.families.contains(name) {
-            return true;
-        }
-        ["_total", "_bucket", "_sum", "_count", "_created"]
-            .iter()
-            .filter_map(|suffix| name.strip_suffix(suffix))
-            .any(|base| self.families.contains(base))
+        self.samples.contains(name)
+            || ["_total", "_bucket", "_sum", "_count", "_created"]
+                .iter()
+                .any(|suffix| self.samples.contains(&format!("{name}{suffix}")))
     }
+
+    /// Declared by a `# TYPE` line (with or without the sample suffix), for the error message.
+    fn declares(&self, name: &str) -> bool {
+        self.families.contains(name)
+            || ["_total", "_bucket", "_sum", "_count", "_created"]
+                .iter()
+                .filter_map(|suffix| name.strip_suffix(suffix))
+                .any(|base| self.families.contains(base))
+    }
+}
+
+/// A JWT-shaped caller token (chaingate reads `sub` for Reciprocal OAuth; nobody checks the
+/// signature here).
+fn jwt_shaped(sub: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    format!(
+        "{}.{}.c2ln",
+        b64(r#"{"alg":"ES256","typ":"at+jwt"}"#),
+        b64(&format!(r#"{{"sub":"{sub}","jti":"1"}}"#))
+    )
+}
+
+/// An RFC 8414 discovery document naming its own `/token`, whose token responses carry no
+/// `Link` metadata: a `response_metadata = "verify"` domain refuses them (`missing`, 502).
+async fn issuer_without_response_metadata() -> String {
+    use bytes::Bytes;
+    use http::Response;
+    use http_body_util::Full;
+    let addr = serve(|req: http::Request<hyper::body::Incoming>| async move {
+        let issuer = format!("http://{}", req.headers()["host"].to_str().unwrap());
+        let body = if req.uri().path() == "/.well-known/oauth-authorization-server" {
+            format!(r#"{{"issuer":"{issuer}","token_endpoint":"{issuer}/token"}}"#)
+        } else {
+            r#"{"access_token":"at2-meta","token_type":"Bearer","expires_in":300}"#.to_string()
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        response
+            .headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        response
+    })
+    .await;
+    format!("http://{addr}")
+}
+
+/// Polls `path` until it answers `status` (discovery and background work take a moment).
+async fn until_status(addr: std::net::SocketAddr, path: &str, token: &str, status: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = get(addr, path, Some(token)).await;
+        if answer.status == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never answered {status}; last {}: {}",
+            answer.status,
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls the scrape until `series` is above zero; returns the scrape.
+async fn until_positive(admin: std::net::SocketAddr, series: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = get(admin, "/metrics", None).await.body;
+        if sample(&text, series).is_some_and(|v| v > 0.0) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never rose above zero:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Domains and routes for the features the seed-draft alerts and panels watch, each set up so
+/// that the series the alerts fire on exist (`config()` puts this before its default route, and
+/// the first matching prefix wins).
+/// - `partner`: self-registration against a closed port, so `chaingate_registered` stays 0,
+///   `failed` counts up and its requests get 503 (ChaingateSelfRegistrationMissing/Failing).
+/// - `verified`: `response_metadata = "verify"` against an issuer that sends no links
+///   (`chaingate_response_metadata_refusals_total{reason="missing"}`, 502).
+/// - `peer`: Reciprocal OAuth with party A's code endpoint down (`code_failed`).
+/// - `catalog`: `scope_strategy = "incremental"` with two routes of different scopes
+///   (`chaingate_scope_upgrades_total`).
+fn seed_draft_features(
+    token_url: &str,
+    upstream: &str,
+    issuer: &str,
+    nowhere: &str,
+    files: &Path,
+) -> String {
+    let iat = files.join("iat");
+    std::fs::write(&iat, "deploy-initial-access-token\n").unwrap();
+    let state = files.join("partner.json");
+    format!(
+        r#"
+[domains.partner]
+token_endpoint = "{nowhere}/token"
+grant = "chain"
+allow_insecure_http = true
+timeout = "500ms"
+
+[domains.partner.registration]
+endpoint = "{nowhere}/register"
+initial_access_token_file = {iat:?}
+state_file = {state:?}
+client_name = "chaingate deploy test"
+
+[domains.verified]
+issuer = "{issuer}"
+grant = "chain"
+client_id = "gateway-a"
+client_secret = "gateway-secret-value"
+allow_insecure_http = true
+timeout = "500ms"
+response_metadata = "verify"
+
+[domains.peer]
+token_endpoint = "{token_url}"
+grant = "chain"
+client_id = "gateway-a"
+client_secret = "gateway-secret-value"
+allow_insecure_http = true
+timeout = "500ms"
+
+[domains.peer.reciprocal]
+code_endpoint = "{nowhere}/reciprocal/code"
+recipient = "peer-at-a"
+client_id = "agent-at-a"
+client_secret = "agent-secret"
+scopes = ["calendar.read"]
+allow_insecure_http = true
+timeout = "500ms"
+
+[domains.catalog]
+token_endpoint = "{token_url}"
+grant = "chain"
+client_id = "gateway-a"
+client_secret = "gateway-secret-value"
+allow_insecure_http = true
+timeout = "500ms"
+scope_strategy = "incremental"
+
+[[routes]]
+name = "partner"
+path_prefix = "/partner/"
+upstream = "{upstream}"
+domain = "partner"
+
+[[routes]]
+name = "verified"
+path_prefix = "/verified/"
+upstream = "{upstream}"
+domain = "verified"
+resource_uri = "https://api.example"
+
+[[routes]]
+name = "peer"
+path_prefix = "/peer/"
+upstream = "{upstream}"
+domain = "peer"
+
+[[routes]]
+name = "catalog-read"
+path_prefix = "/catalog/read"
+upstream = "{upstream}"
+domain = "catalog"
+scope = "catalog.read"
+
+[[routes]]
+name = "catalog-write"
+path_prefix = "/catalog/write"
+upstream = "{upstream}"
+domain = "catalog"
+scope = "catalog.write"
+"#,
+        iat = iat.display().to_string(),
+        state = state.display().to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -130,11 +321,22 @@ async fn every_metric_the_deploy_artifacts_use_is_exported() {
         Some(FAILING) => Reply::error(500, "server_error"),
         // outcome="rejected": the token server refuses AT1; the caller gets 401.
         Some(REJECTED) => Reply::error(400, "invalid_grant"),
+        // The token response asks for a token back (Reciprocal OAuth, domain `peer`).
+        Some(token) if token == jwt_shaped(RECIPROCAL) => Reply::raw(
+            200,
+            &format!(
+                r#"{{"access_token":"at2-{n}","token_type":"Bearer","expires_in":300,"reciprocal":"calendar.read"}}"#
+            ),
+        ),
         _ => Reply::issue(n, Some(300)),
     })
     .await;
     let upstream = Upstream::start().await;
-    let gw = gateway(&config(&sts.url(), &upstream.url(), "")).await;
+    let issuer = issuer_without_response_metadata().await;
+    let nowhere = format!("http://{}", closed_port().await);
+    let files = tempfile::tempdir().unwrap();
+    let extra = seed_draft_features(&sts.url(), &upstream.url(), &issuer, &nowhere, files.path());
+    let gw = gateway(&config(&sts.url(), &upstream.url(), &extra)).await;
 
     // A miss (exchange issued), then a hit, both 200.
     assert_eq!(get(gw.addr, "/invoices/1", Some(GOOD)).await.status, 200);
@@ -148,6 +350,27 @@ async fn every_metric_the_deploy_artifacts_use_is_exported() {
     );
     // Token server error: 503.
     assert_eq!(get(gw.addr, "/invoices/5", Some(FAILING)).await.status, 503);
+
+    // Self-registration failing: no credentials, 503, and `failed` counted.
+    until_positive(
+        gw.admin_addr,
+        r#"chaingate_registrations_total{domain="partner",outcome="failed"}"#,
+    )
+    .await;
+    assert_eq!(get(gw.addr, "/partner/1", Some(GOOD)).await.status, 503);
+    // A token response without ruri/duri links: refused with 502 once discovery is done.
+    until_status(gw.addr, "/verified/1", GOOD, 502).await;
+    // Reciprocal OAuth: the caller is served, the background delivery fails at party A.
+    let reciprocal = jwt_shaped(RECIPROCAL);
+    assert_eq!(get(gw.addr, "/peer/1", Some(&reciprocal)).await.status, 200);
+    until_positive(
+        gw.admin_addr,
+        r#"chaingate_reciprocal_deliveries_total{domain="peer",outcome="code_failed"}"#,
+    )
+    .await;
+    // Incremental scopes: the second route's scope grows the caller's grant.
+    assert_eq!(get(gw.addr, "/catalog/read", Some(GOOD)).await.status, 200);
+    assert_eq!(get(gw.addr, "/catalog/write", Some(GOOD)).await.status, 200);
 
     let answer = get(gw.admin_addr, "/metrics", None).await;
     assert_eq!(answer.status, 200);
@@ -171,12 +394,23 @@ async fn every_metric_the_deploy_artifacts_use_is_exported() {
         r#"chaingate_token_cache_lookups_total{domain="billing",result="hit"}"#,
         r#"chaingate_token_cache_lookups_total{domain="billing",result="miss"}"#,
         r#"chaingate_token_cache_entries{domain="billing"}"#,
+        r#"chaingate_registrations_total{domain="partner",outcome="failed"}"#,
+        r#"chaingate_response_metadata_refusals_total{domain="verified",reason="missing"}"#,
+        r#"chaingate_reciprocal_deliveries_total{domain="peer",outcome="code_failed"}"#,
+        r#"chaingate_scope_upgrades_total{domain="catalog"}"#,
     ] {
         assert!(
             sample(&text, series).is_some_and(|v| v > 0.0),
             "{series} missing or zero in the scrape:\n{text}"
         );
     }
+    // What ChaingateSelfRegistrationMissing fires on; only registering domains have the gauge.
+    assert_eq!(
+        sample(&text, r#"chaingate_registered{domain="partner"}"#),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(!text.contains(r#"chaingate_registered{domain="billing"}"#));
 
     let scrape = Scrape::parse(&text);
     let referenced = referenced_names();
@@ -190,6 +424,9 @@ async fn every_metric_the_deploy_artifacts_use_is_exported() {
         match (scrape.exports(name), allowed) {
             (true, true) => missing.push(format!(
                 "{name} is exported now: remove it from NOT_YET_IMPLEMENTED"
+            )),
+            (false, false) if scrape.declares(name) => missing.push(format!(
+                "{name} (used in {file}) is declared but has no samples: drive its feature above"
             )),
             (false, false) => missing.push(format!("{name} (used in {file}) is not exported")),
             _ => {}
@@ -223,6 +460,22 @@ fn metric_names_are_found_as_words_only() {
             "chaingate_token_cache_entries"
         ]
     );
+}
+
+#[test]
+fn a_declared_family_without_samples_does_not_count_as_exported() {
+    let scrape = Scrape::parse(
+        "# HELP chaingate_quiet Declared only.\n# TYPE chaingate_quiet counter\n\
+         # TYPE chaingate_busy counter\nchaingate_busy_total{domain=\"a\"} 1\n\
+         # TYPE chaingate_lat histogram\nchaingate_lat_bucket{le=\"+Inf\"} 1\n",
+    );
+    assert!(!scrape.exports("chaingate_quiet_total"));
+    assert!(scrape.declares("chaingate_quiet_total"));
+    assert!(scrape.exports("chaingate_busy_total"));
+    assert!(scrape.exports("chaingate_busy"));
+    assert!(scrape.exports("chaingate_lat_bucket"));
+    assert!(scrape.exports("chaingate_lat"));
+    assert!(!scrape.exports("chaingate_lat_count"));
 }
 
 /// The first `key: <integer>` value in a YAML file (enough for the plain manifests here).
