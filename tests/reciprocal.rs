@@ -425,3 +425,140 @@ domain = "billing"
     until_outcome(&gw, "duplicate", 1.0).await;
     assert_eq!(b.reciprocal_redemptions(), (1, 0));
 }
+
+// === end to end: the user's own consent at party A ===
+
+#[path = "authority_reciprocal/support.rs"]
+mod parties;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_the_user_consents_at_party_a_the_next_exchange_delivers() {
+    // A: users, the agent `gateway` and B's client `other-rp` there, with no pre-consent policy
+    // for that pair: only the user can allow it.
+    let a = authority::spawn(AuthorityConfig::from_toml(parties::A_CONFIG).unwrap())
+        .await
+        .unwrap();
+    let alice_at_a = || async {
+        parties::user_token(
+            &a,
+            ("web", "web-secret"),
+            "https://web.example/cb",
+            "profile",
+            "alice",
+        )
+        .await
+        .field("access_token")
+    };
+    let first = alice_at_a().await;
+    let audience = parties::claims(&first)["aud"].clone();
+    let audiences = match &audience {
+        serde_json::Value::Array(list) => list.clone(),
+        one => vec![one.clone()],
+    };
+    let b = authority::spawn(
+        AuthorityConfig::from_toml(&format!(
+            r#"
+listen = "127.0.0.1:0"
+[[clients]]
+client_id = "gateway"
+client_secret = "gateway-secret"
+grants = ["chain"]
+scope = "files.read"
+reciprocal = "contacts.read"
+[[trusted_issuers]]
+issuer = "{a}"
+jwks_uri = "{a}/jwks.json"
+allow_insecure_http = true
+audiences = {audiences}
+scope_map = {{ "profile" = "files.read" }}
+[reciprocal]
+token_endpoint = "{a}/token"
+client_id = "other-rp"
+client_secret = "other-secret"
+allow_insecure_http = true
+"#,
+            a = a.issuer(),
+            audiences = serde_json::Value::Array(audiences.clone())
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let upstream = Upstream::start().await;
+    let gw = gateway(&format!(
+        r#"
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[domains.billing]
+token_endpoint = "{b}/token"
+client_id = "gateway"
+client_secret = "gateway-secret"
+allow_insecure_http = true
+scope = "files.read"
+[domains.billing.reciprocal]
+code_endpoint = "{a}/reciprocal/code"
+recipient = "other-rp"
+client_id = "gateway"
+client_secret = "gw-secret"
+scopes = ["contacts.read"]
+consent_retry = "300ms"
+allow_insecure_http = true
+[[routes]]
+path_prefix = "/"
+upstream = "{u}"
+domain = "billing"
+"#,
+        a = a.issuer(),
+        b = b.issuer(),
+        u = upstream.url()
+    ))
+    .await;
+
+    // No policy, no consent yet: A says so, and nothing reaches B.
+    let answer = get(gw.addr, "/files", Some(&first)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    until_outcome(&gw, "consent_required", 1.0).await;
+    assert_eq!(b.reciprocal_redemptions(), (0, 0));
+
+    // Alice allows B's client `contacts.read` on A's consent page.
+    let mut browser = parties::Agent::default();
+    let page = browser
+        .get(&format!(
+            "{}/reciprocal/consent?recipient=other-rp&scope=contacts.read",
+            a.issuer()
+        ))
+        .await;
+    let consent = browser.through_sign_in(&a, page, "alice").await;
+    let done = browser.decide(&a, &consent, "approve").await;
+    assert!(done.body.contains("Access allowed"), "{}", done.body);
+
+    // Once consent_retry has passed, her next exchange delivers, and B holds a token for A.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = get(gw.addr, "/files", Some(&alice_at_a().await)).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        if deliveries(&metrics(&gw).await, "delivered") >= 1.0 || b.reciprocal_redemptions().0 >= 1
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        b.wait_reciprocal_redemptions(1, Duration::from_secs(10))
+            .await,
+        (1, 0)
+    );
+    let grant = b.reciprocal_grant("alice", "gateway").expect("B's grant");
+    let introspected = post_form(
+        format!("{}/introspect", a.issuer()),
+        &basic("other-rp", "other-secret"),
+        &format!("token={}", grant.access_token.expose()),
+    )
+    .await;
+    let claims = introspected.json();
+    assert_eq!(claims["active"], true, "{claims}");
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["client_id"], "other-rp");
+    assert_eq!(claims["scope"], "contacts.read");
+}

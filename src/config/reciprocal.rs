@@ -31,6 +31,8 @@ pub(crate) struct FileReciprocal {
     /// The reciprocal scopes chaingate agrees to pass on; anything else is declined.
     scopes: Vec<String>,
     remember: Option<String>,
+    consent_retry: Option<String>,
+    failure_retry: Option<String>,
     max_subjects: Option<u64>,
     max_in_flight: Option<usize>,
     timeout: Option<String>,
@@ -50,6 +52,11 @@ pub struct Reciprocal {
     pub scopes: BTreeSet<String>,
     /// How long a delivered (caller, scope) is remembered, so it is delivered at most once.
     pub remember: Duration,
+    /// After `consent_required`, how long before the same (caller, scope) is asked for again:
+    /// not at once (incremental authorization §6.1), but the user may consent meanwhile.
+    pub consent_retry: Duration,
+    /// After a failure at either party, how long before a later exchange tries again.
+    pub failure_retry: Duration,
     pub max_subjects: u64,
     /// Deliveries running at once; beyond it an offer is dropped (and retried on a later exchange).
     pub max_in_flight: usize,
@@ -131,6 +138,14 @@ pub(super) fn validate(
             Some(t) => parse_duration(&key("remember"), t)?,
             None => Duration::from_secs(24 * 3600),
         },
+        consent_retry: match &r.consent_retry {
+            Some(t) => parse_duration(&key("consent_retry"), t)?,
+            None => Duration::from_secs(600),
+        },
+        failure_retry: match &r.failure_retry {
+            Some(t) => parse_duration(&key("failure_retry"), t)?,
+            None => Duration::from_secs(60),
+        },
         max_subjects: positive("max_subjects", r.max_subjects, 100_000)?,
         max_in_flight: usize::try_from(positive(
             "max_in_flight",
@@ -155,12 +170,14 @@ impl Reciprocal {
     pub(super) fn fingerprint(&self, d: &mut Digest) {
         d.part(
             format!(
-                "{}|{}|{}|{:?}|{:?}|{}|{}|{:?}",
+                "{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}",
                 self.code_endpoint,
                 self.recipient,
                 self.client_id,
                 self.scopes,
                 self.remember,
+                self.consent_retry,
+                self.failure_retry,
                 self.max_subjects,
                 self.max_in_flight,
                 self.timeout
@@ -250,6 +267,10 @@ scopes = ["a:read"]
             (
                 GOOD.to_string() + "max_in_flight = 0\n",
                 "domains.b.reciprocal.max_in_flight",
+            ),
+            (
+                GOOD.to_string() + "consent_retry = \"soon\"\n",
+                "domains.b.reciprocal.consent_retry",
             ),
             (GOOD.to_string() + "surprise = 1\n", "surprise"),
         ];

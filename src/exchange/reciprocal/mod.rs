@@ -36,10 +36,6 @@ use crate::secret::Secret;
 
 /// Party A's and B's answers here are small JSON objects.
 const MAX_ANSWER_BYTES: usize = 16 * 1024;
-/// A code party A would not issue without the user is not asked for again before this.
-const CONSENT_RETRY: Duration = Duration::from_secs(600);
-/// After a failure (A or B down, a refusal), the next exchange may try again after this.
-const FAILURE_RETRY: Duration = Duration::from_secs(60);
 
 /// How long a (caller, scope) stays remembered depends on how its delivery ended.
 #[derive(Debug, Clone, Copy)]
@@ -175,8 +171,8 @@ impl Agent {
             let outcome = this.deliver(settings, &subject, &scope, &issued, &to).await;
             let remember = match outcome {
                 Delivery::Delivered => settings.remember,
-                Delivery::ConsentRequired => settings.remember.min(CONSENT_RETRY),
-                _ => settings.remember.min(FAILURE_RETRY),
+                Delivery::ConsentRequired => settings.remember.min(settings.consent_retry),
+                _ => settings.remember.min(settings.failure_retry),
             };
             this.remembered.insert(key, Remembered(remember)).await;
             this.count(outcome);
