@@ -76,17 +76,12 @@ impl Registration {
     }
 }
 
+/// An http(s) URL (`http` only with `allow_insecure_http`) without userinfo: these URLs are
+/// published to the server and shown to users.
 fn url(key: &str, text: &str, allow_insecure_http: bool) -> Result<(), ConfigError> {
-    let uri: Uri = text
-        .parse()
-        .map_err(|_| ConfigError::key(key, "not a valid URL"))?;
-    match uri.scheme_str() {
-        Some("https") => {}
-        Some("http") if allow_insecure_http => {}
-        _ => return Err(ConfigError::key(key, "must be an https URL")),
-    }
-    if uri.authority().is_none() || text.contains('@') {
-        return Err(ConfigError::key(key, "needs a host and no credentials"));
+    super::domain::http_url(key, text, allow_insecure_http)?;
+    if text.contains('@') {
+        return Err(ConfigError::key(key, "must carry no credentials"));
     }
     Ok(())
 }
