@@ -237,6 +237,64 @@ async fn trouble_at_either_party_never_reaches_the_caller() {
     until_outcome(&gw, "delivery_failed", 1.0).await;
 }
 
+/// A token server that issues AT2 asking for `a:read`, and answers the reciprocal grant with a
+/// response head whose body never comes.
+async fn stalling_party_b() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The forms are small: the whole request arrives with its head.
+                while !String::from_utf8_lossy(&seen).contains("grant") {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                let text = String::from_utf8_lossy(&seen).into_owned();
+                if text.contains("grant-type%3Areciprocal") {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{";
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                }
+                let body = r#"{"access_token":"at2-0","token_type":"Bearer","expires_in":300,"reciprocal":"a:read"}"#;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_server_that_stalls_mid_answer_cannot_hold_a_delivery() {
+    let a = TokenServer::scripted(|_, _| Reply::raw(200, r#"{"code":"c"}"#)).await;
+    let b = stalling_party_b().await;
+    let upstream = Upstream::start().await;
+    // The domain's timeout (500 ms in support::config) bounds the whole answer, body included.
+    let gw = gateway(&config(
+        &format!("http://{b}/token"),
+        &upstream.url(),
+        &reciprocal_section(&format!("http://{}/reciprocal/code", a.addr), r#""a:read""#),
+    ))
+    .await;
+    assert_eq!(
+        get(gw.addr, "/x", Some(&at1_for("alice", 1))).await.status,
+        200
+    );
+    until_outcome(&gw, "delivery_failed", 1.0).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_policy_the_reciprocal_member_is_ignored() {
     let b = party_b("a:read", 200).await;

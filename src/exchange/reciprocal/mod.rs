@@ -151,7 +151,8 @@ impl Agent {
         let entry = self
             .remembered
             .entry(key)
-            .or_insert(Remembered(settings.timeout * 2))
+            // Held while the delivery runs, which both calls' timeouts bound.
+            .or_insert(Remembered(settings.timeout + to.domain.timeout))
             .await;
         if !entry.is_fresh() {
             self.count(Delivery::Duplicate);
@@ -190,7 +191,7 @@ impl Agent {
         let domain = &self.domain;
         // Party A: a code for B's client there, for the user the caller's token names.
         let request = code_request(settings, subject, scope);
-        let code = match self.post(request, settings.timeout).await {
+        let code = match post(&self.client, request, settings.timeout).await {
             Ok((StatusCode::OK, body)) => match serde_json::from_slice::<CodeAnswer>(&body) {
                 Ok(answer) if !answer.code.is_empty() => Secret::new(answer.code),
                 _ => {
@@ -221,41 +222,40 @@ impl Agent {
         ) else {
             return Delivery::DeliveryFailed;
         };
-        let answer = tokio::time::timeout(to.domain.timeout, to.client.request(request)).await;
-        let status = match answer {
-            Ok(Ok(response)) => {
-                let status = response.status();
-                let body = read(response.into_body()).await.unwrap_or_default();
-                if status == StatusCode::OK {
-                    tracing::info!(%domain, scope, "reciprocal: code delivered to the domain's token server");
-                    return Delivery::Delivered;
-                }
-                tracing::warn!(%domain, status = status.as_u16(), error = oauth_error(&body).as_deref().unwrap_or("-"), "reciprocal: the domain's token server refused the code");
-                return Delivery::DeliveryFailed;
+        match post(&to.client, request, to.domain.timeout).await {
+            Ok((StatusCode::OK, _)) => {
+                tracing::info!(%domain, scope, "reciprocal: code delivered to the domain's token server");
+                Delivery::Delivered
             }
-            Ok(Err(_)) => "unreachable",
-            Err(_) => "timeout",
-        };
-        tracing::warn!(%domain, reason = status, "reciprocal: code not delivered");
-        Delivery::DeliveryFailed
+            Ok((status, body)) => {
+                tracing::warn!(%domain, status = status.as_u16(), error = oauth_error(&body).as_deref().unwrap_or("-"), "reciprocal: the domain's token server refused the code");
+                Delivery::DeliveryFailed
+            }
+            Err(reason) => {
+                tracing::warn!(%domain, reason, "reciprocal: code not delivered");
+                Delivery::DeliveryFailed
+            }
+        }
     }
+}
 
-    async fn post(
-        &self,
-        request: Request<Full<Bytes>>,
-        timeout: Duration,
-    ) -> Result<(StatusCode, Bytes), &'static str> {
-        let response = tokio::time::timeout(timeout, self.client.request(request))
-            .await
-            .map_err(|_| "timeout")?
-            .map_err(|_| "unreachable")?;
+/// One form post and its (bounded) answer, all within `timeout`.
+async fn post(
+    client: &HttpsClient,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), &'static str> {
+    let exchange = async {
+        let response = client.request(request).await.map_err(|_| "unreachable")?;
         let status = response.status();
-        let body = tokio::time::timeout(timeout, read(response.into_body()))
+        let body = read(response.into_body())
             .await
-            .map_err(|_| "timeout")?
             .ok_or("unreadable answer")?;
         Ok((status, body))
-    }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| "timeout")?
 }
 
 #[derive(Deserialize)]
