@@ -151,7 +151,8 @@ pub(super) async fn load(path: &Path) -> Result<Option<Stored>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    // serde_json's errors quote no input, so nothing of the file reaches the log.
+    // Only where and what kind of error: serde_json's messages may quote a value ("invalid
+    // type: string \"…\""), and every value in this file may be a secret.
     match serde_json::from_slice::<StateFile>(&text) {
         Ok(s) => Ok(Some(Stored {
             client_id: s.client_id,
@@ -163,7 +164,7 @@ pub(super) async fn load(path: &Path) -> Result<Option<Stored>, String> {
             endpoint: s.endpoint,
         })),
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "the registration state file is unreadable; registering afresh");
+            tracing::warn!(file = %path.display(), kind = ?e.classify(), line = e.line(), column = e.column(), "the registration state file is unreadable; registering afresh");
             Ok(None)
         }
     }
