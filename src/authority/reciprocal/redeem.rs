@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -175,14 +173,10 @@ impl Redemption {
             body.append_pair("client_id", &r.client_id)
                 .append_pair("client_secret", r.client_secret.expose());
         } else {
-            // RFC 6749 §2.3.1: id and secret are form-encoded before Basic encoding.
-            let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-            let basic = STANDARD.encode(format!(
-                "{}:{}",
-                enc(&r.client_id),
-                enc(r.client_secret.expose())
-            ));
-            request = request.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
+            request = request.header(
+                http::header::AUTHORIZATION,
+                crate::config::basic_authorization(&r.client_id, &r.client_secret),
+            );
         }
         request
             .body(Full::new(Bytes::from(body.finish())))
