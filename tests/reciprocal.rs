@@ -41,7 +41,7 @@ async fn party_b(wanted: &'static str, code_status: u16) -> TokenServer {
     .await
 }
 
-fn reciprocal_section(code_endpoint: &str, scopes: &str) -> String {
+fn reciprocal_section(code_endpoint: &str) -> String {
     format!(
         r#"
 [domains.billing.reciprocal]
@@ -49,11 +49,26 @@ code_endpoint = "{code_endpoint}"
 recipient = "domain-b-at-a"
 client_id = "agent-at-a"
 client_secret = "agent-secret"
-scopes = [{scopes}]
+scopes = ["a:read"]
 allow_insecure_http = true
 timeout = "2s"
 "#
     )
+}
+
+/// A gateway whose `billing` domain is `b` and whose party A answers at `code_endpoint`.
+async fn agent_gateway(b: &str, code_endpoint: &str, upstream: &Upstream) -> chaingate::Running {
+    gateway(&config(
+        b,
+        &upstream.url(),
+        &reciprocal_section(code_endpoint),
+    ))
+    .await
+}
+
+/// `/reciprocal/code` at a recording server.
+fn code_endpoint(a: &TokenServer) -> String {
+    format!("http://{}/reciprocal/code", a.addr)
 }
 
 fn deliveries(scrape: &str, outcome: &str) -> f64 {
@@ -97,13 +112,7 @@ async fn a_code_is_fetched_and_delivered_once_per_subject_and_scope() {
     .await;
     let b = party_b("a:read a:write", 200).await;
     let upstream = Upstream::start().await;
-    let code_endpoint = format!("http://{}/reciprocal/code", a.addr);
-    let toml = config(
-        &b.url(),
-        &upstream.url(),
-        &reciprocal_section(&code_endpoint, r#""a:read""#),
-    );
-    let gw = gateway(&toml).await;
+    let gw = agent_gateway(&b.url(), &code_endpoint(&a), &upstream).await;
 
     let alice = at1_for("alice", 1);
     let answer = get(gw.addr, "/x", Some(&alice)).await;
@@ -164,13 +173,7 @@ async fn scopes_the_operator_did_not_allow_are_declined_without_asking_anyone() 
     let a = TokenServer::scripted(|_, _| Reply::raw(200, r#"{"code":"c"}"#)).await;
     let b = party_b("a:admin", 200).await;
     let upstream = Upstream::start().await;
-    let code_endpoint = format!("http://{}/reciprocal/code", a.addr);
-    let gw = gateway(&config(
-        &b.url(),
-        &upstream.url(),
-        &reciprocal_section(&code_endpoint, r#""a:read""#),
-    ))
-    .await;
+    let gw = agent_gateway(&b.url(), &code_endpoint(&a), &upstream).await;
     assert_eq!(
         get(gw.addr, "/x", Some(&at1_for("alice", 1))).await.status,
         200
@@ -187,12 +190,7 @@ async fn trouble_at_either_party_never_reaches_the_caller() {
     // Party A unreachable.
     let b = party_b("a:read", 200).await;
     let nowhere = format!("http://{}/reciprocal/code", closed_port().await);
-    let gw = gateway(&config(
-        &b.url(),
-        &upstream.url(),
-        &reciprocal_section(&nowhere, r#""a:read""#),
-    ))
-    .await;
+    let gw = agent_gateway(&b.url(), &nowhere, &upstream).await;
     assert_eq!(
         get(gw.addr, "/x", Some(&at1_for("alice", 1))).await.status,
         200
@@ -203,12 +201,7 @@ async fn trouble_at_either_party_never_reaches_the_caller() {
     // Party A wants the user's consent first: remembered, not asked again at once.
     let a = TokenServer::scripted(|_, _| Reply::error(400, "consent_required")).await;
     let b = party_b("a:read", 200).await;
-    let gw = gateway(&config(
-        &b.url(),
-        &upstream.url(),
-        &reciprocal_section(&format!("http://{}/reciprocal/code", a.addr), r#""a:read""#),
-    ))
-    .await;
+    let gw = agent_gateway(&b.url(), &code_endpoint(&a), &upstream).await;
     assert_eq!(
         get(gw.addr, "/x", Some(&at1_for("alice", 1))).await.status,
         200
@@ -224,12 +217,7 @@ async fn trouble_at_either_party_never_reaches_the_caller() {
     // Party B refuses the code.
     let a = TokenServer::scripted(|_, _| Reply::raw(200, r#"{"code":"c"}"#)).await;
     let b = party_b("a:read", 400).await;
-    let gw = gateway(&config(
-        &b.url(),
-        &upstream.url(),
-        &reciprocal_section(&format!("http://{}/reciprocal/code", a.addr), r#""a:read""#),
-    ))
-    .await;
+    let gw = agent_gateway(&b.url(), &code_endpoint(&a), &upstream).await;
     assert_eq!(
         get(gw.addr, "/x", Some(&at1_for("alice", 1))).await.status,
         200
@@ -282,12 +270,7 @@ async fn a_token_server_that_stalls_mid_answer_cannot_hold_a_delivery() {
     let b = stalling_party_b().await;
     let upstream = Upstream::start().await;
     // The domain's timeout (500 ms in support::config) bounds the whole answer, body included.
-    let gw = gateway(&config(
-        &format!("http://{b}/token"),
-        &upstream.url(),
-        &reciprocal_section(&format!("http://{}/reciprocal/code", a.addr), r#""a:read""#),
-    ))
-    .await;
+    let gw = agent_gateway(&format!("http://{b}/token"), &code_endpoint(&a), &upstream).await;
     assert_eq!(
         get(gw.addr, "/x", Some(&at1_for("alice", 1))).await.status,
         200
