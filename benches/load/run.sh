@@ -48,7 +48,7 @@ nginx_bin=$(command -v nginx)
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 echo "building (release)" >&2
-(cd "$repo" && cargo build --release --quiet --bin chaingate --example loadkit) >&2
+(cd "$repo" && cargo build --release --quiet -p chaingate --bin chaingate && cargo build --release --quiet -p chaingate-gateway --example loadkit) >&2
 chaingate=${CHAINGATE:-$CARGO_TARGET_DIR/release/chaingate}
 loadkit=$CARGO_TARGET_DIR/release/examples/loadkit
 

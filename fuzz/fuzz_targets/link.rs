@@ -1,5 +1,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    chaingate::fuzzing::link(data);
+    chaingate_gateway::fuzzing::link(data);
 });

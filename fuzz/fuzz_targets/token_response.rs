@@ -1,5 +1,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    chaingate::fuzzing::token_response(data);
+    chaingate_gateway::fuzzing::token_response(data);
 });

@@ -1,0 +1,10 @@
+//! Authority acceptance tests over real HTTP on loopback (see docs/authority.md).
+
+use chaingate_test_support::authority as support;
+
+mod chain;
+mod clients;
+mod endpoints;
+mod exchange;
+mod introspected;
+mod jwks_fetch;

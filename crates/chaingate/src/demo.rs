@@ -1,0 +1,260 @@
+//! `chaingate demo`: the whole flow on loopback with nothing else installed.
+//!
+//! Authority A (domain A) hands out AT1s by client_credentials; authority B trusts A's keys and
+//! speaks the chain grant; an echo upstream shows the claims of the token it received; the gateway
+//! sits in front of the upstream and exchanges at B.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::task::JoinHandle;
+
+use chaingate_authority::{self as authority, AuthorityConfig, RunningAuthority};
+use chaingate_core::drain;
+use chaingate_core::serve::{self, ServeLimits};
+use chaingate_gateway::config::Config;
+use chaingate_oauth::secret::Secret;
+
+/// Everything the demo started.
+#[derive(Debug)]
+pub struct Demo {
+    pub authority_a: RunningAuthority,
+    pub authority_b: RunningAuthority,
+    pub upstream: SocketAddr,
+    pub gateway: chaingate_gateway::Running,
+    /// A fresh AT1 from authority A, for the printed `curl` line.
+    pub at1: Secret,
+    app_secret: Secret,
+    upstream_stop: drain::Signal,
+    upstream_task: JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo config: {0}")]
+    Config(#[from] chaingate_gateway::config::ConfigError),
+    #[error("cannot start: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot start the gateway: {0}")]
+    Start(#[from] chaingate_gateway::StartError),
+    #[error("cannot get a first token from authority A: {0}")]
+    FirstToken(String),
+}
+
+/// Starts both authorities, the echo upstream and the gateway (data port `port`; 0 = any).
+pub async fn start(port: u16) -> Result<Demo, DemoError> {
+    let app_secret = random_secret();
+    let gateway_secret = random_secret();
+    let authority_a = authority::spawn(AuthorityConfig::from_toml(&format!(
+        r#"
+listen = "127.0.0.1:0"
+token_ttl = "10m"
+default_audience = "urn:demo:gateway"
+
+[[clients]]
+client_id = "demo-app"
+client_secret = "{app}"
+auth_method = "client_secret_basic"
+grants = ["client_credentials"]
+scope = "a:read a:write"
+"#,
+        app = app_secret.expose()
+    ))?)
+    .await?;
+    let authority_b = authority::spawn(AuthorityConfig::from_toml(&format!(
+        r#"
+listen = "127.0.0.1:0"
+token_ttl = "5m"
+default_audience = "urn:demo:upstream"
+
+[[clients]]
+client_id = "chaingate"
+client_secret = "{gateway}"
+auth_method = "client_secret_basic"
+grants = ["chain", "token-exchange"]
+scope = "b:read b:write"
+
+[[trusted_issuers]]
+issuer = "{a}"
+jwks_uri = "{a}/jwks.json"
+allow_insecure_http = true
+audiences = ["urn:demo:gateway"]
+scope_map = {{ "a:read" = "b:read", "a:write" = "b:write" }}
+"#,
+        gateway = gateway_secret.expose(),
+        a = authority_a.issuer()
+    ))?)
+    .await?;
+    let (upstream, upstream_stop, upstream_task) = echo_upstream().await?;
+    let gateway = chaingate_gateway::spawn(Config::from_toml(&format!(
+        r#"
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
+
+[domains.b]
+token_endpoint = "{b}/token"
+grant = "chain"
+client_id = "chaingate"
+client_secret = "{gateway}"
+auth_method = "client_secret_basic"
+allow_insecure_http = true
+scope = "b:read"
+
+[[routes]]
+name = "demo"
+path_prefix = "/"
+upstream = "http://{upstream}"
+domain = "b"
+"#,
+        b = authority_b.issuer(),
+        gateway = gateway_secret.expose(),
+    ))?)
+    .await?;
+    let at1 = first_token(authority_a.issuer(), &app_secret)
+        .await
+        .map_err(DemoError::FirstToken)?;
+    Ok(Demo {
+        authority_a,
+        authority_b,
+        upstream,
+        gateway,
+        at1,
+        app_secret,
+        upstream_stop,
+        upstream_task,
+    })
+}
+
+impl Demo {
+    /// What to print for a person: the ports, AT1, a ready `curl` line and what it will show.
+    pub fn instructions(&self) -> String {
+        let a = self.authority_a.issuer();
+        let b = self.authority_b.issuer();
+        let gw = self.gateway.addr;
+        format!(
+            "chaingate demo: everything on loopback\n\
+             \n  authority A (domain A)  {a}   issues AT1 to client demo-app\
+             \n  authority B (domain B)  {b}   trusts A; chain grant for client chaingate\
+             \n  upstream (echo)         http://{up}\
+             \n  gateway                 http://{gw}   admin http://{admin} (/live /ready /metrics)\
+             \n\nA fresh AT1 from authority A (scope a:read a:write, valid 10 minutes):\n\n  {at1}\
+             \n\nTry it:\n\n  curl -s -H \"Authorization: Bearer {at1}\" http://{gw}/hello\
+             \n\nThe upstream answers with the claims of the token it received: AT2, issued by {b}\
+             \nwith scope b:read, not AT1. Run it twice: the second answer comes from the cache\
+             \n(see chaingate_token_cache_lookups_total at http://{admin}/metrics).\
+             \n\nAnother AT1:\n\n  curl -s -u demo-app:{app} -d grant_type=client_credentials {a}/token\
+             \n\nCtrl-C stops everything.\n",
+            up = self.upstream,
+            admin = self.gateway.admin_addr,
+            at1 = self.at1.expose(),
+            app = self.app_secret.expose(),
+        )
+    }
+
+    /// Drains the gateway, then stops the upstream and both authorities.
+    pub async fn shutdown(self) {
+        self.gateway.begin_shutdown();
+        self.gateway.wait().await;
+        self.upstream_stop.signal();
+        let _ = self.upstream_task.await;
+        self.authority_b.shutdown().await;
+        self.authority_a.shutdown().await;
+    }
+}
+
+fn random_secret() -> Secret {
+    let mut bytes = [0u8; 18];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
+    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// client_credentials at authority A.
+async fn first_token(issuer: &str, app_secret: &Secret) -> Result<Secret, String> {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("demo-app:{}", app_secret.expose()));
+    let request = Request::post(format!("{issuer}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", format!("Basic {basic}"))
+        .body(Full::new(Bytes::from_static(
+            b"grant_type=client_credentials",
+        )))
+        .map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("status {status}"));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    json["access_token"]
+        .as_str()
+        .map(Secret::new)
+        .ok_or_else(|| "no access_token in the answer".to_string())
+}
+
+/// An upstream that answers with the (unverified) claims of the bearer token it received.
+async fn echo_upstream() -> std::io::Result<(SocketAddr, drain::Signal, JoinHandle<()>)> {
+    let listener = serve::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = drain::channel();
+    let limits = ServeLimits {
+        handshake_timeout: Duration::from_secs(10),
+        drain_timeout: Duration::from_secs(1),
+        max_connections: 1024,
+    };
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let task = tokio::spawn(serve::serve(
+        listener,
+        None,
+        builder,
+        limits,
+        stopped,
+        |request, _peer| async move { echo(&request) },
+    ));
+    Ok((addr, stop, task))
+}
+
+fn echo(request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let claims = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| token.split('.').nth(1))
+        .and_then(|payload| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let body = serde_json::json!({
+        "upstream": "chaingate demo echo",
+        "method": request.method().as_str(),
+        "path": request.uri().path(),
+        "x_forwarded_for": request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+        "received_token_claims": claims,
+    });
+    let mut response = Response::new(Full::new(Bytes::from(format!("{body:#}\n"))));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}

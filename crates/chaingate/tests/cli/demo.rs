@@ -1,0 +1,89 @@
+//! `chaingate demo` as a new user runs it: start, follow the printed curl line, Ctrl-C.
+
+use chaingate_test_support as support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_printed_curl_line_reaches_the_upstream_with_a_domain_b_token() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chaingate"))
+        .args(["demo", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            seen.push(line.clone());
+            if line.contains("Ctrl-C stops everything") {
+                let _ = tx.send(seen.clone());
+            }
+        }
+    });
+    let printed = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the demo prints its instructions");
+    let field = |label: &str| {
+        printed
+            .iter()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
+            .unwrap_or_else(|| panic!("no {label} line in {printed:#?}"))
+            .to_string()
+    };
+    let authority_b = field("authority B");
+    let curl = printed
+        .iter()
+        .find(|l| l.trim_start().starts_with("curl -s -H"))
+        .expect("a curl line");
+    let at1 = curl
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let url: String = curl.rsplit(' ').next().unwrap().to_string();
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let answer = support::get(addr, "/hello", Some(&at1)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let claims = &answer.json()["received_token_claims"];
+    assert_eq!(
+        claims["iss"],
+        authority_b.as_str(),
+        "the upstream got a token from domain B"
+    );
+    assert_eq!(claims["scope"], "b:read");
+    assert_eq!(claims["sub"], "demo-app");
+    assert!(!answer.body.contains(&at1));
+
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = tokio::task::block_in_place(|| {
+        for _ in 0..500 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        panic!("the demo did not stop on Ctrl-C");
+    });
+    assert!(status.success(), "{status:?}");
+}

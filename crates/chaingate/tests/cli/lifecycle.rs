@@ -1,0 +1,221 @@
+//! The `chaingate` binary: `check`, start-up, SIGTERM drain, and what its logs never contain.
+
+use chaingate_test_support as support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chaingate");
+const AT1: &str = "lifecycle-caller-token";
+
+fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chaingate.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn check_accepts_a_valid_config_and_names_the_bad_key_otherwise() {
+    let good = config("http://127.0.0.1:1/token", "http://127.0.0.1:2", "");
+    let (_dir, path) = write_config(&good);
+    let ok = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // CHAINGATE_CONFIG stands in for --config.
+    let via_env = Command::new(BIN)
+        .arg("check")
+        .env("CHAINGATE_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert!(via_env.status.success());
+
+    let bad = good.replace(
+        "client_id = \"gateway-a\"",
+        "client_id = \"gateway-a\"\nclient_idd = \"typo\"",
+    );
+    let (_dir, path) = write_config(&bad);
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("domains.billing.client_idd"), "{stderr}");
+    assert!(!stderr.contains("gateway-secret-value"));
+
+    // `run` refuses the same config the same way.
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+/// A running `chaingate run` process with its log lines collected.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    fn start(config_text: &str) -> Self {
+        let (dir, path) = write_config(config_text);
+        let mut child = Command::new(BIN)
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "trace")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("chaingate ready") {
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    let _ = tx.send((
+                        v["listen"].as_str().unwrap().parse().unwrap(),
+                        v["admin"].as_str().unwrap().parse().unwrap(),
+                    ));
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (addr, admin) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("chaingate reports ready");
+        Self {
+            child,
+            addr,
+            admin,
+            logs,
+            _dir: dir,
+        }
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let step = Duration::from_millis(20);
+        for _ in 0..=within.as_millis() / step.as_millis() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(step);
+        }
+        panic!("chaingate did not exit within {within:?}");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_turns_ready_off_finishes_in_flight_requests_and_exits_zero() {
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let mut gw = Process::start(&config(
+        &sts.url(),
+        &upstream.url(),
+        "[shutdown]\ndrain_timeout = \"10s\"\n",
+    ));
+    assert_eq!(get(gw.admin, "/ready", None).await.status, 200);
+    // Warm the cache so in-flight requests are only waiting on the upstream.
+    assert_eq!(get(gw.addr, "/", Some(AT1)).await.status, 200);
+
+    let addr = gw.addr;
+    let in_flight: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(async move { get(addr, "/slow/1500", Some(AT1)).await.status }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.terminate();
+
+    // Readiness flips at once, while the admin port still answers.
+    let mut ready = 200;
+    for _ in 0..20 {
+        ready = get(gw.admin, "/ready", None).await.status.as_u16();
+        if ready == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ready, 503);
+    // New connections are refused once draining has begun.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener still open while draining"
+    );
+
+    for request in in_flight {
+        assert_eq!(
+            request.await.unwrap(),
+            200,
+            "an in-flight request was cut off"
+        );
+    }
+    let status = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(10)));
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_level_logs_hold_no_token_or_secret() {
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let mut gw = Process::start(&config(&sts.url(), &upstream.url(), ""));
+    assert_eq!(get(gw.addr, "/path?q=1", Some(AT1)).await.status, 200);
+    assert_eq!(
+        get(gw.addr, "/path", Some("malformed token")).await.status,
+        400
+    );
+    gw.terminate();
+    tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(10)));
+    let logs = gw.logs.lock().unwrap().join("\n");
+    assert!(
+        logs.contains("chaingate::access"),
+        "no access log line:\n{logs}"
+    );
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode("gateway-a:gateway-secret-value");
+    for secret in [
+        AT1,
+        "at2-0",
+        "gateway-secret-value",
+        basic.as_str(),
+        "malformed token",
+    ] {
+        assert!(!logs.contains(secret), "{secret} appears in the logs");
+    }
+}

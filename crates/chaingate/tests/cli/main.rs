@@ -1,0 +1,4 @@
+//! The `chaingate` binary as a user runs it: signals, exit codes, the demo.
+
+mod demo;
+mod lifecycle;

@@ -1,0 +1,222 @@
+//! chaingate, changed only by its config, swaps tokens through every grant profile and client
+//! authentication method against two token servers held to the same expectations: panva's
+//! oidc-provider (an implementation nobody here wrote) and chaingate's own authority. Both are
+//! found by RFC 8414 / OpenID discovery from their issuer.
+
+use chaingate_test_support as support;
+
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use chaingate_authority::{self as authority, AuthorityConfig};
+use serde_json::json;
+use support::*;
+
+const APP_SECRET: &str = "matrix-app-secret";
+const BASIC_SECRET: &str = "matrix-basic-secret";
+const POST_SECRET: &str = "matrix-post-secret";
+const PKJWT_KID: &str = "gw-pkjwt-es256";
+
+const GRANTS: [&str; 3] = ["token-exchange", "chain", "jwt-bearer"];
+const CLIENTS: [(&str, &str); 3] = [
+    ("gw-basic", "client_secret_basic"),
+    ("gw-post", "client_secret_post"),
+    ("gw-pkjwt", "private_key_jwt"),
+];
+
+/// gw-pkjwt's key: a PKCS#8 PEM file for chaingate and the public JWK for the token server.
+fn pkjwt_key(dir: &Path) -> (PathBuf, serde_json::Value) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let raw = key.public_key_raw();
+    let jwk = json!({
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": PKJWT_KID,
+        "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65]),
+    });
+    let pem = dir.join("gw-pkjwt.pem");
+    std::fs::write(&pem, key.serialize_pem()).unwrap();
+    (pem, jwk)
+}
+
+async fn at1(issuer_a: &str) -> String {
+    let request = http::Request::post(format!("{issuer_a}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "authorization",
+            format!("Basic {}", STANDARD.encode(format!("app:{APP_SECRET}"))),
+        )
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"grant_type=client_credentials&scope=a:read",
+        )))
+        .unwrap();
+    let answer = send(&client(), request).await;
+    assert_eq!(answer.status, 200, "AT1 from A: {}", answer.body);
+    answer.json()["access_token"].as_str().unwrap().to_string()
+}
+
+/// One domain and one route per (grant, client), all discovered from B's issuer.
+fn gateway_config(issuer_b: &str, pem: &Path, upstream: &Upstream) -> String {
+    let mut toml = String::from("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n");
+    for grant in GRANTS {
+        for (client_id, method) in CLIENTS {
+            let name = format!("{grant}-{client_id}");
+            let credentials = match method {
+                "client_secret_basic" => format!("client_secret = \"{BASIC_SECRET}\""),
+                "client_secret_post" => format!("client_secret = \"{POST_SECRET}\""),
+                _ => format!(
+                    "client_key_file = {:?}\nclient_key_id = \"{PKJWT_KID}\"",
+                    pem.display().to_string()
+                ),
+            };
+            let grant_settings = match grant {
+                "token-exchange" => "audience = \"urn:b:api\"\n",
+                // The draft's own reading of oauth_token, for one of the three clients.
+                "chain" if method == "client_secret_post" => {
+                    "oauth_token_format = \"authorization\"\n"
+                }
+                _ => "",
+            };
+            toml += &format!(
+                r#"
+[domains.{name}]
+issuer = "{issuer_b}"
+grant = "{grant}"
+{grant_settings}client_id = "{client_id}"
+auth_method = "{method}"
+{credentials}
+allow_insecure_http = true
+scope = "b:read"
+
+[[routes]]
+name = "{name}"
+path_prefix = "/{name}/"
+upstream = "{}"
+domain = "{name}"
+"#,
+                upstream.url()
+            );
+        }
+    }
+    toml
+}
+
+/// Every (grant, client) route answers 200 with a token of B for the caller of A.
+async fn swap_through_every_combination(issuer_a: &str, issuer_b: &str, pem: &Path) {
+    let upstream = Upstream::start().await;
+    let gw = gateway(&gateway_config(issuer_b, pem, &upstream)).await;
+    let mut ready = 0;
+    for _ in 0..200 {
+        ready = get(gw.admin_addr, "/ready", None).await.status.as_u16();
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(ready, 200, "discovery of {issuer_b} never completed");
+    let token = at1(issuer_a).await;
+    for grant in GRANTS {
+        for (client_id, _) in CLIENTS {
+            let path = format!("/{grant}-{client_id}/orders");
+            let answer = get(gw.addr, &path, Some(&token)).await;
+            assert_eq!(
+                answer.status, 200,
+                "{path} against {issuer_b}: {}",
+                answer.body
+            );
+            let at2 = answer.json()["authorization"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("Bearer ")
+                .unwrap()
+                .to_string();
+            let payload = URL_SAFE_NO_PAD
+                .decode(at2.split('.').nth(1).unwrap())
+                .unwrap();
+            let claims: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            assert_eq!(claims["iss"], issuer_b, "{path}");
+            assert_eq!(claims["sub"], "app", "{path}");
+            assert_eq!(claims["scope"], "b:read", "{path}");
+            assert_eq!(claims["client_id"], client_id, "{path}");
+        }
+    }
+    let bad = get(gw.addr, "/chain-gw-basic/x", Some("not-a-token-from-a")).await;
+    assert_eq!(
+        bad.status, 401,
+        "a token B refuses is the caller's: {}",
+        bad.body
+    );
+    assert!(
+        upstream.received().iter().all(|r| !r.contains(&token)),
+        "AT1 reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_grant_and_client_auth_works_against_oidc_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, jwk) = pkjwt_key(dir.path());
+    let config = json!({
+        "client_jwks": { "keys": [jwk] },
+        "secrets": { "app": APP_SECRET, "gw-basic": BASIC_SECRET, "gw-post": POST_SECRET },
+    });
+    let (peer, a, b, _tmp) = oidc_provider::start_peer(&config).await;
+    swap_through_every_combination(&a, &b, &pem).await;
+    peer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_grant_and_client_auth_works_against_the_chaingate_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, jwk) = pkjwt_key(dir.path());
+    let jwks = dir.path().join("gw-pkjwt.jwks.json");
+    std::fs::write(&jwks, json!({ "keys": [jwk] }).to_string()).unwrap();
+    let a = authority::spawn(
+        AuthorityConfig::from_toml(&format!(
+            "listen = \"127.0.0.1:0\"\ndefault_audience = \"urn:a:gateway\"\n[[clients]]\nclient_id = \"app\"\nclient_secret = \"{APP_SECRET}\"\ngrants = [\"client_credentials\"]\nscope = \"a:read a:write\"\n"
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let all_grants =
+        "grants = [\"token-exchange\", \"chain\", \"jwt-bearer\"]\nscope = \"b:read b:write\"";
+    let b = authority::spawn(
+        AuthorityConfig::from_toml(&format!(
+            r#"
+listen = "127.0.0.1:0"
+default_audience = "urn:b:api"
+
+[[clients]]
+client_id = "gw-basic"
+client_secret = "{BASIC_SECRET}"
+auth_method = "client_secret_basic"
+{all_grants}
+
+[[clients]]
+client_id = "gw-post"
+client_secret = "{POST_SECRET}"
+auth_method = "client_secret_post"
+{all_grants}
+
+[[clients]]
+client_id = "gw-pkjwt"
+auth_method = "private_key_jwt"
+jwks_file = {jwks:?}
+{all_grants}
+
+[[trusted_issuers]]
+issuer = "{a}"
+jwks_uri = "{a}/jwks.json"
+allow_insecure_http = true
+audiences = ["urn:a:gateway"]
+scope_map = {{ "a:read" = "b:read", "a:write" = "b:write" }}
+"#,
+            jwks = jwks.display().to_string(),
+            a = a.issuer()
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    swap_through_every_combination(a.issuer(), b.issuer(), &pem).await;
+}

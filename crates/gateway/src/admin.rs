@@ -1,0 +1,101 @@
+//! The admin port. Endpoints:
+//!
+//! - `GET /live`: 200 while the process serves; touches nothing else.
+//! - `GET /ready`: 200 once config is loaded, listeners are bound and every domain has its token
+//!   endpoint (discovery) and credentials (self-registration); 503 before, while a domain has
+//!   lost its credentials (expired registered secret), and from the moment a drain starts.
+//! - `GET /metrics`: Prometheus metrics: OpenMetrics when the scraper asks for it (`Accept`),
+//!   else the Prometheus 0.0.4 text format.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use prometheus_client::registry::Registry;
+
+use crate::gateway::Gateway;
+use crate::Body;
+use chaingate_core::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
+
+/// Readiness, shared by the admin endpoint and the lifecycle that flips it.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Debug)]
+pub struct Admin {
+    pub readiness: Readiness,
+    pub registry: Registry,
+    pub gateway: Arc<arc_swap::ArcSwap<Gateway>>,
+}
+
+impl Admin {
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        }
+        match request.uri().path() {
+            "/live" => text(StatusCode::OK, "live\n"),
+            // Live check too: a self-registered domain whose secret expired is not ready.
+            "/ready" if self.readiness.is_ready() && self.gateway.load().is_ready() => {
+                text(StatusCode::OK, "ready\n")
+            }
+            "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            "/metrics" => {
+                self.gateway.load_full().update_gauges().await;
+                let mut body = String::with_capacity(16 * 1024);
+                if prometheus_client::encoding::text::encode(&mut body, &self.registry).is_err() {
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "metrics encoding failed\n",
+                    );
+                }
+                // Prometheus asks for OpenMetrics; older scrapers and promtool read the 0.0.4 text.
+                let openmetrics = request
+                    .headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("application/openmetrics-text"));
+                let (body, content_type) = if openmetrics {
+                    (body, OPENMETRICS_CONTENT_TYPE)
+                } else {
+                    (
+                        chaingate_core::metrics::to_prometheus_text(&body),
+                        PROMETHEUS_TEXT_CONTENT_TYPE,
+                    )
+                };
+                let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                response
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,356 @@
+//! Configuration: TOML files parsed into serde structs, validated once into typed values.
+//!
+//! Everything downstream of [`Config::from_toml`] works with parsed `Uri`s, `SocketAddr`s,
+//! `Duration`s, loaded PEMs and secrets; nothing parses configuration again.
+
+mod client_auth;
+mod digest;
+mod domain;
+mod env;
+mod file;
+mod grant;
+mod reciprocal;
+mod registration;
+mod response_metadata;
+mod route;
+mod scope_strategy;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) use chaingate_core::config::{load_certs, load_identity, socket_addr, validate_scope};
+pub use chaingate_core::config::{
+    parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError, TlsIdentity,
+};
+pub(crate) use client_auth::basic_authorization;
+pub use domain::{AssertionAudience, AssertionKey, ClientAuth, Domain, Protection, TokenEndpoint};
+pub use grant::{Grant, OAuthTokenFormat, TokenExchange, TOKEN_TYPE_PREFIX};
+pub use reciprocal::Reciprocal;
+pub use registration::Registration;
+pub use response_metadata::{origin, ResponseMetadata};
+pub(crate) use route::ValidateKeys;
+pub use route::{Route, Upstream, Validate};
+pub use scope_strategy::ScopeStrategy;
+
+use digest::Digest;
+use domain::validate_domain;
+use env::config_env;
+pub use env::{effective_toml, ENV_PREFIX};
+use file::FileConfig;
+use route::{validate_route, validate_subject_domains};
+
+/// The validated gateway configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls: Option<TlsIdentity>,
+    pub domains: Vec<Arc<Domain>>,
+    pub routes: Vec<Route>,
+    pub cache: CacheSettings,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub shutdown: ShutdownSettings,
+    pub log: LogSettings,
+    pub reload: ReloadSettings,
+    /// Runtime worker threads (restart-only); `None`: the CPUs the process may use.
+    pub worker_threads: Option<usize>,
+    /// Digest of the text and overrides this config was read from.
+    source_digest: [u8; 32],
+}
+
+/// Watching the config file (and the files it names) for changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSettings {
+    pub enabled: bool,
+    /// How often the files are re-read; Kubernetes updates mounted ConfigMaps and Secrets
+    /// within about a minute, so a few seconds here costs nothing.
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub max_entries: u64,
+    /// Upper bound of the cache's memory, tokens and bookkeeping together (approximate).
+    pub max_bytes: u64,
+    /// How long a token the token server refused stays refused without asking again.
+    pub negative_ttl: Duration,
+    /// Renew a token in use in the background once this share of its lifetime has passed.
+    pub refresh_ahead: Option<f64>,
+    /// Subtracted from a token's lifetime so it is never used at the edge of expiry.
+    pub expiry_skew: Duration,
+    /// Lifetime assumed when a token response has no `expires_in`.
+    pub default_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// A request body that sends nothing this long while forwarded is cut off.
+    pub body_idle: Duration,
+    pub header_read: Duration,
+    pub tls_handshake: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_response: Duration,
+    pub pool_idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_concurrent_requests: usize,
+    /// Inbound connections open at once on the data port.
+    pub max_connections: usize,
+    /// Longer request targets get 414.
+    pub max_uri_bytes: usize,
+    /// Longer bearer tokens get 400 `invalid_request` before any digest or exchange.
+    pub max_token_bytes: usize,
+    pub max_headers: usize,
+    pub max_h2_streams: u32,
+    /// `Retry-After` sent with 503s that have no better estimate.
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShutdownSettings {
+    /// Time between `/ready` turning 503 and the listener closing, so endpoints can update.
+    pub drain_delay: Duration,
+    /// How long in-flight requests get to finish before the process exits anyway.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates a config file, with `CHAINGATE_*` overrides from `env`.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_toml_with_env(&read_file(path)?, env)
+    }
+
+    /// Parses and validates a config without environment overrides.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with_env(text, std::iter::empty())
+    }
+
+    /// Parses and validates a config; the one place config text becomes typed values.
+    ///
+    /// `CHAINGATE_A__B=v` in `env` overrides key `a.b` (see [`parse_toml_with_env`]);
+    /// the command-line variables `CHAINGATE_CONFIG` and `CHAINGATE_LOG_FORMAT` are not keys.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: Vec<_> = config_env(env).collect();
+        let mut source = Digest::new();
+        source.part(text.as_bytes());
+        for (name, value) in &env {
+            source.part(name.as_bytes());
+            source.part(value.as_bytes());
+        }
+        let source_digest = source.finish();
+        let file: FileConfig = parse_toml_with_env(text, ENV_PREFIX, env)?;
+        let duration = |key: &str, value: &Option<String>, default: Duration| match value {
+            Some(text) => parse_duration(key, text),
+            None => Ok(default),
+        };
+        let timeouts = &file.timeouts;
+        let token_endpoint_timeout = duration(
+            "timeouts.token_endpoint",
+            &timeouts.token_endpoint,
+            Duration::from_secs(5),
+        )?;
+
+        let mut domains = Vec::with_capacity(file.domains.len());
+        for (name, domain) in &file.domains {
+            domains.push(Arc::new(validate_domain(
+                name,
+                domain,
+                token_endpoint_timeout,
+            )?));
+        }
+        validate_subject_domains(&domains)?;
+        if file.routes.is_empty() {
+            return Err(ConfigError::key(
+                "routes",
+                "at least one [[routes]] entry is required",
+            ));
+        }
+        let routes = file
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| validate_route(i, route, &domains))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let max_entries = file.cache.max_entries.unwrap_or(100_000);
+        if max_entries == 0 {
+            return Err(ConfigError::key("cache.max_entries", "must be at least 1"));
+        }
+        let max_concurrent_requests = file.limits.max_concurrent_requests.unwrap_or(10_000);
+        if max_concurrent_requests == 0 {
+            return Err(ConfigError::key(
+                "limits.max_concurrent_requests",
+                "must be at least 1",
+            ));
+        }
+        let log_format = match file.log.format.as_deref() {
+            None | Some("plain") => LogFormat::Plain,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::key(
+                    "log.format",
+                    format!("`{other}` is not plain or json"),
+                ))
+            }
+        };
+
+        Ok(Self {
+            listen: socket_addr("listen", &file.listen)?,
+            admin_listen: socket_addr("admin_listen", &file.admin_listen)?,
+            tls: file
+                .tls
+                .as_ref()
+                .map(|tls| {
+                    load_identity(
+                        &tls.cert_file,
+                        &tls.key_file,
+                        "tls.cert_file",
+                        "tls.key_file",
+                    )
+                })
+                .transpose()?,
+            domains,
+            routes,
+            cache: CacheSettings {
+                max_entries,
+                max_bytes: file.cache.max_bytes.unwrap_or(256 * 1024 * 1024),
+                negative_ttl: duration(
+                    "cache.negative_ttl",
+                    &file.cache.negative_ttl,
+                    Duration::from_secs(5),
+                )?,
+                refresh_ahead: match file.cache.refresh_ahead {
+                    None => Some(0.8),
+                    Some(0.0) => None,
+                    Some(x) if x > 0.0 && x < 1.0 => Some(x),
+                    Some(_) => {
+                        return Err(ConfigError::key(
+                            "cache.refresh_ahead",
+                            "a share of the lifetime between 0 and 1 (0 turns it off)",
+                        ))
+                    }
+                },
+                expiry_skew: duration(
+                    "cache.expiry_skew",
+                    &file.cache.expiry_skew,
+                    Duration::from_secs(30),
+                )?,
+                default_ttl: duration(
+                    "cache.default_ttl",
+                    &file.cache.default_ttl,
+                    Duration::from_secs(60),
+                )?,
+            },
+            timeouts: Timeouts {
+                body_idle: duration(
+                    "timeouts.body_idle",
+                    &timeouts.body_idle,
+                    Duration::from_secs(30),
+                )?,
+                header_read: duration(
+                    "timeouts.header_read",
+                    &timeouts.header_read,
+                    Duration::from_secs(10),
+                )?,
+                tls_handshake: duration(
+                    "timeouts.tls_handshake",
+                    &timeouts.tls_handshake,
+                    Duration::from_secs(10),
+                )?,
+                upstream_connect: duration(
+                    "timeouts.upstream_connect",
+                    &timeouts.upstream_connect,
+                    Duration::from_secs(2),
+                )?,
+                upstream_response: duration(
+                    "timeouts.upstream_response",
+                    &timeouts.upstream_response,
+                    Duration::from_secs(30),
+                )?,
+                pool_idle: duration(
+                    "timeouts.pool_idle",
+                    &timeouts.pool_idle,
+                    Duration::from_secs(90),
+                )?,
+            },
+            limits: Limits {
+                max_concurrent_requests,
+                max_connections: match file.limits.max_connections.unwrap_or(16_384) {
+                    0 => {
+                        return Err(ConfigError::key(
+                            "limits.max_connections",
+                            "must be at least 1",
+                        ))
+                    }
+                    n => n,
+                },
+                max_uri_bytes: file.limits.max_uri_bytes.unwrap_or(8 * 1024),
+                max_token_bytes: file.limits.max_token_bytes.unwrap_or(8 * 1024),
+                max_headers: file.limits.max_headers.unwrap_or(100),
+                max_h2_streams: file.limits.max_h2_streams.unwrap_or(256),
+                retry_after: duration(
+                    "limits.retry_after",
+                    &file.limits.retry_after,
+                    Duration::from_secs(5),
+                )?,
+            },
+            shutdown: ShutdownSettings {
+                drain_delay: duration(
+                    "shutdown.drain_delay",
+                    &file.shutdown.drain_delay,
+                    Duration::ZERO,
+                )?,
+                drain_timeout: duration(
+                    "shutdown.drain_timeout",
+                    &file.shutdown.drain_timeout,
+                    Duration::from_secs(25),
+                )?,
+            },
+            log: LogSettings {
+                format: log_format,
+                access_log: file.log.access_log.unwrap_or(true),
+            },
+            reload: ReloadSettings {
+                enabled: file.reload.enabled.unwrap_or(true),
+                interval: duration(
+                    "reload.interval",
+                    &file.reload.interval,
+                    Duration::from_secs(2),
+                )?,
+            },
+            worker_threads: match file.worker_threads {
+                Some(0) => return Err(ConfigError::key("worker_threads", "must be at least 1")),
+                other => other,
+            },
+            source_digest,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+//! Routes: path prefixes, upstream origins, and optional local validation of the caller's JWT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use rustls::pki_types::CertificateDer;
+
+use super::file::{self, FileRoute};
+use super::{load_certs, parse_duration, validate_scope, ConfigError, Domain};
+
+/// A route: requests whose path starts with `path_prefix` go to `upstream` with a token of `domain`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub path_prefix: String,
+    pub upstream: Upstream,
+    pub domain: Arc<Domain>,
+    /// The scope requested at the token endpoint: the route's, else the domain's.
+    pub scope: Option<String>,
+    /// Local checks of the caller's JWT before any exchange, if configured.
+    pub validate: Option<Arc<Validate>>,
+    /// The origin a token's `ruri` must name (response_metadata = "verify"): `resource_uri`'s,
+    /// else the upstream's, as `scheme://host:port`.
+    pub resource_origin: Arc<str>,
+}
+
+/// `[routes.validate]`: RFC 9068 §4 / RFC 8725 checks of the caller's token.
+#[derive(Debug)]
+pub struct Validate {
+    pub issuer: String,
+    pub(crate) keys: ValidateKeys,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub required_claims: Vec<String>,
+    pub typ: Option<String>,
+    pub clock_skew: Duration,
+    pub jwks_min_refetch_interval: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) enum ValidateKeys {
+    Remote(Uri),
+    File(chaingate_oauth::keys::KeySet),
+}
+
+/// An upstream origin: scheme and authority only; the request's own path is kept.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub ca_certs: Option<Vec<CertificateDer<'static>>>,
+}
+
+pub(super) fn validate_route(
+    i: usize,
+    r: &FileRoute,
+    domains: &[Arc<Domain>],
+) -> Result<Route, ConfigError> {
+    let key = |field: &str| format!("routes[{i}].{field}");
+    if !r.path_prefix.starts_with('/') {
+        return Err(ConfigError::key(key("path_prefix"), "must start with /"));
+    }
+    let uri: Uri = r
+        .upstream
+        .parse()
+        .map_err(|_| ConfigError::key(key("upstream"), "not a valid URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
+        return Err(ConfigError::key(
+            key("upstream"),
+            "must be an absolute http(s) URL",
+        ));
+    };
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(ConfigError::key(key("upstream"), "must be http or https"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(ConfigError::key(
+            key("upstream"),
+            "must be an origin (scheme://host:port) without a path",
+        ));
+    }
+    let domain = domains
+        .iter()
+        .find(|d| *d.name == *r.domain)
+        .ok_or_else(|| {
+            ConfigError::key(
+                key("domain"),
+                format!("no [domains.{}] is defined", r.domain),
+            )
+        })?;
+    if let Some(scope) = &r.scope {
+        validate_scope(&key("scope"), scope)?;
+    }
+    let verify = domain.response_metadata == super::ResponseMetadata::Verify;
+    let resource_origin = match &r.resource_uri {
+        Some(uri) => super::response_metadata::resource_origin(i, uri, verify)?,
+        None => super::origin(&r.upstream)
+            .ok_or_else(|| ConfigError::key(key("upstream"), "must be an http(s) origin"))?,
+    };
+    Ok(Route {
+        resource_origin: Arc::from(resource_origin),
+        name: Arc::from(r.name.as_deref().unwrap_or(&r.path_prefix)),
+        path_prefix: r.path_prefix.clone(),
+        upstream: Upstream {
+            scheme,
+            authority,
+            ca_certs: r
+                .ca_file
+                .as_deref()
+                .map(|p| load_certs(&key("ca_file"), p))
+                .transpose()?,
+        },
+        domain: domain.clone(),
+        scope: r.scope.clone().or_else(|| domain.scope.clone()),
+        validate: r
+            .validate
+            .as_ref()
+            .map(|v| validate_settings(i, v))
+            .transpose()?
+            .map(Arc::new),
+    })
+}
+
+fn validate_settings(i: usize, v: &file::FileValidate) -> Result<Validate, ConfigError> {
+    use chaingate_oauth::keys::{parse_asymmetric_alg, KeySet, DEFAULT_ALGORITHMS};
+    let key = |field: &str| format!("routes[{i}].validate.{field}");
+    let algorithms = match &v.algorithms {
+        None => DEFAULT_ALGORITHMS.to_vec(),
+        Some(names) => names
+            .iter()
+            .enumerate()
+            .map(|(n, name)| {
+                parse_asymmetric_alg(name)
+                    .map_err(|e| ConfigError::key(key(&format!("algorithms[{n}]")), e))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let keys = match (&v.jwks_uri, &v.jwks_file) {
+        (Some(uri), None) => {
+            let parsed: Uri = uri
+                .parse()
+                .map_err(|_| ConfigError::key(key("jwks_uri"), "not a valid URL"))?;
+            match parsed.scheme_str() {
+                Some("https") => {}
+                Some("http") if v.allow_insecure_http => {}
+                _ => {
+                    return Err(ConfigError::key(
+                        key("jwks_uri"),
+                        "must be https (or http with allow_insecure_http)",
+                    ))
+                }
+            }
+            ValidateKeys::Remote(parsed)
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read(path).map_err(|e| {
+                ConfigError::key(
+                    key("jwks_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            ValidateKeys::File(
+                KeySet::from_jwks(&text, &algorithms)
+                    .map_err(|e| ConfigError::key(key("jwks_file"), e))?,
+            )
+        }
+        _ => {
+            return Err(ConfigError::key(
+                key("jwks_uri"),
+                "set exactly one of jwks_uri and jwks_file",
+            ))
+        }
+    };
+    let audiences = v.audience.to_vec();
+    if audiences.is_empty() {
+        return Err(ConfigError::key(
+            key("audience"),
+            "list the audience(s) a caller's token must carry",
+        ));
+    }
+    let duration = |field: &str, value: &Option<String>, default| match value {
+        Some(t) => parse_duration(&key(field), t),
+        None => Ok(default),
+    };
+    Ok(Validate {
+        issuer: v.issuer.clone(),
+        keys,
+        audiences,
+        algorithms,
+        required_claims: v.required_claims.clone(),
+        typ: match v.typ.as_deref() {
+            None => Some("at+jwt".to_string()),
+            Some("") => None,
+            Some(t) => Some(t.to_ascii_lowercase()),
+        },
+        clock_skew: duration("clock_skew", &v.clock_skew, Duration::from_secs(30))?,
+        jwks_min_refetch_interval: duration(
+            "jwks_min_refetch_interval",
+            &v.jwks_min_refetch_interval,
+            Duration::from_secs(30),
+        )?,
+    })
+}
+
+/// Every `subject_domain` names a domain, and following them never loops.
+pub(super) fn validate_subject_domains(domains: &[Arc<Domain>]) -> Result<(), ConfigError> {
+    for domain in domains {
+        let mut hops = 0;
+        let mut at = domain;
+        while let Some(next) = &at.subject_domain {
+            let key = format!("domains.{}.subject_domain", at.name);
+            at = domains
+                .iter()
+                .find(|d| d.name == *next)
+                .ok_or_else(|| ConfigError::key(&key, format!("no [domains.{next}] is defined")))?;
+            hops += 1;
+            if hops > 4 {
+                return Err(ConfigError::key(
+                    key,
+                    "subject domains loop or chain more than 4 hops",
+                ));
+            }
+        }
+    }
+    Ok(())
+}

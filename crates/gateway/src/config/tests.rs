@@ -1,0 +1,192 @@
+use super::*;
+use base64::Engine as _;
+use chaingate_oauth::secret::Secret;
+use client_auth::basic_authorization;
+
+const MINIMAL: &str = r#"
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9901"
+
+[domains.billing]
+token_endpoint = "https://as.billing.example/token"
+grant = "chain"
+client_id = "gateway-a"
+client_secret = "s3cret"
+auth_method = "client_secret_basic"
+scope = "invoices.read"
+
+[[routes]]
+path_prefix = "/"
+upstream = "http://127.0.0.1:3000"
+domain = "billing"
+scope = "invoices.read invoices.write"
+"#;
+
+fn error_for(text: &str) -> String {
+    Config::from_toml(text).unwrap_err().to_string()
+}
+
+#[test]
+fn the_documented_example_loads() {
+    let config = Config::from_toml(MINIMAL).unwrap();
+    assert_eq!(
+        config.routes[0].scope.as_deref(),
+        Some("invoices.read invoices.write")
+    );
+    assert_eq!(&*config.routes[0].domain.name, "billing");
+    assert_eq!(
+        config.routes[0].upstream.authority.as_str(),
+        "127.0.0.1:3000"
+    );
+}
+
+#[test]
+fn debug_output_never_contains_the_secret() {
+    let config = Config::from_toml(MINIMAL).unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    // Nor its Basic encoding.
+    assert!(!shown.contains("Z2F0ZXdheS1hOnMzY3JldA"), "{shown}");
+}
+
+#[test]
+fn basic_credentials_are_form_encoded_first() {
+    let value = basic_authorization("a:b ü", &Secret::new("p w+"));
+    let encoded = value.to_str().unwrap().strip_prefix("Basic ").unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    assert_eq!(String::from_utf8(decoded).unwrap(), "a%3Ab+%C3%BC:p+w%2B");
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let text = MINIMAL.replace("scope = \"invoices.read\"\n", "scop = \"x\"\n");
+    assert!(
+        error_for(&text).contains("domains.billing.scop"),
+        "{}",
+        error_for(&text)
+    );
+}
+
+#[test]
+fn plain_http_token_endpoints_need_an_explicit_opt_in() {
+    let text = MINIMAL.replace("https://as.billing", "http://as.billing");
+    assert!(error_for(&text).contains("domains.billing.token_endpoint"));
+    let allowed = text.replace(
+        "grant = \"chain\"",
+        "grant = \"chain\"\nallow_insecure_http = true",
+    );
+    assert!(Config::from_toml(&allowed).is_ok());
+}
+
+#[test]
+fn routes_must_name_a_defined_domain() {
+    let text = MINIMAL.replace("domain = \"billing\"", "domain = \"payroll\"");
+    assert!(error_for(&text).contains("routes[0].domain"));
+}
+
+#[test]
+fn upstreams_are_origins_only() {
+    let text = MINIMAL.replace("http://127.0.0.1:3000", "http://127.0.0.1:3000/api");
+    assert!(error_for(&text).contains("routes[0].upstream"));
+}
+
+#[test]
+fn secret_and_secret_file_are_exclusive_and_one_is_required() {
+    let both = MINIMAL.replace(
+        "client_secret = \"s3cret\"",
+        "client_secret = \"a\"\nclient_secret_file = \"/x\"",
+    );
+    assert!(error_for(&both).contains("domains.billing.client_secret"));
+    let neither = MINIMAL.replace("client_secret = \"s3cret\"\n", "");
+    assert!(error_for(&neither).contains("domains.billing.client_secret"));
+}
+
+#[test]
+fn secret_file_is_read_and_trailing_newline_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, "from-file\n").unwrap();
+    let text = MINIMAL.replace(
+        "client_secret = \"s3cret\"",
+        &format!("client_secret_file = {:?}", path.display().to_string()),
+    );
+    let text = text.replace("client_secret_basic", "client_secret_post");
+    let config = Config::from_toml(&text).unwrap();
+    match &config.domains[0].client_auth {
+        ClientAuth::Post(secret) => assert!(secret.ct_eq("from-file")),
+        other => panic!("expected post, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_scopes_and_durations_are_named() {
+    let text = MINIMAL.replace("scope = \"invoices.read\"\n", "scope = \"a  b\"\n");
+    assert!(error_for(&text).contains("domains.billing.scope"));
+    let text = format!("{MINIMAL}\n[cache]\nexpiry_skew = \"ten\"\n");
+    assert!(error_for(&text).contains("cache.expiry_skew"));
+}
+
+#[test]
+fn the_shipped_example_config_loads() {
+    let config = Config::from_toml(include_str!("../../../../config/chaingate.toml")).unwrap();
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(&*config.routes[0].name, "invoices");
+}
+
+fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn environment_overrides_any_key_including_nested_and_array_entries() {
+    let config = Config::from_toml_with_env(
+        MINIMAL,
+        env(&[
+            ("CHAINGATE_LISTEN", "127.0.0.1:18080"),
+            ("CHAINGATE_DOMAINS__BILLING__CLIENT_ID", "from-env"),
+            ("CHAINGATE_ROUTES__0__UPSTREAM", "http://127.0.0.1:4000"),
+            ("CHAINGATE_CACHE__MAX_ENTRIES", "7"),
+            ("CHAINGATE_LOG__ACCESS_LOG", "false"),
+            ("CHAINGATE_CONFIG", "/not/a/key"),
+            ("HOME", "/root"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.listen.port(), 18080);
+    assert_eq!(config.domains[0].client_id, "from-env");
+    assert_eq!(
+        config.routes[0].upstream.authority.as_str(),
+        "127.0.0.1:4000"
+    );
+    assert_eq!(config.cache.max_entries, 7);
+    assert!(!config.log.access_log);
+}
+
+#[test]
+fn a_mistyped_override_is_named_like_a_mistyped_key() {
+    let err = Config::from_toml_with_env(MINIMAL, env(&[("CHAINGATE_CACHE__MAX_ENTRYS", "7")]))
+        .unwrap_err();
+    assert!(err.to_string().contains("cache.max_entrys"), "{err}");
+    let err = Config::from_toml_with_env(MINIMAL, env(&[("CHAINGATE_ROUTES__3__UPSTREAM", "x")]))
+        .unwrap_err();
+    assert!(err.to_string().contains("routes[3]"), "{err}");
+}
+
+#[test]
+fn effective_config_shows_overrides_and_hides_secrets() {
+    let shown = effective_toml(
+        MINIMAL,
+        env(&[("CHAINGATE_DOMAINS__BILLING__CLIENT_SECRET", "env-secret")]),
+    )
+    .unwrap();
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("env-secret"),
+        "{shown}"
+    );
+    assert!(shown.contains("[redacted]"));
+    assert!(shown.contains("gateway-a"));
+}

@@ -1,0 +1,128 @@
+//! `chaingate_token_exchanges_total`, `chaingate_token_exchange_duration_seconds`, retries and the
+//! circuit-breaker gauge, by domain.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::metrics::DomainLabel;
+use chaingate_core::metrics::latency_histogram;
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    Issued,
+    Rejected,
+    Error,
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(
+            encoder,
+            match self {
+                Self::Issued => "issued",
+                Self::Rejected => "rejected",
+                Self::Error => "error",
+            },
+        )
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DomainOutcome {
+    domain: Arc<str>,
+    outcome: Outcome,
+}
+
+impl DomainLabel {
+    pub(super) fn outcome(&self, outcome: Outcome) -> DomainOutcome {
+        DomainOutcome {
+            domain: self.domain.clone(),
+            outcome,
+        }
+    }
+}
+
+/// `chaingate_token_exchanges_total{domain,outcome}` and `..._duration_seconds{domain}`.
+#[derive(Debug, Clone)]
+pub struct ExchangeMetrics {
+    pub(super) exchanges: Family<DomainOutcome, Counter>,
+    pub(super) duration: Family<DomainLabel, Histogram>,
+    pub(super) retries: Family<DomainLabel, Counter>,
+    pub(super) circuit_open: Family<DomainLabel, Gauge>,
+    pub(super) reciprocal: super::ReciprocalMetrics,
+    pub(super) registration: super::RegistrationMetrics,
+}
+
+impl ExchangeMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let exchanges = Family::default();
+        registry.register(
+            "chaingate_token_exchanges",
+            "Token exchanges at a domain's token endpoint, by outcome",
+            exchanges.clone(),
+        );
+        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "chaingate_token_exchange_duration",
+            "Time spent on one token exchange, including connection setup",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let retries = Family::default();
+        registry.register(
+            "chaingate_token_exchange_retries",
+            "Retried token requests (connect errors, 5xx, 429), within the retry budget",
+            retries.clone(),
+        );
+        let circuit_open = Family::default();
+        registry.register(
+            "chaingate_token_exchange_circuit_open",
+            "1 while the domain's circuit breaker fails exchanges fast",
+            circuit_open.clone(),
+        );
+        Self {
+            exchanges,
+            duration,
+            retries,
+            circuit_open,
+            reciprocal: super::ReciprocalMetrics::register(registry),
+            registration: super::RegistrationMetrics::register(registry),
+        }
+    }
+}
+
+impl ExchangeMetrics {
+    /// One domain's handles, resolved once so that an exchange touches no label map.
+    pub(super) fn for_domain(&self, label: &DomainLabel) -> DomainExchangeMetrics {
+        DomainExchangeMetrics {
+            issued: self
+                .exchanges
+                .get_or_create_owned(&label.outcome(Outcome::Issued)),
+            rejected: self
+                .exchanges
+                .get_or_create_owned(&label.outcome(Outcome::Rejected)),
+            error: self
+                .exchanges
+                .get_or_create_owned(&label.outcome(Outcome::Error)),
+            duration: self.duration.get_or_create_owned(label),
+            retries: self.retries.get_or_create_owned(label),
+            circuit_open: self.circuit_open.get_or_create_owned(label),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct DomainExchangeMetrics {
+    pub(super) issued: Counter,
+    pub(super) rejected: Counter,
+    pub(super) error: Counter,
+    pub(super) retries: Counter,
+    pub(super) circuit_open: Gauge,
+    pub(super) duration: Histogram,
+}

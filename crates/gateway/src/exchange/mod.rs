@@ -1,0 +1,437 @@
+//! Token exchange at a domain's token endpoint: the chain grant (draft-hunt-oauth-chain-01),
+//! RFC 8693 token exchange, or the RFC 7523 JWT bearer grant.
+//!
+//! One pooled client per domain. Requests are built in `request.rs`, responses read strictly in
+//! `response.rs` (every failure becomes the gateway's [`Error`], specs.md §19.12) and the token
+//! endpoint may come from RFC 8414 discovery (`discovery.rs`). Token server error details are
+//! logged as the `error` code only, never returned to the caller.
+
+mod discovery;
+mod guard;
+mod metrics;
+mod reciprocal;
+mod registration;
+mod request;
+mod response;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use http::{StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::{ClientAuth, Domain, Grant, TokenEndpoint};
+use crate::error::Error;
+use crate::metrics::DomainLabel;
+use chaingate_oauth::secret::Secret;
+
+use metrics::DomainExchangeMetrics;
+pub use metrics::{ExchangeMetrics, Outcome};
+pub use reciprocal::{Delivery, ReciprocalMetrics};
+pub use registration::RegistrationMetrics;
+pub use request::{CHAIN_GRANT, JWT_BEARER_GRANT, RECIPROCAL_GRANT, TOKEN_EXCHANGE_GRANT};
+
+/// Token responses larger than this are refused rather than buffered.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A token issued by a domain's token endpoint.
+pub struct Issued {
+    pub access_token: Secret,
+    pub expires_in: Option<Duration>,
+    /// `token_type` Bearer; an RFC 8693 `N_A` token may only be another hop's subject.
+    pub bearer: bool,
+    /// The scope the token server asks party A to grant it back (Reciprocal OAuth), if any.
+    pub reciprocal: Option<String>,
+    /// The granted `scope`, if the response had one (RFC 6749 §5.1: else, as requested).
+    pub scope: Option<String>,
+    /// The response's draft-sakimura-oauth-meta links and what `duri` must be.
+    pub links: Links,
+}
+
+/// `Link` relations `ruri`/`duri` of a token response, and the discovery URL the exchange relied
+/// on. URLs, never secrets.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    pub ruri: Option<String>,
+    pub duri: Option<String>,
+    /// The RFC 8414 metadata URL the token endpoint was read from; `None` if configured.
+    pub discovery: Option<String>,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("expires_in", &self.expires_in)
+            .field("bearer", &self.bearer)
+            .field("reciprocal", &self.reciprocal)
+            .field("scope", &self.scope)
+            .field("links", &self.links)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where requests go: the token endpoint, and the issuer it was discovered from.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub token: Uri,
+    pub issuer: Option<String>,
+    /// RFC 7591 `registration_endpoint` from discovery, if the server has one.
+    pub registration: Option<Uri>,
+    /// The metadata URL discovery read (`duri` must name it).
+    pub discovery: Option<String>,
+}
+
+/// Who chaingate is at the token endpoint: configured, or issued by registration.
+#[derive(Debug)]
+pub(crate) struct Credentials {
+    pub(crate) client_id: String,
+    pub(crate) auth: ClientAuth,
+}
+
+/// Exchanges tokens at one domain's token endpoint.
+#[derive(Debug)]
+pub struct Exchanger {
+    domain: Arc<Domain>,
+    client: HttpsClient,
+    endpoints: ArcSwapOption<Endpoints>,
+    discovered: Notify,
+    guard: guard::Guard,
+    metrics: DomainExchangeMetrics,
+    retry_after: Duration,
+    /// Reciprocal OAuth: set when the domain has a `[reciprocal]` policy.
+    reciprocal: Option<Arc<reciprocal::Agent>>,
+    /// Read once per token request; `None` until self-registration has succeeded.
+    credentials: ArcSwapOption<Credentials>,
+    registration: Option<registration::Registrar>,
+}
+
+impl Exchanger {
+    /// Builds the exchanger; with `issuer` configured, also starts discovery (and its refresh),
+    /// which ends by itself once the exchanger is dropped.
+    pub fn new(
+        domain: Arc<Domain>,
+        pool_idle: Duration,
+        retry_after: Duration,
+        metrics: &ExchangeMetrics,
+    ) -> Result<Arc<Self>, rustls::Error> {
+        let identity = match &domain.client_auth {
+            ClientAuth::TlsClientAuth(identity) => Some(identity.as_ref()),
+            _ => None,
+        };
+        let client = chaingate_core::tls::pooled_client(
+            domain.ca_certs.as_deref(),
+            identity,
+            domain.timeout,
+            pool_idle,
+        )?;
+        let reciprocal = domain
+            .reciprocal
+            .as_ref()
+            .map(|settings| {
+                reciprocal::Agent::new(&domain, settings, pool_idle, &metrics.reciprocal)
+                    .map(Arc::new)
+            })
+            .transpose()?;
+        let label = DomainLabel {
+            domain: domain.name.clone(),
+        };
+        let fixed = match &domain.endpoint {
+            TokenEndpoint::Fixed(uri) => Some(Arc::new(Endpoints {
+                token: uri.clone(),
+                issuer: None,
+                registration: None,
+                discovery: None,
+            })),
+            TokenEndpoint::Discover { .. } => None,
+        };
+        let exchanger = Arc::new(Self {
+            metrics: metrics.for_domain(&label),
+            endpoints: ArcSwapOption::new(fixed),
+            credentials: ArcSwapOption::new(match domain.registration {
+                Some(_) => None,
+                None => Some(Arc::new(Credentials {
+                    client_id: domain.client_id.clone(),
+                    auth: domain.client_auth.clone(),
+                })),
+            }),
+            registration: domain
+                .registration
+                .clone()
+                .map(|settings| registration::Registrar::new(settings, &domain.name, metrics)),
+            discovered: Notify::new(),
+            guard: guard::Guard::new(domain.protection.clone()),
+            domain,
+            client,
+            retry_after,
+            reciprocal,
+        });
+        if let TokenEndpoint::Discover { issuer, refresh } = &exchanger.domain.endpoint {
+            tokio::spawn(discovery::keep_discovering(
+                Arc::downgrade(&exchanger),
+                issuer.clone(),
+                *refresh,
+            ));
+        }
+        if exchanger.registration.is_some() {
+            tokio::spawn(registration::keep_registered(Arc::downgrade(&exchanger)));
+        }
+        Ok(exchanger)
+    }
+
+    pub fn domain(&self) -> &Arc<Domain> {
+        &self.domain
+    }
+
+    /// Whether the token endpoint is known (always, unless discovery has not succeeded yet) and
+    /// the client credentials too (always, unless self-registration has not succeeded yet).
+    pub fn is_ready(&self) -> bool {
+        self.endpoints.load().is_some() && self.credentials.load().is_some()
+    }
+
+    /// Waits until the token endpoint is known.
+    pub async fn ready(&self) {
+        loop {
+            let notified = self.discovered.notified();
+            if self.is_ready() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Exchanges `subject` (the caller's token, or a previous hop's) for a token of this domain.
+    pub async fn exchange(&self, subject: &str, scope: Option<&str>) -> Result<Issued, Error> {
+        let started = Instant::now();
+        let result = match self.guard.admit(self.retry_after) {
+            Err((error, reason)) => Err(Failure::error(error, reason)),
+            Ok(_admission) => {
+                let attempts = self.attempts(subject, scope, started + self.domain.timeout);
+                let result = match tokio::time::timeout(self.domain.timeout, attempts).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Failure::error(Error::ExchangeTimeout, "timeout")),
+                };
+                // Any answer, even a refusal, shows the server is alive; silence and 5xx do not.
+                let alive = result.as_ref().err().is_none_or(|failure| {
+                    !matches!(
+                        failure.error,
+                        Error::ExchangeTimeout | Error::ExchangeUnavailable { .. }
+                    )
+                });
+                self.guard.record(alive);
+                self.metrics
+                    .circuit_open
+                    .set(i64::from(self.guard.is_open()));
+                result
+            }
+        };
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(issued) => {
+                self.metrics.issued.inc();
+                if let (Some(agent), Some(wanted), Some(endpoints), Some(credentials)) = (
+                    &self.reciprocal,
+                    issued.reciprocal.as_deref(),
+                    self.endpoints.load_full(),
+                    self.credentials.load_full(),
+                ) {
+                    let to = reciprocal::PartyB {
+                        domain: self.domain.clone(),
+                        credentials,
+                        endpoints,
+                        client: self.client.clone(),
+                    };
+                    agent.offer(subject, wanted, &issued.access_token, to).await;
+                }
+                Ok(issued)
+            }
+            Err(failure) => {
+                match failure.outcome {
+                    Outcome::Rejected => self.metrics.rejected.inc(),
+                    _ => self.metrics.error.inc(),
+                };
+                tracing::warn!(domain = %self.domain.name, reason = failure.reason, "token exchange failed");
+                Err(failure.error)
+            }
+        }
+    }
+
+    /// The first attempt and the retries the budget allows (connect errors, 5xx, 429 only).
+    async fn attempts(
+        &self,
+        subject: &str,
+        scope: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Issued, Failure> {
+        let mut attempt = 0;
+        loop {
+            let result = self.request(subject, scope).await;
+            let Err(failure) = &result else { return result };
+            let Some(hint) = failure.retry_hint else {
+                return result;
+            };
+            attempt += 1;
+            let Some(delay) = self.guard.retry_delay(attempt, hint) else {
+                return result;
+            };
+            // A wait that outlasts the deadline would only turn a clear 503 into a 504.
+            if Instant::now() + delay >= deadline {
+                return result;
+            }
+            self.metrics.retries.inc();
+            tracing::debug!(domain = %self.domain.name, attempt, ?delay, "retrying token exchange");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn request(&self, subject: &str, scope: Option<&str>) -> Result<Issued, Failure> {
+        let Some(endpoints) = self.endpoints.load_full() else {
+            return Err(Failure::error(
+                Error::ExchangeUnavailable {
+                    retry_after: self.retry_after,
+                },
+                "not discovered yet",
+            ));
+        };
+        let Some(credentials) = self.credentials.load_full() else {
+            return Err(Failure::error(
+                Error::ExchangeUnavailable {
+                    retry_after: self.retry_after,
+                },
+                "not registered yet",
+            ));
+        };
+        let actor = match &self.domain.grant {
+            Grant::TokenExchange(settings) => match &settings.actor_token_file {
+                // Read per exchange: a projected service-account token is rotated in place.
+                Some(path) => Some(
+                    tokio::fs::read_to_string(path)
+                        .await
+                        .map(|t| t.trim().to_string())
+                        .map_err(|_| {
+                            Failure::error(
+                                Error::ExchangeFailed("actor token unreadable"),
+                                "actor token file",
+                            )
+                        })?,
+                ),
+                None => None,
+            },
+            _ => None,
+        };
+        let request = request::build(
+            &self.domain,
+            &credentials,
+            &endpoints,
+            &request::TokenRequest {
+                subject,
+                scope,
+                actor: actor.as_deref(),
+            },
+        )?;
+        let response = self.client.request(request).await.map_err(|e| {
+            tracing::debug!(error = %e, "token endpoint unreachable");
+            let failure = Failure::error(
+                Error::ExchangeUnavailable {
+                    retry_after: self.retry_after,
+                },
+                "unreachable",
+            );
+            // Only a request that never reached the server is safe to send again.
+            if e.is_connect() {
+                failure.retryable(None)
+            } else {
+                failure
+            }
+        })?;
+        let mut issued = self.read_response(response).await?;
+        issued.links.discovery = endpoints.discovery.clone();
+        Ok(issued)
+    }
+
+    async fn read_response(
+        &self,
+        response: http::Response<hyper::body::Incoming>,
+    ) -> Result<Issued, Failure> {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(3600)))
+            .unwrap_or(self.retry_after);
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            let hint = (status == StatusCode::TOO_MANY_REQUESTS).then_some(retry_after);
+            return Err(Failure::error(
+                Error::ExchangeUnavailable { retry_after },
+                "unavailable status",
+            )
+            .retryable(hint));
+        }
+        // Every Link field, as RFC 8288 allows the relations to be split across several.
+        let links = response
+            .headers()
+            .get_all(http::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(chaingate_oauth::link::parse)
+            .collect::<Vec<_>>();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|_| {
+                Failure::error(Error::ExchangeFailed("unreadable token response"), "body")
+            })?
+            .to_bytes();
+        if status == StatusCode::OK {
+            let mut issued = response::parse_success(&body, &self.domain.grant)?;
+            issued.links.ruri = chaingate_oauth::link::find(&links, "ruri").map(str::to_owned);
+            issued.links.duri = chaingate_oauth::link::find(&links, "duri").map(str::to_owned);
+            Ok(issued)
+        } else {
+            Err(response::classify_error(status, &body, &self.domain.grant))
+        }
+    }
+}
+
+/// Feeds a token response to the parsers of every grant profile (fuzzing entry point).
+pub(crate) fn fuzz_response(body: &[u8]) {
+    response::fuzz(body);
+}
+
+#[derive(Debug)]
+struct Failure {
+    error: Error,
+    outcome: Outcome,
+    reason: &'static str,
+    /// `Some` if another attempt may be made, with the server's wait (Retry-After) if it gave one.
+    retry_hint: Option<Option<Duration>>,
+}
+
+impl Failure {
+    fn error(error: Error, reason: &'static str) -> Self {
+        Self {
+            error,
+            outcome: Outcome::Error,
+            reason,
+            retry_hint: None,
+        }
+    }
+
+    fn retryable(mut self, wait: Option<Duration>) -> Self {
+        self.retry_hint = Some(wait);
+        self
+    }
+}

@@ -1,0 +1,110 @@
+//! The gateway's request metrics: `chaingate_requests_total{route,code}` and
+//! `chaingate_request_duration_seconds{route}`, and the families every generation shares.
+
+use std::sync::{Arc, OnceLock};
+
+use http::StatusCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::cache::CacheMetrics;
+use crate::exchange::ExchangeMetrics;
+use crate::metrics::RouteLabel;
+use chaingate_core::metrics::latency_histogram;
+
+/// The metric families every generation of the gateway records into; registered once.
+#[derive(Debug, Clone)]
+pub struct GatewayMetrics {
+    pub(super) requests: RequestMetrics,
+    pub(super) exchange: ExchangeMetrics,
+    pub(super) cache: CacheMetrics,
+    pub(super) metadata: super::metadata::MetadataMetrics,
+}
+
+impl GatewayMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        Self {
+            requests: RequestMetrics::register(registry),
+            exchange: ExchangeMetrics::register(registry),
+            cache: CacheMetrics::register(registry),
+            metadata: super::metadata::MetadataMetrics::register(registry),
+        }
+    }
+}
+
+/// One route's `chaingate_requests_total` children by status code. Each is created on first use,
+/// so the exposition lists only codes that happened, then kept: the family's lookup takes a lock
+/// and hashes the labels, which every request would otherwise pay.
+pub(super) struct StatusCounters {
+    family: Family<RouteCode, Counter>,
+    route: Arc<str>,
+    /// Indexed by `status - 100`; 100..=599 covers every status hyper produces or forwards.
+    by_status: Box<[OnceLock<Counter>]>,
+}
+
+impl StatusCounters {
+    pub(super) fn new(family: &Family<RouteCode, Counter>, route: &Arc<str>) -> Self {
+        Self {
+            family: family.clone(),
+            route: route.clone(),
+            by_status: (100..600).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    pub(super) fn inc(&self, status: StatusCode) {
+        let code = status.as_u16();
+        let child = || {
+            self.family.get_or_create_owned(&RouteCode {
+                route: self.route.clone(),
+                code,
+            })
+        };
+        match self.by_status.get(usize::from(code).wrapping_sub(100)) {
+            Some(slot) => slot.get_or_init(child).inc(),
+            None => child().inc(),
+        };
+    }
+}
+
+impl std::fmt::Debug for StatusCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusCounters")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct RouteCode {
+    route: Arc<str>,
+    code: u16,
+}
+
+/// `chaingate_requests_total{route,code}` and `chaingate_request_duration_seconds{route}`.
+#[derive(Debug, Clone)]
+pub(super) struct RequestMetrics {
+    pub(super) requests: Family<RouteCode, Counter>,
+    pub(super) duration: Family<RouteLabel, Histogram>,
+}
+
+impl RequestMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let requests = Family::default();
+        registry.register(
+            "chaingate_requests",
+            "Requests served, by route and status code",
+            requests.clone(),
+        );
+        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "chaingate_request_duration",
+            "Time from request head to response head, by route",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        Self { requests, duration }
+    }
+}

@@ -1,0 +1,212 @@
+//! chaingate: a token-exchanging reverse-proxy sidecar.
+//!
+//! The life of a request (one function, [`gateway::Gateway::handle`]):
+//!
+//! ```text
+//! inbound  ─ accept, TLS, HTTP/1.1 or HTTP/2                       (inbound.rs)
+//!   route  ─ first matching path prefix; 414 past the target limit (gateway/)
+//!   shed   ─ refuse with 503 when too many requests are in flight  (gateway/)
+//!   authn  ─ exactly one bearer token, from Authorization           (authn.rs)
+//!   validate ─ optional local JWT checks of the caller's token      (validate.rs)
+//!   cache  ─ digest(domain, scope, AT1) → AT2, coalesced misses,    (cache/)
+//!            negative entries, refresh ahead
+//!   exchange ─ chain grant, token exchange or jwt-bearer, with      (exchange/)
+//!              retries, breaker, discovery; hops for subject domains
+//!   outbound ─ swap Authorization, strip hop-by-hop, stream         (outbound.rs)
+//! errors  ─ one enum, one mapping to status + WWW-Authenticate      (error.rs)
+//! admin   ─ /live, /ready, /metrics                                 (admin.rs)
+//! reload  ─ re-read config and named files, swap atomically         (reload.rs)
+//! authority ─ the reference token server; demo ─ everything on loopback
+//! ```
+
+pub mod admin;
+pub mod authn;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod gateway;
+pub mod inbound;
+pub mod metrics;
+pub mod outbound;
+pub mod reload;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chaingate_core::drain;
+use chaingate_core::serve::{self, ServeLimits};
+use chaingate_core::tls;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+
+use crate::admin::{Admin, Readiness};
+use crate::config::Config;
+use crate::gateway::{Gateway, GatewayMetrics};
+use crate::reload::{ReloadMetrics, ReloadSource, Reloader};
+use arc_swap::ArcSwap;
+
+/// Response bodies: streamed from the upstream, or a small synthetic one.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// A gateway whose listeners are bound and serving.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    readiness: Readiness,
+    stop: drain::Signal,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts a drain: `/ready` turns 503 at once, then the data listener closes after the
+    /// configured delay and in-flight requests get the drain timeout to finish.
+    pub fn begin_shutdown(&self) {
+        self.readiness.set(false);
+        self.stop.signal();
+    }
+
+    /// Waits until the drain has finished and both listeners are closed.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds both listeners and starts serving; `/ready` is 200 when this returns.
+pub async fn spawn(config: Config) -> Result<Running, StartError> {
+    spawn_with_reload(config, None).await
+}
+
+/// Like [`spawn`], and re-reads `reload` (if given and `reload.enabled`) to apply config changes.
+pub async fn spawn_with_reload(
+    config: Config,
+    reload: Option<ReloadSource>,
+) -> Result<Running, StartError> {
+    let mut registry = Registry::default();
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    let data_listener = serve::bind(config.listen).await?;
+    let admin_listener = serve::bind(config.admin_listen).await?;
+    let addr = data_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let data_builder = inbound::http_builder(&config.timeouts, &config.limits);
+    let admin_builder = inbound::http_builder(&config.timeouts, &config.limits);
+    let handshake_timeout = config.timeouts.tls_handshake;
+    let max_connections = config.limits.max_connections;
+    let shutdown = config.shutdown.clone();
+    let metrics = GatewayMetrics::register(&mut registry);
+    let reloads = ReloadMetrics::register(&mut registry);
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(
+        &config, &metrics, None,
+    )?));
+    let readiness = Readiness::default();
+    let admin = Arc::new(Admin {
+        readiness: readiness.clone(),
+        registry,
+        gateway: gateway.clone(),
+    });
+    let (reload_stop, reload_stop_rx) = drain::channel();
+    if let Some(source) = reload.filter(|_| config.reload.enabled) {
+        let reloader = Reloader {
+            source,
+            applied: config,
+            current: gateway.clone(),
+            metrics,
+            reloads,
+        };
+        tokio::spawn(reloader.run(reload_stop_rx));
+    }
+
+    let (stop, stop_rx) = drain::channel();
+    // Ready once listeners are bound and every token endpoint is known (discovery may lag);
+    // never after a drain has begun.
+    let first = gateway.load_full();
+    if first.is_ready() {
+        readiness.set(true);
+    } else {
+        let (readiness, draining) = (readiness.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            first.ready().await;
+            if !draining.is_signaled() {
+                readiness.set(true);
+            }
+        });
+    }
+    let registered = gateway.clone();
+    let (data_stop, data_stop_rx) = drain::channel();
+    let (admin_stop, admin_stop_rx) = drain::channel();
+    let data = tokio::spawn(serve::serve(
+        data_listener,
+        serve::tls_acceptor(tls),
+        data_builder,
+        ServeLimits {
+            handshake_timeout,
+            drain_timeout: shutdown.drain_timeout,
+            max_connections,
+        },
+        data_stop_rx,
+        move |request, peer| {
+            // The generation current when the request arrived serves it to the end.
+            let gateway = gateway.load_full();
+            async move { gateway.handle(request, peer).await }
+        },
+    ));
+    let admin_task = tokio::spawn(serve::serve(
+        admin_listener,
+        None,
+        admin_builder,
+        ServeLimits {
+            handshake_timeout,
+            drain_timeout: std::time::Duration::from_secs(1),
+            max_connections: 64,
+        },
+        admin_stop_rx,
+        move |request, _peer| {
+            let admin = admin.clone();
+            async move { admin.handle(request).await }
+        },
+    ));
+    let task = tokio::spawn(async move {
+        let mut stop_rx = stop_rx;
+        stop_rx.signaled().await;
+        tracing::info!(delay = ?shutdown.drain_delay, timeout = ?shutdown.drain_timeout, "draining");
+        reload_stop.signal();
+        tokio::time::sleep(shutdown.drain_delay).await;
+        data_stop.signal();
+        let _ = data.await;
+        // After the drain: in-flight requests needed the registered credentials until now.
+        let deregister = registered.load_full();
+        if tokio::time::timeout(shutdown.drain_timeout, deregister.deregister())
+            .await
+            .is_err()
+        {
+            tracing::warn!("deleting client registrations timed out");
+        }
+        admin_stop.signal();
+        let _ = admin_task.await;
+        tracing::info!("drained");
+    });
+    Ok(Running {
+        addr,
+        admin_addr,
+        readiness,
+        stop,
+        task,
+    })
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}

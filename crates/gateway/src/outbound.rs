@@ -1,0 +1,237 @@
+//! Outbound: the request as the upstream sees it, sent over a pooled keep-alive client.
+//!
+//! RFC 9110 §7.6.1: fields named in `Connection` and the hop-by-hop set are removed both ways.
+//! Forwarding metadata (`X-Forwarded-*`, `Forwarded`) and client-certificate headers from the
+//! caller are not trusted (RFC 9700 §4.13) and are replaced or dropped. `Authorization` is
+//! replaced with the downstream token, so AT1 never leaves chaingate.
+
+pub use chaingate_core::serve::Peer;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{HeaderMap, Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+use crate::config::Upstream;
+use crate::error::Error;
+
+mod body;
+mod pool;
+pub use body::{empty, forwarded, IdleTimeout, UpstreamBody};
+pub use pool::Http1Pool;
+
+/// Removed from every forwarded request and response, listed or not (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Caller-supplied copies of what only chaingate may assert.
+const UNTRUSTED: [HeaderName; 9] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("client-cert"),
+    HeaderName::from_static("client-cert-chain"),
+    HeaderName::from_static("x-forwarded-client-cert"),
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+type TlsClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+
+/// One route's way to its upstream.
+#[derive(Debug)]
+pub enum UpstreamClient {
+    /// `http://`, the sidecar's usual case: a lean pool of HTTP/1.1 connections.
+    Plain(Arc<Http1Pool>),
+    /// `https://`: hyper-util's pooled client, which brings TLS and h2 by ALPN.
+    Tls(Box<TlsClient>),
+}
+
+/// Builds the pooled client for an upstream with the given trust roots.
+pub fn client(
+    upstream: &Upstream,
+    connect_timeout: Duration,
+    pool_idle: Duration,
+) -> Result<UpstreamClient, rustls::Error> {
+    if upstream.scheme == Scheme::HTTP {
+        return Ok(UpstreamClient::Plain(Http1Pool::new(
+            upstream,
+            connect_timeout,
+            pool_idle,
+        )));
+    }
+    Ok(UpstreamClient::Tls(Box::new(
+        chaingate_core::tls::pooled_client(
+            upstream.ca_certs.as_deref(),
+            None,
+            connect_timeout,
+            pool_idle,
+        )?,
+    )))
+}
+
+/// Rewrites `request` for the upstream: URI, hop-by-hop and untrusted fields, forwarding headers.
+pub fn prepare(
+    request: &mut Request<Incoming>,
+    client: &UpstreamClient,
+    upstream: &Upstream,
+    authorization: HeaderValue,
+    peer: &Peer,
+) {
+    let original_host = request.headers().get(header::HOST).cloned().or_else(|| {
+        request
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let via = match request.version() {
+        Version::HTTP_10 => "1.0 chaingate",
+        Version::HTTP_2 => "2 chaingate",
+        _ => "1.1 chaingate",
+    };
+    match client {
+        // The pool speaks to the connection directly: origin-form, which an HTTP/1 request
+        // usually already is, so most requests keep their URI untouched.
+        UpstreamClient::Plain(_) => {
+            if request.uri().scheme().is_some() || request.uri().authority().is_some() {
+                *request.uri_mut() = Uri::from(path_and_query(request.uri()));
+            }
+        }
+        UpstreamClient::Tls(_) => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(upstream.scheme.clone());
+            parts.authority = Some(upstream.authority.clone());
+            parts.path_and_query = Some(path_and_query(request.uri()));
+            // Scheme, authority and path were each valid on their own, so this cannot fail.
+            *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+        }
+    }
+    // The upstream connection is ours: HTTP/1.1 unless the pool negotiates h2 by ALPN.
+    *request.version_mut() = Version::HTTP_11;
+
+    let headers = request.headers_mut();
+    strip(headers, &UNTRUSTED);
+    // Host names the upstream; the caller's goes in X-Forwarded-Host.
+    match client {
+        UpstreamClient::Plain(pool) => headers.insert(header::HOST, pool.host().clone()),
+        // hyper-util's client sets Host from the URI when there is none.
+        UpstreamClient::Tls(_) => headers.remove(header::HOST),
+    };
+    headers.insert(header::AUTHORIZATION, authorization);
+    headers.insert(X_FORWARDED_FOR, peer.forwarded_for().clone());
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
+    );
+    if let Some(host) = original_host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    headers.append(header::VIA, HeaderValue::from_static(via));
+}
+
+fn path_and_query(uri: &Uri) -> PathAndQuery {
+    uri.path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
+}
+
+/// Removes the fields named in `Connection`, the fixed hop-by-hop set and `extra`, looking each present field up once: most messages carry
+/// none of them, and a pass over a handful of fields is cheaper than 16 hashed removals.
+fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
+    let doomed = |name: &HeaderName| HOP_BY_HOP.contains(name) || extra.contains(name);
+    if !headers.keys().any(doomed) {
+        return;
+    }
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        // A caller must not be able to make us drop the credential we add ourselves.
+        if name != header::AUTHORIZATION {
+            headers.remove(&name);
+        }
+    }
+    for name in HOP_BY_HOP.iter().chain(extra) {
+        headers.remove(name);
+    }
+}
+
+/// Sends the prepared request; waits at most `timeout` for the response head.
+pub async fn send(
+    client: &UpstreamClient,
+    request: Request<UpstreamBody>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, Error> {
+    let sent = match client {
+        UpstreamClient::Plain(pool) => tokio::time::timeout(timeout, pool.send(request)).await,
+        UpstreamClient::Tls(client) => {
+            tokio::time::timeout(timeout, async {
+                client.request(request).await.map_err(|e| {
+                tracing::debug!(error = %e, connect = e.is_connect(), "upstream request failed");
+                Error::UpstreamUnavailable
+            })
+            })
+            .await
+        }
+    };
+    match sent {
+        Ok(Ok(mut response)) => {
+            strip(response.headers_mut(), &[header::PROXY_AUTHENTICATE]);
+            Ok(response)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::UpstreamTimeout),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_listed_and_hop_by_hop_fields_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("X-Foo, close, Authorization"),
+        );
+        h.insert("x-foo", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic x"),
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer ours"),
+        );
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip(&mut h, &[]);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(h.contains_key("x-keep") && h.contains_key(header::AUTHORIZATION));
+    }
+}

@@ -1,0 +1,144 @@
+//! Optional local validation of the caller's JWT (`[routes.validate]`), before any exchange.
+//!
+//! RFC 9068 §4 and RFC 8725: `typ`, issuer, signature by the issuer's keys only (`jku`, `x5u`,
+//! `jwk` headers are ignored; `none` and HMAC algorithms are refused), numeric `exp`/`nbf`/`iat`,
+//! audience, required claims. A token that fails is a 401 `invalid_token` without calling the
+//! token server. The token server still has the last word on tokens that pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::{Validate, ValidateKeys};
+use crate::error::Error;
+use chaingate_oauth::jwt;
+use chaingate_oauth::keys::KeySet;
+use chaingate_oauth::remote::{FetchLimits, RemoteKeys, SharedClient};
+
+/// JWKS documents larger than this are refused.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+#[derive(Debug)]
+pub struct InboundValidator {
+    settings: Arc<Validate>,
+    keys: Keys,
+}
+
+#[derive(Debug)]
+enum Keys {
+    Remote(Box<RemoteKeys>),
+    File(Arc<KeySet>),
+}
+
+impl InboundValidator {
+    pub fn new(settings: Arc<Validate>, client: SharedClient) -> Self {
+        let keys = match &settings.keys {
+            ValidateKeys::Remote(uri) => Keys::Remote(Box::new(RemoteKeys::new(
+                uri.clone(),
+                settings.algorithms.clone(),
+                FetchLimits {
+                    timeout: Duration::from_secs(5),
+                    max_bytes: MAX_JWKS_BYTES,
+                    cache_ttl: Duration::from_secs(600),
+                    min_refetch_interval: settings.jwks_min_refetch_interval,
+                },
+                client,
+            ))),
+            ValidateKeys::File(set) => Keys::File(Arc::new(set.clone())),
+        };
+        Self { settings, keys }
+    }
+
+    /// Loads the issuer's keys once (readiness waits for this), retrying with backoff.
+    pub async fn ready(&self) {
+        let Keys::Remote(remote) = &self.keys else {
+            return;
+        };
+        let mut backoff = self
+            .settings
+            .jwks_min_refetch_interval
+            .max(Duration::from_millis(100));
+        while let Err(e) = remote.keys(None).await {
+            tracing::warn!(issuer = %self.settings.issuer, error = %e, "JWKS not loaded yet");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        match &self.keys {
+            Keys::Remote(remote) => remote.is_loaded(),
+            Keys::File(_) => true,
+        }
+    }
+
+    /// Checks the caller's token: a bad token is `invalid_token` (the reason goes to the log);
+    /// keys that cannot be had at all are our outage, a 503, not the caller's fault.
+    pub async fn check(&self, token: &str) -> Result<(), Error> {
+        match self.verify(token).await {
+            Ok(()) => Ok(()),
+            Err(Refusal::Token(reason)) => {
+                tracing::debug!(issuer = %self.settings.issuer, reason, "caller's token refused locally");
+                Err(Error::InvalidToken)
+            }
+            Err(Refusal::KeysUnavailable(reason)) => {
+                tracing::warn!(issuer = %self.settings.issuer, reason, "issuer keys unavailable");
+                Err(Error::ExchangeUnavailable {
+                    retry_after: Duration::from_secs(5),
+                })
+            }
+        }
+    }
+
+    async fn verify(&self, token: &str) -> Result<(), Refusal> {
+        let settings = &self.settings;
+        let (header, unverified) = jwt::peek(token).map_err(Refusal::Token)?;
+        if let Some(typ) = &settings.typ {
+            if !jwt::typ_is(&header, typ) {
+                return Err(Refusal::Token(format!("typ is not {typ}")));
+            }
+        }
+        // Only the configured issuer's tokens may even cause a key lookup.
+        if unverified.get("iss").and_then(Value::as_str) != Some(settings.issuer.as_str()) {
+            return Err(Refusal::Token("issuer is not the configured one".into()));
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) if kid.len() <= 256 => Some(kid.as_str()),
+            Some(_) => return Err(Refusal::Token("kid is not a short string".into())),
+        };
+        let keys = match &self.keys {
+            Keys::Remote(remote) => remote.keys(kid).await.map_err(Refusal::KeysUnavailable)?,
+            Keys::File(set) => set.clone(),
+        };
+        let verified = jwt::verify(token, &header, &keys).map_err(Refusal::Token)?;
+        check_claims(settings, &verified.claims).map_err(Refusal::Token)
+    }
+}
+
+fn check_claims(settings: &Validate, claims: &Value) -> Result<(), String> {
+    if jwt::string_claim(claims, "iss")? != settings.issuer {
+        return Err("issuer mismatch".into());
+    }
+    jwt::check_times(claims, settings.clock_skew.as_secs())?;
+    let audiences = jwt::audiences(claims)?;
+    if !audiences.iter().any(|a| settings.audiences.contains(a)) {
+        return Err("audience validation failed".into());
+    }
+    if let Some(missing) = settings
+        .required_claims
+        .iter()
+        .find(|c| claims.get(c.as_str()).is_none())
+    {
+        return Err(format!("required claim {missing} is missing"));
+    }
+    Ok(())
+}
+
+enum Refusal {
+    /// The caller's token is bad.
+    Token(String),
+    /// The issuer's keys could not be had: our problem, not the caller's.
+    KeysUnavailable(String),
+}

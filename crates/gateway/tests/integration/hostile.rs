@@ -1,0 +1,230 @@
+//! Hostile HTTP/1 input through raw sockets (reliability.md §(b) 7–8, §(c) framing and header
+//! hygiene): each case is refused, or reaches the upstream as exactly one well-framed request,
+//! and a request pipelined behind it gets its own answer. Nothing smuggled reaches the upstream.
+
+use chaingate_test_support as support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TOKEN: &str = "hostile-caller-token";
+
+async fn setup() -> (TokenServer, Upstream, chaingate_gateway::Running) {
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&config(
+        &sts.url(),
+        &upstream.url(),
+        "[timeouts]\nheader_read = \"1s\"\n",
+    ))
+    .await;
+    (sts, upstream, gw)
+}
+
+/// Sends raw bytes, then reads everything the gateway answers until it closes or goes quiet.
+async fn exchange_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_millis(1500), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn statuses(answer: &str) -> Vec<u16> {
+    answer
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| answer[at + 9..at + 12].parse().ok())
+        .collect()
+}
+
+fn auth() -> String {
+    format!("Authorization: Bearer {TOKEN}\r\n")
+}
+
+/// The canary: a benign request pipelined behind each case.
+fn canary() -> String {
+    format!("GET /canary HTTP/1.1\r\nHost: gw\r\n{}\r\n", auth())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ambiguous_framing_is_refused_or_reframed_never_smuggled() {
+    let (_sts, upstream, gw) = setup().await;
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: gw\r\n\r\n";
+    let cases: Vec<(&str, String)> = vec![
+        // CL + TE (RFC 9112 §6.3): TE wins or the request is refused.
+        ("cl+te", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}", auth())),
+        // Two different Content-Lengths (CVE-2021-32715 family).
+        ("double cl", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Content-Length: 5\r\nContent-Length: 40\r\n\r\nhello{smuggled}", auth())),
+        ("plus cl", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Content-Length: +5\r\n\r\nhello{smuggled}", auth())),
+        ("hex cl", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Content-Length: 0x5\r\n\r\nhello{smuggled}", auth())),
+        // Transfer-Encoding twice, or not ending in chunked (CVE-2021-21299).
+        ("te twice", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}", auth())),
+        ("te identity", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{smuggled}", auth())),
+        // Chunk-size overflow (CVE-2021-32714) and funky chunk extensions (CVE-2025-55315).
+        ("chunk overflow", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF1\r\nx\r\n0\r\n\r\n{smuggled}", auth())),
+        ("bare lf chunk ext", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\n\r\n5;a=b\nhello\r\n0\r\n\r\n{smuggled}", auth())),
+        // TE on HTTP/1.0 (CVE-2026-2835).
+        ("te on 1.0", format!("POST /a HTTP/1.0\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}", auth())),
+        // Bad bytes in fields (CVE-2019-9900) and obsolete line folding.
+        ("nul in value", format!("GET /a HTTP/1.1\r\nHost: gw\r\n{}X-Bad: a\0b\r\n\r\n{smuggled}", auth())),
+        ("obs-fold", format!("GET /a HTTP/1.1\r\nHost: gw\r\n{}X-Folded: a\r\n b\r\n\r\n{smuggled}", auth())),
+    ];
+    for (name, raw) in cases {
+        let answer = exchange_raw(gw.addr, raw.as_bytes()).await;
+        let codes = statuses(&answer);
+        assert!(!codes.is_empty(), "{name}: no answer at all");
+        eprintln!("{name}: {codes:?}");
+        // 400: refused at the head. 502: a body framing error found while streaming aborts the
+        // upstream request (the upstream sees a truncated request, never a second one). 200: the
+        // request was re-framed and forwarded once.
+        assert!(
+            matches!(codes[0], 400 | 502 | 200),
+            "{name}: first answer {codes:?}\n{answer}"
+        );
+    }
+    for seen in upstream.received() {
+        assert!(
+            !seen.uri.contains("smuggled"),
+            "a smuggled request reached the upstream: {seen:?}"
+        );
+        assert!(
+            seen.header("transfer-encoding").is_none() || seen.header("content-length").is_none(),
+            "both framings forwarded: {seen:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_refusal_does_not_let_its_body_become_the_next_request() {
+    let (sts, upstream, gw) = setup().await;
+    // CVE-2025-4366 shape: refused for missing credentials, with a full request as its body.
+    let inner = format!("GET /smuggled HTTP/1.1\r\nHost: gw\r\n{}\r\n", auth());
+    let raw = format!(
+        "POST /a HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n{inner}{}",
+        inner.len(),
+        canary()
+    );
+    let answer = exchange_raw(gw.addr, raw.as_bytes()).await;
+    let codes = statuses(&answer);
+    assert_eq!(codes.first(), Some(&401), "{answer}");
+    if codes.len() > 1 {
+        assert_eq!(
+            codes[1], 200,
+            "the pipelined canary gets its own answer: {answer}"
+        );
+    }
+    assert!(upstream
+        .received()
+        .iter()
+        .all(|r| !r.uri.contains("smuggled")));
+    assert!(sts
+        .requests()
+        .iter()
+        .all(|r| r.param("oauth_token") == Some(TOKEN)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_requests_are_not_tunnelled() {
+    let (_sts, upstream, gw) = setup().await;
+    // h2c smuggling (CVE-2026-2833 family): the upgrade is not forwarded, no raw bytes pass.
+    let raw = format!(
+        "GET /a HTTP/1.1\r\nHost: gw\r\n{}Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n{}",
+        auth(),
+        canary()
+    );
+    let answer = exchange_raw(gw.addr, raw.as_bytes()).await;
+    assert!(!answer.contains("101 Switching Protocols"), "{answer}");
+    for seen in upstream.received() {
+        assert!(
+            seen.header("upgrade").is_none() && seen.header("http2-settings").is_none(),
+            "{seen:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_heads_are_refused_with_431() {
+    let (sts, _upstream, gw) = setup().await;
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let answer = exchange_raw(
+        gw.addr,
+        format!("GET / HTTP/1.1\r\nHost: gw\r\n{}{many}\r\n", auth()).as_bytes(),
+    )
+    .await;
+    assert_eq!(statuses(&answer).first(), Some(&431), "{answer}");
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: gw\r\n{}X-Big: {}\r\n\r\n",
+        auth(),
+        "a".repeat(512 * 1024)
+    );
+    let answer = exchange_raw(gw.addr, huge.as_bytes()).await;
+    assert_eq!(
+        statuses(&answer).first(),
+        Some(&431),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    assert_eq!(sts.calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slowloris_head_is_cut_at_the_header_timeout() {
+    let (_sts, _upstream, gw) = setup().await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    // header_read = 1s: the connection is answered or closed well before 5 s.
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "a half-sent head kept the connection open");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_connections_are_capped_and_the_next_waits_its_turn() {
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&config(
+        &sts.url(),
+        &upstream.url(),
+        "[limits]\nmax_connections = 2\n",
+    ))
+    .await;
+    // Two idle connections hold both slots.
+    let first = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let second = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = tokio::spawn({
+        let addr = gw.addr;
+        async move { get(addr, "/", Some(TOKEN)).await.status }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a third connection was served past the cap"
+    );
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once a slot frees")
+        .unwrap();
+    assert_eq!(status, 200);
+    drop(second);
+}

@@ -1,0 +1,17 @@
+//! The gateway end to end over real sockets: one test binary, a module per stage or feature.
+//! Helpers (token servers, upstreams, clients, PKI) come from `chaingate-test-support`.
+
+mod drain;
+mod fuzz_corpus;
+mod gateway;
+mod h2_floods;
+mod hostile;
+mod inbound_validation;
+mod incremental_scopes;
+mod profiles;
+mod protection;
+mod reciprocal;
+mod registration;
+mod reload;
+mod response_metadata;
+mod secrets;

@@ -1,0 +1,265 @@
+//! Signing key of the authority and verification key sets (JWKS) of trusted parties.
+
+use std::fmt;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use serde::Serialize;
+use serde_json::Value;
+
+/// The authority's private signing key with its public JWK.
+pub struct SigningKey {
+    alg: Algorithm,
+    kid: String,
+    key: EncodingKey,
+    public: Value,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// A fresh ES256 (P-256) key.
+    pub fn generate() -> Result<Self, String> {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| "cannot generate an EC P-256 key".to_string())?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+            .map_err(|_| "generated key does not load".to_string())?;
+        // The public key is the uncompressed point 0x04 || x || y.
+        let point = pair.public_key().as_ref();
+        let (x, y) = point[1..].split_at(32);
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+        });
+        Self::finish(
+            Algorithm::ES256,
+            EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwk,
+        )
+    }
+
+    /// Loads a PKCS#8 PEM private key: EC P-256 → ES256, RSA → RS256 (or `alg`, if given).
+    pub fn from_pem(pem: &[u8], alg: Option<Algorithm>) -> Result<Self, String> {
+        if let Ok(key) = EncodingKey::from_ec_pem(pem) {
+            let alg = alg.unwrap_or(Algorithm::ES256);
+            if alg != Algorithm::ES256 {
+                return Err(format!("an EC key signs ES256 only, not {alg:?}"));
+            }
+            let jwk = Jwk::from_encoding_key(&key, alg)
+                .map_err(|e| format!("EC key is not a P-256 key: {e}"))?;
+            let jwk = serde_json::to_value(&jwk).map_err(|e| e.to_string())?;
+            return Self::finish(alg, key, jwk);
+        }
+        if let Ok(key) = EncodingKey::from_rsa_pem(pem) {
+            let alg = alg.unwrap_or(Algorithm::RS256);
+            if !matches!(alg, Algorithm::RS256 | Algorithm::PS256) {
+                return Err(format!("an RSA key signs RS256 or PS256, not {alg:?}"));
+            }
+            let jwk = Jwk::from_encoding_key(&key, alg).map_err(|e| format!("RSA key: {e}"))?;
+            let jwk = serde_json::to_value(&jwk).map_err(|e| e.to_string())?;
+            return Self::finish(alg, key, jwk);
+        }
+        if let Ok(key) = EncodingKey::from_ed_pem(pem) {
+            let alg = alg.unwrap_or(Algorithm::EdDSA);
+            if alg != Algorithm::EdDSA {
+                return Err(format!("an Ed25519 key signs EdDSA only, not {alg:?}"));
+            }
+            let jwk = Jwk::from_encoding_key(&key, alg).map_err(|e| format!("Ed25519 key: {e}"))?;
+            let jwk = serde_json::to_value(&jwk).map_err(|e| e.to_string())?;
+            return Self::finish(alg, key, jwk);
+        }
+        Err("not a PKCS#8 PEM EC P-256, RSA or Ed25519 private key".to_string())
+    }
+
+    fn finish(alg: Algorithm, key: EncodingKey, jwk: Value) -> Result<Self, String> {
+        let mut public = serde_json::Map::new();
+        for member in ["kty", "crv", "x", "y", "n", "e"] {
+            if let Some(v) = jwk.get(member) {
+                public.insert(member.to_string(), v.clone());
+            }
+        }
+        let parsed: Jwk = serde_json::from_value(Value::Object(public.clone()))
+            .map_err(|e| format!("public key: {e}"))?;
+        let kid = parsed.thumbprint(ThumbprintHash::SHA256);
+        public.insert("kid".into(), Value::String(kid.clone()));
+        public.insert(
+            "alg".into(),
+            serde_json::to_value(alg).map_err(|e| e.to_string())?,
+        );
+        public.insert("use".into(), Value::String("sig".into()));
+        Ok(Self {
+            alg,
+            kid,
+            key,
+            public: Value::Object(public),
+        })
+    }
+
+    /// Replaces the thumbprint `kid` with one the key's owner registered.
+    pub fn with_kid(mut self, kid: String) -> Self {
+        if let Value::Object(public) = &mut self.public {
+            public.insert("kid".into(), Value::String(kid.clone()));
+        }
+        self.kid = kid;
+        self
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn alg(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The public JWK (with `kid`, `alg`, `use`).
+    pub fn public_jwk(&self) -> &Value {
+        &self.public
+    }
+
+    /// Signs `claims` as a JWT with the given `typ`.
+    pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, String> {
+        let mut header = Header::new(self.alg);
+        header.typ = Some(typ.to_string());
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| e.to_string())
+    }
+
+    /// A key set holding only this key's public half, to verify tokens we issued.
+    pub fn verification_set(&self) -> Result<KeySet, String> {
+        KeySet::from_jwks_value(&serde_json::json!({ "keys": [self.public] }), &[self.alg])
+    }
+}
+
+/// One verification key, bound to exactly one algorithm (RFC 8725 §3.1).
+#[derive(Clone)]
+pub struct VerifyKey {
+    pub kid: Option<String>,
+    pub alg: Algorithm,
+    pub key: DecodingKey,
+}
+
+/// A set of public verification keys, parsed from a JWKS document.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    pub keys: Vec<VerifyKey>,
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kids: Vec<_> = self.keys.iter().map(|k| (&k.kid, k.alg)).collect();
+        f.debug_struct("KeySet").field("keys", &kids).finish()
+    }
+}
+
+impl KeySet {
+    /// Parses a JWKS JSON document. Keys that are symmetric, not for signatures, of an
+    /// unsupported type or with an algorithm outside `allowed` are skipped.
+    pub fn from_jwks(text: &[u8], allowed: &[Algorithm]) -> Result<Self, String> {
+        let value: Value =
+            serde_json::from_slice(text).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+        Self::from_jwks_value(&value, allowed)
+    }
+
+    pub fn from_jwks_value(value: &Value, allowed: &[Algorithm]) -> Result<Self, String> {
+        let keys = value
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or("JWKS has no `keys` array")?;
+        let mut set = KeySet::default();
+        for raw in keys {
+            let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
+                continue;
+            };
+            if let Some(key) = verify_key(&jwk, allowed) {
+                set.keys.push(key);
+            }
+        }
+        if set.keys.is_empty() {
+            return Err("JWKS has no usable signature verification key".into());
+        }
+        Ok(set)
+    }
+
+    /// Candidate keys for a token header: matching `kid` (if the token names one) and `alg`.
+    pub fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: Algorithm,
+    ) -> impl Iterator<Item = &'a VerifyKey> + 'a {
+        self.keys
+            .iter()
+            .filter(move |k| k.alg == alg && (kid.is_none() || k.kid.as_deref() == kid))
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+}
+
+fn verify_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerifyKey> {
+    if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
+        return None;
+    }
+    let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+        (_, AlgorithmParameters::OctetKey(_)) => return None,
+        (Some(KeyAlgorithm::HS256 | KeyAlgorithm::HS384 | KeyAlgorithm::HS512), _) => return None,
+        (Some(a), _) => serde_json::to_value(a).ok()?.as_str()?.parse().ok()?,
+        (None, AlgorithmParameters::EllipticCurve(ec)) => match ec.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            _ => return None,
+        },
+        (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+        (None, AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
+    };
+    if !allowed.contains(&alg) {
+        return None;
+    }
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(VerifyKey {
+        kid: jwk.common.key_id.clone(),
+        alg,
+        key,
+    })
+}
+
+/// Algorithms accepted by default: asymmetric only, never `none` or HS*.
+pub const DEFAULT_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::EdDSA,
+];
+
+/// Parses an algorithm name for the allow-list, refusing `none` and symmetric algorithms.
+pub fn parse_asymmetric_alg(name: &str) -> Result<Algorithm, String> {
+    let alg: Algorithm = name
+        .parse()
+        .map_err(|_| format!("unknown algorithm `{name}`"))?;
+    if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+        return Err(format!(
+            "`{name}` is symmetric; only asymmetric algorithms are allowed"
+        ));
+    }
+    Ok(alg)
+}

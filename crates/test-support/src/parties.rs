@@ -1,0 +1,435 @@
+//! Two in-process authorities over real HTTP: A (the caller's domain, issues reciprocal codes)
+//! and B (issues tokens with `reciprocal`, accepts the reciprocal grant, redeems codes at A).
+//! A cookie-keeping user agent drives the sign-in and consent forms.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use bytes::Bytes;
+use chaingate_authority::{spawn, AuthorityConfig, RunningAuthority};
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub const RECIPROCAL: &str = "urn:ietf:params:oauth:grant-type:reciprocal";
+
+/// Party A: users, the gateway (agent), party B's client (recipient) and two more clients.
+pub const A_CONFIG: &str = r#"
+listen = "127.0.0.1:0"
+
+[[users]]
+username = "alice"
+password = "alice-pw"
+
+[[users]]
+username = "bob"
+password = "bob-pw"
+
+[[clients]]
+client_id = "gateway"
+client_secret = "gw-secret"
+grants = ["client_credentials"]
+
+[[clients]]
+client_id = "gateway2"
+client_secret = "gw2-secret"
+grants = ["client_credentials"]
+
+[[clients]]
+client_id = "party-b"
+client_secret = "b-at-a-secret"
+grants = ["authorization_code", "refresh_token"]
+redirect_uris = ["https://b.example/cb"]
+scope = "contacts.read contacts.write calendar"
+client_name = "Party B"
+
+[[clients]]
+client_id = "other-rp"
+client_secret = "other-secret"
+grants = ["authorization_code"]
+redirect_uris = ["https://other.example/cb"]
+scope = "contacts.read calendar"
+client_name = "Other RP"
+
+[[clients]]
+client_id = "web"
+client_secret = "web-secret"
+grants = ["authorization_code"]
+redirect_uris = ["https://web.example/cb"]
+scope = "profile"
+
+[[clients]]
+client_id = "party-b-post"
+client_secret = "b-post-secret"
+auth_method = "client_secret_post"
+grants = ["authorization_code"]
+redirect_uris = ["https://b.example/cb"]
+scope = "contacts.read"
+
+[[reciprocal_policies]]
+agent = "gateway"
+recipient = "party-b"
+scope = "contacts.read contacts.write"
+
+[[reciprocal_policies]]
+agent = "gateway"
+recipient = "party-b-post"
+scope = "contacts.read"
+"#;
+
+/// How B authenticates at A by default.
+pub const B_AT_A: &str = "client_id = \"party-b\"\nclient_secret = \"b-at-a-secret\"";
+
+/// Party B's clients; `[reciprocal]` (pointing at A) is prepended at start.
+pub const B_CLIENTS: &str = r#"
+[[users]]
+username = "alice"
+password = "alice-pw"
+
+[[clients]]
+client_id = "gateway-at-b"
+client_secret = "gwb-secret"
+grants = ["client_credentials", "authorization_code"]
+redirect_uris = ["https://gw.example/cb"]
+scope = "files.read"
+reciprocal = "contacts.read"
+
+[[clients]]
+client_id = "plain"
+client_secret = "plain-secret"
+grants = ["client_credentials", "authorization_code"]
+redirect_uris = ["https://plain.example/cb"]
+scope = "files.read"
+"#;
+
+pub struct Parties {
+    pub a: RunningAuthority,
+    pub b: RunningAuthority,
+}
+
+impl Parties {
+    pub async fn start() -> Self {
+        Self::start_with(B_AT_A).await
+    }
+
+    /// `b_credentials` goes into B's `[reciprocal]` table (client id, secret, method).
+    pub async fn start_with(b_credentials: &str) -> Self {
+        let a = spawn(AuthorityConfig::from_toml(A_CONFIG).unwrap())
+            .await
+            .unwrap();
+        let b_toml = format!(
+            "listen = \"127.0.0.1:0\"\n\n[reciprocal]\ntoken_endpoint = \"{}/token\"\n\
+             allow_insecure_http = true\ntimeout = \"5s\"\n{b_credentials}\n{B_CLIENTS}",
+            a.issuer()
+        );
+        let b = spawn(AuthorityConfig::from_toml(&b_toml).unwrap())
+            .await
+            .unwrap();
+        Self { a, b }
+    }
+}
+
+pub fn url(server: &RunningAuthority, path: &str) -> String {
+    format!("{}{path}", server.issuer())
+}
+
+/// An HTTP answer with the raw body.
+#[derive(Debug)]
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or("").to_string()
+    }
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+    pub fn hidden(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {name} in {}", self.body))
+            + marker.len();
+        let end = self.body[start..].find('"').unwrap() + start;
+        self.body[start..end].to_string()
+    }
+    pub fn redirect_params(&self) -> HashMap<String, String> {
+        assert_eq!(self.status, StatusCode::SEE_OTHER, "{}", self.body);
+        let location = self.header("location");
+        let query = location.split_once('?').map_or("", |(_, q)| q);
+        form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect()
+    }
+    /// A field of a successful JSON answer.
+    pub fn field(&self, name: &str) -> String {
+        assert_eq!(self.status, StatusCode::OK, "{}", self.body);
+        self.json()[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {}", self.body))
+            .to_string()
+    }
+}
+
+pub async fn request(req: http::Request<Full<Bytes>>) -> Page {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let response = client.request(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Page {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+pub fn encode(params: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish()
+}
+
+pub fn basic(id: &str, secret: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+}
+
+/// POST a form with optional Basic auth.
+pub async fn post_form(url: &str, auth: Option<&str>, params: &[(&str, &str)]) -> Page {
+    let mut req = http::Request::post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(encode(params))))
+        .unwrap();
+    if let Some(auth) = auth {
+        req.headers_mut()
+            .insert("authorization", auth.parse().unwrap());
+    }
+    request(req).await
+}
+
+pub async fn get(url: &str) -> Page {
+    request(http::Request::get(url).body(Full::default()).unwrap()).await
+}
+
+/// A user agent that keeps the session cookie, like a browser.
+#[derive(Debug, Default)]
+pub struct Agent {
+    pub cookie: Option<String>,
+}
+
+impl Agent {
+    fn keep_cookie(&mut self, page: &Page) {
+        if let Some(set) = page.headers.get("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap().to_string();
+            self.cookie = Some(pair);
+        }
+    }
+
+    pub async fn get(&mut self, url: &str) -> Page {
+        let mut req = http::Request::get(url).body(Full::default()).unwrap();
+        if let Some(c) = &self.cookie {
+            req.headers_mut().insert("cookie", c.parse().unwrap());
+        }
+        let page = request(req).await;
+        self.keep_cookie(&page);
+        page
+    }
+
+    pub async fn post(&mut self, url: &str, params: &[(&str, &str)]) -> Page {
+        let mut req = http::Request::post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(encode(params))))
+            .unwrap();
+        if let Some(c) = &self.cookie {
+            req.headers_mut().insert("cookie", c.parse().unwrap());
+        }
+        let page = request(req).await;
+        self.keep_cookie(&page);
+        page
+    }
+
+    /// Signs in on a sign-in page if shown; returns the consent page.
+    pub async fn through_sign_in(
+        &mut self,
+        server: &RunningAuthority,
+        page: Page,
+        user: &str,
+    ) -> Page {
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        if !page.body.contains("name=\"password\"") {
+            return page;
+        }
+        let (tx, csrf) = (page.hidden("tx"), page.hidden("csrf"));
+        let password = format!("{user}-pw");
+        let form = [
+            ("tx", tx.as_str()),
+            ("csrf", csrf.as_str()),
+            ("username", user),
+            ("password", password.as_str()),
+        ];
+        let consent = self.post(&url(server, "/authorize/login"), &form).await;
+        assert!(
+            consent.body.contains("name=\"decision\""),
+            "{}",
+            consent.body
+        );
+        consent
+    }
+
+    pub async fn decide(
+        &mut self,
+        server: &RunningAuthority,
+        consent: &Page,
+        decision: &str,
+    ) -> Page {
+        let (tx, csrf) = (consent.hidden("tx"), consent.hidden("csrf"));
+        let form = [
+            ("tx", tx.as_str()),
+            ("csrf", csrf.as_str()),
+            ("decision", decision),
+        ];
+        self.post(&url(server, "/authorize/decision"), &form).await
+    }
+}
+
+/// The whole code flow for a confidential client without PKCE: returns the token response.
+pub async fn user_token(
+    server: &RunningAuthority,
+    client: (&str, &str),
+    redirect_uri: &str,
+    scope: &str,
+    user: &str,
+) -> Page {
+    let mut agent = Agent::default();
+    let query = encode(&[
+        ("response_type", "code"),
+        ("client_id", client.0),
+        ("redirect_uri", redirect_uri),
+        ("scope", scope),
+        ("state", "s"),
+    ]);
+    let page = agent
+        .get(&format!("{}?{query}", url(server, "/authorize")))
+        .await;
+    let consent = agent.through_sign_in(server, page, user).await;
+    let q = agent
+        .decide(server, &consent, "approve")
+        .await
+        .redirect_params();
+    let expected = (client.0 == "gateway-at-b").then(|| "contacts.read".to_string());
+    assert_eq!(
+        q.get("reciprocal"),
+        expected.as_ref(),
+        "in the authorization response"
+    );
+    post_form(
+        &url(server, "/token"),
+        Some(&basic(client.0, client.1)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", redirect_uri),
+        ],
+    )
+    .await
+}
+
+/// Alice's access token at A (via A's `web` client): the subject_token for codes.
+pub async fn alice_at_a(p: &Parties) -> String {
+    user_token(
+        &p.a,
+        ("web", "web-secret"),
+        "https://web.example/cb",
+        "profile",
+        "alice",
+    )
+    .await
+    .field("access_token")
+}
+
+/// Alice's access token at B for the gateway's client there (whose responses carry `reciprocal`).
+pub async fn alice_at_b(p: &Parties) -> Page {
+    user_token(
+        &p.b,
+        ("gateway-at-b", "gwb-secret"),
+        "https://gw.example/cb",
+        "files.read",
+        "alice",
+    )
+    .await
+}
+
+/// `POST A/reciprocal/code` as `agent`.
+pub async fn code_request(
+    p: &Parties,
+    agent: (&str, &str),
+    subject_token: &str,
+    recipient: &str,
+    scope: &str,
+) -> Page {
+    post_form(
+        &url(&p.a, "/reciprocal/code"),
+        Some(&basic(agent.0, agent.1)),
+        &[
+            ("subject_token", subject_token),
+            ("recipient", recipient),
+            ("scope", scope),
+        ],
+    )
+    .await
+}
+
+/// The reciprocal grant at B from the gateway's client.
+pub async fn deliver(p: &Parties, code: &str, access_token: &str) -> Page {
+    post_form(
+        &url(&p.b, "/token"),
+        Some(&basic("gateway-at-b", "gwb-secret")),
+        &[
+            ("grant_type", RECIPROCAL),
+            ("code", code),
+            ("client_id", "gateway-at-b"),
+            ("access_token", access_token),
+        ],
+    )
+    .await
+}
+
+/// RFC 7662 at A, as the gateway.
+pub async fn introspect_at_a(p: &Parties, token: &str) -> Value {
+    post_form(
+        &url(&p.a, "/introspect"),
+        Some(&basic("gateway", "gw-secret")),
+        &[("token", token)],
+    )
+    .await
+    .json()
+}
+
+/// Waits (bounded) until B has finished `count` redemptions; returns (ok, failed).
+pub async fn redemptions(p: &Parties, count: u64) -> (u64, u64) {
+    p.b.wait_reciprocal_redemptions(count, Duration::from_secs(10))
+        .await
+}
+
+/// The unverified claims of a JWT.
+pub fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
