@@ -1,7 +1,9 @@
 //! Inbound authentication: exactly one bearer credential, from the Authorization header only.
 //!
-//! RFC 6750 §2.1 (`b64token`), §2 (one method per request) and specs.md §19.18: query and body
-//! tokens are not accepted, and a request that tries to use them next to the header is refused.
+//! RFC 6750 §2.1 (`b64token`) and §2 (one method per request): query and body tokens are not
+//! accepted, and a request that tries to use them next to the header is refused. A route with
+//! `[routes.validate]` then checks the token locally (RFC 9068 §4), so a bad token never reaches
+//! the token server.
 
 use std::fmt;
 
@@ -9,6 +11,43 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, Uri};
 
 use crate::error::Error;
+use crate::validate::InboundValidator;
+
+/// One route's authentication: the bearer token, bounded, and optionally validated locally.
+#[derive(Debug)]
+pub(crate) struct Authn {
+    max_token_bytes: usize,
+    validator: Option<InboundValidator>,
+}
+
+impl Authn {
+    pub(crate) fn new(max_token_bytes: usize, validator: Option<InboundValidator>) -> Self {
+        Self {
+            max_token_bytes,
+            validator,
+        }
+    }
+
+    /// The caller's token, once it has passed every check this route makes.
+    pub(crate) async fn authenticate<'r, B>(
+        &self,
+        request: &'r http::Request<B>,
+    ) -> Result<InboundToken<'r>, Error> {
+        let token = bearer(request.headers(), request.uri())?;
+        if token.expose().len() > self.max_token_bytes {
+            return Err(Error::InvalidRequest("bearer token too long"));
+        }
+        if let Some(validator) = &self.validator {
+            validator.check(token.expose()).await?;
+        }
+        Ok(token)
+    }
+
+    /// The local validator, for readiness (its issuer's keys must be known).
+    pub(crate) fn validator(&self) -> Option<&InboundValidator> {
+        self.validator.as_ref()
+    }
+}
 
 /// The caller's token (AT1), borrowed from the request. Never printed.
 #[derive(Clone, Copy)]

@@ -21,10 +21,13 @@
 
 pub mod admin;
 pub mod authn;
+#[doc(hidden)]
+pub mod bench;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod exchange;
+mod feedback;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
@@ -32,6 +35,8 @@ pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 pub mod reload;
+mod shed;
+pub mod tokens;
 pub mod validate;
 
 use std::net::SocketAddr;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{HeaderMap, Request, Response, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -175,6 +176,61 @@ fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
     for name in HOP_BY_HOP.iter().chain(extra) {
         headers.remove(name);
     }
+}
+
+/// A bodyless request, kept so that it can be sent once more with a fresh token (feedback): the
+/// caller's credential (a refcounted clone, not a copy) and the prepared head.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    pub(crate) at1: HeaderValue,
+    method: http::Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    /// The same request with `authorization` instead of the token the upstream refused.
+    pub(crate) fn with(self, authorization: HeaderValue) -> Request<UpstreamBody> {
+        let mut retry = Request::new(empty());
+        *retry.method_mut() = self.method;
+        *retry.uri_mut() = self.uri;
+        *retry.version_mut() = self.version;
+        *retry.headers_mut() = self.headers;
+        retry
+            .headers_mut()
+            .insert(header::AUTHORIZATION, authorization);
+        retry
+    }
+}
+
+/// Outbound: swap the credential for `authorization`, strip hop-by-hop fields, stream both
+/// bodies. Returns the upstream's response and, for a bodyless request, what a retry needs.
+pub(crate) async fn forward(
+    client: &UpstreamClient,
+    upstream: &Upstream,
+    mut request: Request<Incoming>,
+    authorization: HeaderValue,
+    peer: &Peer,
+    limits: (Duration, Duration),
+) -> Result<(Response<Incoming>, Option<Replay>), Error> {
+    let (body_idle, response_timeout) = limits;
+    let at1 = request
+        .body()
+        .is_end_stream()
+        .then(|| request.headers().get(header::AUTHORIZATION).cloned())
+        .flatten();
+    prepare(&mut request, client, upstream, authorization, peer);
+    let replay = at1.map(|at1| Replay {
+        at1,
+        method: request.method().clone(),
+        uri: request.uri().clone(),
+        version: request.version(),
+        headers: request.headers().clone(),
+    });
+    let request = request.map(|body| forwarded(body, body_idle));
+    let response = send(client, request, response_timeout).await?;
+    Ok((response, replay))
 }
 
 /// Sends the prepared request; waits at most `timeout` for the response head.

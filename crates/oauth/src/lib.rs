@@ -11,5 +11,6 @@ pub mod jwt;
 pub mod keys;
 pub mod link;
 pub mod remote;
+pub mod scope;
 pub mod secret;
 pub mod util;

@@ -1,5 +1,5 @@
-//! `chaingate_token_cache_lookups_total{domain,result}`, `chaingate_token_cache_entries{domain}`
-//! and `chaingate_scope_upgrades_total{domain}`.
+//! `chaingate_token_cache_lookups_total{domain,result}` and `chaingate_token_cache_entries{domain}`:
+//! one cache per domain, labelled by the domain's config name.
 
 use std::sync::Arc;
 
@@ -14,7 +14,9 @@ use crate::metrics::DomainLabel;
 /// Whether a lookup was served from the cache.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Lookup {
+    /// Served from the cache.
     Hit,
+    /// Loaded (and, unless it failed, cached).
     Miss,
 }
 
@@ -31,6 +33,7 @@ impl EncodeLabelValue for Lookup {
 }
 
 impl Lookup {
+    /// The label value, also used in the access log.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
@@ -40,21 +43,20 @@ impl Lookup {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct DomainResult {
-    pub(super) domain: Arc<str>,
-    pub(super) result: Lookup,
+struct DomainResult {
+    domain: Arc<str>,
+    result: Lookup,
 }
 
-/// `chaingate_token_cache_lookups_total{domain,result}`, `chaingate_token_cache_entries{domain}`
-/// and `chaingate_scope_upgrades_total{domain}`.
+/// `chaingate_token_cache_lookups_total{domain,result}` and `chaingate_token_cache_entries{domain}`.
 #[derive(Debug, Clone)]
 pub struct CacheMetrics {
-    pub(super) lookups: Family<DomainResult, Counter>,
-    pub(super) entries: Family<DomainLabel, Gauge>,
-    pub(super) scope_upgrades: Family<DomainLabel, Counter>,
+    lookups: Family<DomainResult, Counter>,
+    entries: Family<DomainLabel, Gauge>,
 }
 
 impl CacheMetrics {
+    /// Registers the families on `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let lookups = Family::default();
         registry.register(
@@ -68,16 +70,21 @@ impl CacheMetrics {
             "Tokens currently cached",
             entries.clone(),
         );
-        let scope_upgrades = Family::default();
-        registry.register(
-            "chaingate_scope_upgrades",
-            "Re-exchanges of an incremental grant because a route needed a scope it lacked",
-            scope_upgrades.clone(),
-        );
-        Self {
-            lookups,
-            entries,
-            scope_upgrades,
+        Self { lookups, entries }
+    }
+
+    /// The counters of the cache of `domain`.
+    pub fn counters(&self, domain: &Arc<str>) -> super::Counters {
+        let lookup = |result| DomainResult {
+            domain: domain.clone(),
+            result,
+        };
+        super::Counters {
+            hits: self.lookups.get_or_create_owned(&lookup(Lookup::Hit)),
+            misses: self.lookups.get_or_create_owned(&lookup(Lookup::Miss)),
+            size: self.entries.get_or_create_owned(&DomainLabel {
+                domain: domain.clone(),
+            }),
         }
     }
 }

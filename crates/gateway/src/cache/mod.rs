@@ -1,130 +1,120 @@
-//! The token cache: one moka cache per domain, keyed by a digest, never by the raw token.
+//! A generic read-through cache: digest keys, per-entry lifetimes, negative entries and
+//! coalesced misses, over moka. It knows nothing of OAuth or HTTP: `tokens` decides what a value
+//! is, how long it lives and which errors are worth remembering.
 //!
-//! Key = SHA-256 over (domain, effective scope, AT1), length-prefixed so no two inputs collide.
-//! An entry lives for `expires_in − skew`, capped by AT1's own `exp` when AT1 is a JWT, and is
-//! re-checked against `tokio::time` on every read because moka evicts on its own clock.
-//! Concurrent misses for one key share a single exchange; errors are never stored.
-//! Domains with `scope_strategy = "incremental"` key by (domain, token) alone and grow the
-//! entry's scope instead (`incremental.rs`).
+//! Entries are re-checked against `tokio::time` on every read, because moka evicts on its own
+//! clock; so expiry follows paused time in tests and never serves a value past its lifetime.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine as _;
-use http::HeaderValue;
 use moka::future::Cache;
 use moka::Expiry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 
-use crate::authn::InboundToken;
-use crate::config::CacheSettings;
-use crate::error::Error;
-use crate::exchange::Issued;
-use crate::metrics::DomainLabel;
+use chaingate_oauth::digest::Sha256;
 
-mod incremental;
 mod metrics;
-pub use incremental::Scopes;
-use metrics::DomainResult;
 pub use metrics::{CacheMetrics, Lookup};
+pub use moka::ops::compute::Op;
 
-/// What an entry costs besides its token: key, timestamps, moka's bookkeeping (measured in
+/// What an entry costs besides its value: key, timestamps, moka's bookkeeping (measured in
 /// `benches/load`: about 590 bytes per entry in all).
 const ENTRY_OVERHEAD_BYTES: usize = 512;
 
-/// A digest of (domain, scope, token). The raw token is never kept.
+/// A SHA-256 digest of the parts that identify an entry: the cache never holds what it was
+/// keyed by.
 #[derive(Clone, Copy, Hash, PartialEq, Eq)]
-pub struct CacheKey([u8; 32]);
+pub struct Key([u8; 32]);
 
-impl std::fmt::Debug for CacheKey {
+impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CacheKey(..)")
+        f.write_str("Key(..)")
     }
 }
 
-impl CacheKey {
-    pub fn new(domain: &str, scope: Option<&str>, token: InboundToken<'_>) -> Self {
-        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        for part in [domain, scope.unwrap_or(""), token.expose()] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part.as_bytes());
+impl Key {
+    /// The key of `parts`, length-prefixed so that shifting a boundary changes the key.
+    pub fn of(parts: &[&[u8]]) -> Self {
+        let mut d = Sha256::new();
+        for part in parts {
+            d.part(part);
         }
-        // A scope of "" and no scope must not share an entry.
-        ctx.update(&[u8::from(scope.is_some())]);
-        let mut key = [0u8; 32];
-        key.copy_from_slice(ctx.finish().as_ref());
-        Self(key)
+        Self(d.finish())
+    }
+
+    /// A key derived from this one and `extra` (e.g. one request of an entry, for its own
+    /// negative entry).
+    pub fn with(&self, extra: &[u8]) -> Self {
+        Self::of(&[&self.0, extra])
     }
 }
 
-/// A downstream token (AT2), ready to be sent upstream.
-pub struct CachedToken {
-    /// `Bearer <AT2>`, marked sensitive so hyper never logs or indexes it.
-    pub authorization: HeaderValue,
-    pub expires_at: Instant,
-    /// False for an RFC 8693 `N_A` token: usable as another hop's subject, never forwarded.
-    pub bearer: bool,
-    /// Incremental entries only: the scope held (granted, else as requested) and the part of
-    /// the last request the server did not grant, which is not asked for again (-04 §6.1).
-    pub scope: Option<Scopes>,
-    refused: Scopes,
-    /// The response's `ruri` as an origin (`scheme://host:port`), if it had a usable one.
-    pub ruri: Option<Arc<str>>,
-    ttl: Duration,
-    /// Set once a background renewal has started for this entry.
-    refreshing: std::sync::atomic::AtomicBool,
+/// A cached value's lifetime and size.
+pub trait Expiring: Send + Sync + 'static {
+    /// When the value stops being served.
+    fn expires_at(&self) -> Instant;
+    /// Its whole lifetime, for moka's own eviction.
+    fn ttl(&self) -> Duration;
+    /// Approximate bytes held, for the byte bound.
+    fn size_bytes(&self) -> usize;
 }
 
-impl CachedToken {
-    /// The token itself, e.g. as the subject token of the next hop.
-    pub fn token(&self) -> &str {
-        // Built from "Bearer " + a visible-ASCII token in `to_cached`.
-        self.authorization.to_str().map_or("", |v| &v[7..])
-    }
+/// Bounds and the negative-entry lifetime.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    /// Entries at most.
+    pub max_entries: u64,
+    /// Bytes at most, values and bookkeeping together (approximate).
+    pub max_bytes: u64,
+    /// How long a remembered error answers for its key; zero remembers none.
+    pub negative_ttl: Duration,
 }
 
-impl std::fmt::Debug for CachedToken {
+/// The counters one cache records into.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    /// Lookups answered from the cache.
+    pub hits: Counter,
+    /// Lookups that had to load.
+    pub misses: Counter,
+    /// Entries held, refreshed at scrape time.
+    pub size: Gauge,
+}
+
+/// One read-through cache of `V`, whose loads fail with `E`.
+pub struct ReadThrough<V, E> {
+    entries: Cache<Key, Arc<V>>,
+    /// Recent errors worth remembering, so a bad input cannot make the loader hammer its
+    /// source.
+    /// Each with its end on `tokio::time` (moka's own TTL is the backstop on its clock).
+    rejected: Cache<Key, (E, Instant)>,
+    negative_ttl: Duration,
+    counters: Counters,
+}
+
+impl<V, E> std::fmt::Debug for ReadThrough<V, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedToken")
-            .field("ttl", &self.ttl)
+        f.debug_struct("ReadThrough")
+            .field("entries", &self.entries.entry_count())
             .finish_non_exhaustive()
     }
 }
 
-/// One domain's tokens.
-#[derive(Debug)]
-pub struct TokenCache {
-    entries: Cache<CacheKey, Arc<CachedToken>>,
-    /// Recent refusals by the token server, so a bad token cannot make chaingate hammer it.
-    /// Never a server error: those are retried by the next request.
-    rejected: Cache<CacheKey, Error>,
-    /// Incremental domains: the scope each caller's grant has grown to, remembered past the
-    /// token's expiry so the next exchange asks for the whole union at once.
-    grown: Cache<CacheKey, Scopes>,
-    settings: CacheSettings,
-    hits: Counter,
-    misses: Counter,
-    upgrades: Counter,
-    size: Gauge,
-}
-
-impl TokenCache {
-    pub fn new(domain: &Arc<str>, settings: &CacheSettings, metrics: &CacheMetrics) -> Self {
-        let label = |result| DomainResult {
-            domain: domain.clone(),
-            result,
-        };
+impl<V: Expiring, E: Clone + Send + Sync + 'static> ReadThrough<V, E> {
+    /// An empty cache within `bounds`.
+    pub fn new(bounds: Bounds, counters: Counters) -> Self {
         // Bounded by entries and by bytes at once: each entry weighs at least one unit, and more
-        // when its token is larger than `max_bytes / max_entries`.
-        let unit = (settings.max_bytes / settings.max_entries).max(1);
+        // when its value is larger than `max_bytes / max_entries`.
+        let unit = (bounds.max_bytes / bounds.max_entries.max(1)).max(1);
         Self {
             entries: Cache::builder()
-                .max_capacity(settings.max_entries)
-                .weigher(move |_key, value: &Arc<CachedToken>| {
-                    let bytes = (value.authorization.len() + ENTRY_OVERHEAD_BYTES) as u64;
+                .max_capacity(bounds.max_entries)
+                .weigher(move |_key, value: &Arc<V>| {
+                    let bytes = (value.size_bytes() + ENTRY_OVERHEAD_BYTES) as u64;
                     u32::try_from(bytes.div_ceil(unit))
                         .unwrap_or(u32::MAX)
                         .max(1)
@@ -132,230 +122,139 @@ impl TokenCache {
                 .expire_after(EntryLifetime)
                 .build(),
             rejected: Cache::builder()
-                .max_capacity(settings.max_entries.min(10_000))
-                .time_to_live(
-                    settings
-                        .negative_ttl
-                        .max(std::time::Duration::from_millis(1)),
-                )
+                .max_capacity(bounds.max_entries.min(10_000))
+                .time_to_live(bounds.negative_ttl.max(Duration::from_millis(1)))
                 .build(),
-            grown: Cache::builder()
-                .max_capacity(settings.max_entries)
-                .time_to_idle(incremental::UNION_MEMORY)
-                .build(),
-            settings: settings.clone(),
-            hits: metrics.lookups.get_or_create_owned(&label(Lookup::Hit)),
-            misses: metrics.lookups.get_or_create_owned(&label(Lookup::Miss)),
-            upgrades: metrics.scope_upgrades.get_or_create_owned(&DomainLabel {
-                domain: domain.clone(),
-            }),
-            size: metrics.entries.get_or_create_owned(&DomainLabel {
-                domain: domain.clone(),
-            }),
+            negative_ttl: bounds.negative_ttl,
+            counters,
         }
     }
 
-    /// Returns the cached token for `key`, or runs `exchange` once for all concurrent callers.
-    pub async fn get_or_exchange<F>(
-        &self,
-        key: CacheKey,
-        token: InboundToken<'_>,
-        exchange: F,
-    ) -> Result<(Arc<CachedToken>, Lookup), Error>
-    where
-        F: Future<Output = Result<Issued, Error>>,
-    {
-        match self.get(&key).await {
-            Some(cached) => Ok((cached, Lookup::Hit)),
-            None => self.exchange(key, token, exchange).await,
-        }
-    }
-
-    /// A hit: the token for `key` if it is cached and still valid. Counts hits only; a `None`
-    /// must be followed by [`Self::exchange`], which counts the miss.
-    pub async fn get(&self, key: &CacheKey) -> Option<Arc<CachedToken>> {
+    /// A hit: the live value for `key`, if `usable` accepts it. Counts hits only; a `None`
+    /// must be followed by a load ([`Self::load`] or [`Self::try_compute`]), which counts the
+    /// miss.
+    pub async fn get(&self, key: &Key, usable: impl FnOnce(&V) -> bool) -> Option<Arc<V>> {
         let cached = self.entries.get(key).await?;
-        if cached.expires_at > Instant::now() {
-            self.hits.inc();
-            return Some(cached);
+        if cached.expires_at() <= Instant::now() {
+            // Expired on our clock before moka's: the next load must not find it.
+            self.entries.invalidate(key).await;
+            return None;
         }
-        self.entries.invalidate(key).await;
-        None
+        if !usable(&cached) {
+            return None;
+        }
+        self.counters.hits.inc();
+        Some(cached)
     }
 
-    /// A miss: runs `exchange` once for all concurrent callers of `key` and caches the result.
-    pub async fn exchange<F>(
-        &self,
-        key: CacheKey,
-        token: InboundToken<'_>,
-        exchange: F,
-    ) -> Result<(Arc<CachedToken>, Lookup), Error>
+    /// A miss: runs `load` once for all concurrent callers of `key` (they share its value or
+    /// its error) and caches the value. An error for which `remember` is true answers this key
+    /// for the negative TTL.
+    pub async fn load<F>(&self, key: Key, load: F, remember: fn(&E) -> bool) -> Result<Arc<V>, E>
     where
-        F: Future<Output = Result<Issued, Error>>,
+        F: Future<Output = Result<Arc<V>, E>>,
     {
-        self.misses.inc();
-        if let Some(refusal) = self.rejected.get(&key).await {
-            return Err(refusal);
+        self.counters.misses.inc();
+        if let Some(error) = self.rejected(&key).await {
+            return Err(error);
         }
-        let entry = self
-            .entries
-            .entry(key)
-            .or_try_insert_with(async {
-                let issued = exchange.await?;
-                self.to_cached(issued, token, None)
-            })
-            .await
-            .map_err(|e| (*e).clone());
-        match entry {
-            Ok(entry) => Ok((entry.into_value(), Lookup::Miss)),
+        match self.entries.entry(key).or_try_insert_with(load).await {
+            Ok(entry) => Ok(entry.into_value()),
             Err(error) => {
-                if error.is_refusal() && !self.settings.negative_ttl.is_zero() {
-                    self.rejected.insert(key, error.clone()).await;
-                }
+                let error = (*error).clone();
+                self.reject(key, &error, remember).await;
                 Err(error)
             }
         }
     }
 
-    /// Stores a token exchanged in the background (refresh ahead), replacing the one in use.
-    /// `asked`: the scope an incremental entry's renewal requested (its held scope).
-    pub async fn refresh(
-        &self,
-        key: CacheKey,
-        token: InboundToken<'_>,
-        issued: Issued,
-        asked: Option<&Scopes>,
-    ) -> Result<(), Error> {
-        let fresh = self.to_cached(issued, token, asked)?;
-        let Some(held) = fresh.scope.clone() else {
-            self.entries.insert(key, fresh).await;
-            return Ok(());
-        };
-        // An upgrade may have landed while this renewal was under way: never shrink the grant.
+    /// Serialized per key: `f` sees the live value (if any) and decides whether to keep it,
+    /// replace it, or fail. Concurrent callers of one key wait for each other, so a caller
+    /// that waited sees the value the previous one put.
+    pub async fn try_compute<F, Fut>(&self, key: Key, f: F) -> Result<Option<Arc<V>>, E>
+    where
+        F: FnOnce(Option<Arc<V>>) -> Fut,
+        Fut: Future<Output = Result<Op<Arc<V>>, E>>,
+    {
+        self.counters.misses.inc();
         let now = Instant::now();
+        let done = self
+            .entries
+            .entry(key)
+            .and_try_compute_with(|current| {
+                f(current
+                    .map(moka::Entry::into_value)
+                    .filter(|c| c.expires_at() > now))
+            })
+            .await?;
+        Ok(done.into_entry().map(moka::Entry::into_value))
+    }
+
+    /// Like [`Self::try_compute`], for a decision that cannot fail and is not a lookup (e.g.
+    /// storing a renewal).
+    pub async fn compute<F, Fut>(&self, key: Key, f: F)
+    where
+        F: FnOnce(Option<Arc<V>>) -> Fut,
+        Fut: Future<Output = Op<Arc<V>>>,
+    {
         self.entries
             .entry(key)
-            .and_compute_with(|current| async move {
-                let keep = current.is_some_and(|c| {
-                    let c = c.into_value();
-                    c.expires_at > now && c.scope.as_ref().is_some_and(|s| !held.covers(s))
-                });
-                if keep {
-                    moka::ops::compute::Op::Nop
-                } else {
-                    moka::ops::compute::Op::Put(fresh)
-                }
-            })
+            .and_compute_with(|current| f(current.map(moka::Entry::into_value)))
             .await;
-        Ok(())
     }
 
-    /// Whether a hit is old enough to be renewed in the background: past `refresh_ahead` of its
-    /// lifetime. Marks it, so only one renewal starts per entry.
-    pub fn should_refresh(&self, cached: &CachedToken) -> bool {
-        let Some(ahead) = self.settings.refresh_ahead else {
-            return false;
-        };
-        let left = cached.expires_at.saturating_duration_since(Instant::now());
-        left < cached.ttl.mul_f64(1.0 - ahead)
-            && !cached
-                .refreshing
-                .swap(true, std::sync::atomic::Ordering::AcqRel)
+    /// The remembered error for `key`, if any.
+    pub async fn rejected(&self, key: &Key) -> Option<E> {
+        let (error, until) = self.rejected.get(key).await?;
+        if until > Instant::now() {
+            return Some(error);
+        }
+        self.rejected.invalidate(key).await;
+        None
     }
 
-    /// Drops the entry for `key`, e.g. when the upstream says the token is no longer valid.
-    pub async fn evict(&self, key: &CacheKey) {
+    /// Remembers `error` for `key` if `remember` says so (and negative entries are on).
+    pub async fn reject(&self, key: Key, error: &E, remember: fn(&E) -> bool) {
+        if !self.negative_ttl.is_zero() && remember(error) {
+            let until = Instant::now() + self.negative_ttl;
+            self.rejected.insert(key, (error.clone(), until)).await;
+        }
+    }
+
+    /// Stores `value` for `key`, replacing what was there.
+    pub async fn insert(&self, key: Key, value: Arc<V>) {
+        self.entries.insert(key, value).await;
+    }
+
+    /// Drops the entry for `key`.
+    pub async fn evict(&self, key: &Key) {
         self.entries.invalidate(key).await;
     }
 
-    /// Refreshes the `chaingate_token_cache_entries` gauge; called at scrape time.
+    /// Refreshes the size gauge; called at scrape time.
     pub async fn update_size_metric(&self) {
         // moka counts lazily; settle pending inserts and evictions so the gauge is exact.
         self.entries.run_pending_tasks().await;
-        self.size
+        self.counters
+            .size
             .set(i64::try_from(self.entries.entry_count()).unwrap_or(i64::MAX));
-    }
-
-    /// `asked`: for an incremental entry, the scope requested (held if the response has none).
-    fn to_cached(
-        &self,
-        issued: Issued,
-        inbound: InboundToken<'_>,
-        asked: Option<&Scopes>,
-    ) -> Result<Arc<CachedToken>, Error> {
-        let mut authorization =
-            HeaderValue::try_from(format!("Bearer {}", issued.access_token.expose()))
-                .map_err(|_| Error::ExchangeFailed("access_token is not a usable bearer token"))?;
-        authorization.set_sensitive(true);
-        let lifetime = issued.expires_in.unwrap_or(self.settings.default_ttl);
-        let mut ttl = lifetime.saturating_sub(self.settings.expiry_skew);
-        // Never keep AT2 past AT1's own expiry: chaining must not extend a grant.
-        if let Some(remaining) = jwt_remaining_lifetime(inbound.expose()) {
-            ttl = ttl.min(remaining);
-        }
-        // Bound the entry even if a server hands out absurd lifetimes.
-        ttl = ttl.min(Duration::from_secs(24 * 3600));
-        // RFC 6749 §5.1: no `scope` in the response means the scope requested was granted.
-        let scope = asked.map(|asked| match &issued.scope {
-            Some(granted) => Scopes::parse(granted),
-            None => asked.clone(),
-        });
-        let refused = match (asked, &scope) {
-            (Some(asked), Some(held)) => asked.minus(held),
-            _ => Scopes::default(),
-        };
-        Ok(Arc::new(CachedToken {
-            authorization,
-            bearer: issued.bearer,
-            scope,
-            refused,
-            ruri: issued
-                .links
-                .ruri
-                .as_deref()
-                .and_then(crate::config::origin)
-                .map(Arc::from),
-            refreshing: std::sync::atomic::AtomicBool::new(false),
-            expires_at: Instant::now() + ttl,
-            ttl,
-        }))
     }
 }
 
-/// moka's per-entry expiry: each entry lives for the TTL computed from its token.
+/// moka's per-entry expiry: each entry lives for its value's TTL.
 struct EntryLifetime;
 
 // moka's trait names std's Instant; the value is ignored, all our clocks are tokio's.
 #[allow(clippy::disallowed_types)]
-impl Expiry<CacheKey, Arc<CachedToken>> for EntryLifetime {
+impl<V: Expiring> Expiry<Key, Arc<V>> for EntryLifetime {
     fn expire_after_create(
         &self,
-        _key: &CacheKey,
-        value: &Arc<CachedToken>,
+        _key: &Key,
+        value: &Arc<V>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl())
     }
-}
-
-/// Time left before a JWT's `exp`, read without verifying it (used only to shorten a TTL).
-/// `Some(ZERO)` if it has expired; `None` if the token is not a JWT with a numeric `exp`.
-fn jwt_remaining_lifetime(token: &str) -> Option<Duration> {
-    let mut parts = token.split('.');
-    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || payload.len() > 16 * 1024 {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    #[derive(serde::Deserialize)]
-    struct Exp {
-        exp: Option<serde_json::Value>,
-    }
-    let exp = serde_json::from_slice::<Exp>(&bytes).ok()?.exp?.as_u64()?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(exp.saturating_sub(now)))
 }
 
 #[cfg(test)]

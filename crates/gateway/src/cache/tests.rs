@@ -1,48 +1,189 @@
+//! The generic cache under paused time: expiry follows `tokio::time`, misses coalesce, only
+//! remembered errors become negative entries, and those expire too.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use prometheus_client::registry::Registry;
+
 use super::*;
 
-fn jwt_with(payload: &str) -> String {
-    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-    format!("{}.{}.sig", b64(r#"{"alg":"ES256"}"#), b64(payload))
+#[derive(Debug)]
+struct Value {
+    n: usize,
+    expires_at: Instant,
+    ttl: Duration,
+}
+
+impl Expiring for Value {
+    fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+    fn size_bytes(&self) -> usize {
+        8
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Failure {
+    Refused,
+    Unavailable,
+}
+
+fn remember(e: &Failure) -> bool {
+    *e == Failure::Refused
+}
+
+fn cache(negative_ttl: Duration) -> ReadThrough<Value, Failure> {
+    let metrics = CacheMetrics::register(&mut Registry::default());
+    ReadThrough::new(
+        Bounds {
+            max_entries: 100,
+            max_bytes: 1 << 20,
+            negative_ttl,
+        },
+        metrics.counters(&Arc::from("test")),
+    )
+}
+
+fn value(n: usize, ttl: Duration) -> Arc<Value> {
+    Arc::new(Value {
+        n,
+        expires_at: Instant::now() + ttl,
+        ttl,
+    })
 }
 
 #[test]
-fn keys_differ_by_domain_scope_and_token() {
-    let t = InboundToken::for_test("tok");
-    let base = CacheKey::new("billing", Some("a"), t);
-    assert_eq!(base, CacheKey::new("billing", Some("a"), t));
-    assert_ne!(base, CacheKey::new("payroll", Some("a"), t));
-    assert_ne!(base, CacheKey::new("billing", Some("b"), t));
-    assert_ne!(base, CacheKey::new("billing", None, t));
-    assert_ne!(
-        CacheKey::new("billing", Some(""), t),
-        CacheKey::new("billing", None, t)
-    );
-    assert_ne!(
-        base,
-        CacheKey::new("billing", Some("a"), InboundToken::for_test("tok2"))
-    );
-    // Length prefixes keep shifted boundaries apart.
-    assert_ne!(
-        CacheKey::new("ab", Some("c"), t),
-        CacheKey::new("a", Some("bc"), t)
-    );
+fn keys_are_length_prefixed_digests() {
+    assert_eq!(Key::of(&[b"a", b"b"]), Key::of(&[b"a", b"b"]));
+    assert_ne!(Key::of(&[b"ab", b"c"]), Key::of(&[b"a", b"bc"]));
+    assert_ne!(Key::of(&[b"a"]).with(b"x"), Key::of(&[b"a"]));
+    assert_eq!(format!("{:?}", Key::of(&[b"secret"])), "Key(..)");
 }
 
-#[test]
-fn jwt_exp_caps_lifetime() {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let left = jwt_remaining_lifetime(&jwt_with(&format!(r#"{{"exp":{}}}"#, now + 100))).unwrap();
-    assert!(left <= Duration::from_secs(100) && left >= Duration::from_secs(98));
+#[tokio::test(start_paused = true)]
+async fn a_value_is_served_until_its_lifetime_ends_on_tokio_time() {
+    let cache = cache(Duration::ZERO);
+    let key = Key::of(&[b"k"]);
+    let first = cache
+        .load(
+            key,
+            async { Ok(value(1, Duration::from_secs(60))) },
+            remember,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.n, 1);
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert_eq!(cache.get(&key, |_| true).await.map(|v| v.n), Some(1));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(cache.get(&key, |_| true).await.is_none(), "expired");
+    let second = cache
+        .load(
+            key,
+            async { Ok(value(2, Duration::from_secs(60))) },
+            remember,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.n, 2, "an expired entry is loaded again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_misses_share_one_load() {
+    let cache = Arc::new(cache(Duration::ZERO));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let key = Key::of(&[b"k"]);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (cache, loads) = (cache.clone(), loads.clone());
+            tokio::spawn(async move {
+                cache
+                    .load(
+                        key,
+                        async {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            Ok(value(7, Duration::from_secs(60)))
+                        },
+                        remember,
+                    )
+                    .await
+                    .map(|v| v.n)
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), Ok(7));
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_remembered_errors_become_negative_entries_and_they_expire() {
+    let cache = cache(Duration::from_secs(5));
+    let key = Key::of(&[b"k"]);
+    let loads = AtomicUsize::new(0);
+    let failing = |error: Failure| {
+        let loads = &loads;
+        async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Err::<Arc<Value>, _>(error)
+        }
+    };
+    // A transient failure is not remembered: the next request tries again.
     assert_eq!(
-        jwt_remaining_lifetime(&jwt_with(r#"{"exp":5}"#)),
-        Some(Duration::ZERO)
+        cache
+            .load(key, failing(Failure::Unavailable), remember)
+            .await
+            .unwrap_err(),
+        Failure::Unavailable
     );
     assert_eq!(
-        jwt_remaining_lifetime(&jwt_with(r#"{"exp":"99999999999"}"#)),
-        None
+        cache
+            .load(key, failing(Failure::Refused), remember)
+            .await
+            .unwrap_err(),
+        Failure::Refused
     );
-    assert_eq!(jwt_remaining_lifetime("opaque-token"), None);
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+    // A refusal is: answered without loading until the negative TTL has passed.
+    assert_eq!(
+        cache
+            .load(key, failing(Failure::Refused), remember)
+            .await
+            .unwrap_err(),
+        Failure::Refused
+    );
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        2,
+        "answered from the negative entry"
+    );
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let fresh = cache
+        .load(
+            key,
+            async { Ok(value(3, Duration::from_secs(60))) },
+            remember,
+        )
+        .await;
+    assert_eq!(fresh.map(|v| v.n), Ok(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_negative_ttl_remembers_nothing() {
+    let cache = cache(Duration::ZERO);
+    let key = Key::of(&[b"k"]);
+    let _ = cache
+        .load(
+            key,
+            async { Err::<Arc<Value>, _>(Failure::Refused) },
+            remember,
+        )
+        .await;
+    assert!(cache.rejected(&key).await.is_none());
 }

@@ -10,30 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::cache::CacheMetrics;
-use crate::exchange::ExchangeMetrics;
 use crate::metrics::RouteLabel;
 use chaingate_core::metrics::latency_histogram;
-
-/// The metric families every generation of the gateway records into; registered once.
-#[derive(Debug, Clone)]
-pub struct GatewayMetrics {
-    pub(super) requests: RequestMetrics,
-    pub(super) exchange: ExchangeMetrics,
-    pub(super) cache: CacheMetrics,
-    pub(super) metadata: super::metadata::MetadataMetrics,
-}
-
-impl GatewayMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        Self {
-            requests: RequestMetrics::register(registry),
-            exchange: ExchangeMetrics::register(registry),
-            cache: CacheMetrics::register(registry),
-            metadata: super::metadata::MetadataMetrics::register(registry),
-        }
-    }
-}
 
 /// One route's `chaingate_requests_total` children by status code. Each is created on first use,
 /// so the exposition lists only codes that happened, then kept: the family's lookup takes a lock
@@ -91,7 +69,7 @@ pub(super) struct RequestMetrics {
 }
 
 impl RequestMetrics {
-    fn register(registry: &mut Registry) -> Self {
+    pub(super) fn register(registry: &mut Registry) -> Self {
         let requests = Family::default();
         registry.register(
             "chaingate_requests",

@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use crate::cache::CachedToken;
+use super::CachedToken;
 use crate::config::{Domain, ResponseMetadata, Route};
 use crate::error::Error;
 use crate::exchange::Issued;

@@ -1,0 +1,34 @@
+//! The warm-cache token path exactly as [`crate::gateway::Gateway::handle`] runs it (route,
+//! authn, tokens), without sockets: the entry point of `benches/cache.rs`. Not an API.
+
+use http::Request;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::gateway::{Gateway, GatewayMetrics};
+
+/// A gateway generation built from a config, for benchmarks.
+#[derive(Debug)]
+pub struct HitPath {
+    gateway: Gateway,
+}
+
+impl HitPath {
+    /// Builds the gateway's runtime for `config` (metrics on a private registry).
+    pub fn new(config: &Config) -> Result<Self, rustls::Error> {
+        let metrics =
+            GatewayMetrics::register(&mut prometheus_client::registry::Registry::default());
+        Ok(Self {
+            gateway: Gateway::new(config, &metrics, None)?,
+        })
+    }
+
+    /// Route, authn and tokens for `request`; the length of the `Authorization` value that
+    /// would be forwarded.
+    pub async fn token<B>(&self, request: &Request<B>) -> Result<usize, Error> {
+        let route = self.gateway.route(request)?;
+        let at1 = route.authn.authenticate(request).await?;
+        let (at2, _) = route.tokens.for_route(&route.config, at1).await?;
+        Ok(at2.authorization.len())
+    }
+}

@@ -1,0 +1,52 @@
+//! Feedback from the upstream (RFC 6750 §3.1): it answered 401 `invalid_token` to a token our
+//! cache still held (revoked, or the server's clock disagrees). Evict it, exchange a fresh one,
+//! and send a bodyless request once more; the second answer stands, so a token server and an
+//! upstream that disagree cannot loop.
+
+use http::header::WWW_AUTHENTICATE;
+use http::{Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::authn::InboundToken;
+use crate::error::Error;
+use crate::gateway::RouteRuntime;
+use crate::outbound::{self, Replay};
+use crate::Body;
+
+/// The response the caller gets: the upstream's, or the retry's after a refusal.
+pub(crate) async fn after(
+    route: &RouteRuntime,
+    replay: Option<Replay>,
+    response: Response<Incoming>,
+    timeout: std::time::Duration,
+) -> Result<Response<Body>, Error> {
+    let Some(replay) = replay.filter(|_| refuses_token(&response)) else {
+        return Ok(response.map(Body::Left));
+    };
+    let Some(at1) = replay
+        .at1
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .map(|(_, t)| t.to_owned())
+    else {
+        return Ok(response.map(Body::Left));
+    };
+    // Accepted by authn when this request arrived.
+    let at1 = InboundToken::already_accepted(&at1);
+    let (fresh, _) = route.tokens.refused(&route.config, at1).await?;
+    tracing::debug!(route = %route.label.route, "upstream refused the token; exchanged a fresh one");
+    let retry = replay.with(fresh.authorization.clone());
+    let response = outbound::send(&route.client, retry, timeout).await?;
+    Ok(response.map(Body::Left))
+}
+
+/// A 401 whose challenge says `error="invalid_token"` (RFC 6750 §3.1).
+fn refuses_token(response: &Response<Incoming>) -> bool {
+    response.status() == StatusCode::UNAUTHORIZED
+        && response
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token")))
+}

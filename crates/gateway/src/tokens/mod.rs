@@ -1,0 +1,328 @@
+//! Tokens: the caller's token (AT1) becomes the route's downstream token (AT2). The only caller
+//! of the cache and of the exchange, so every rule about which token is used lives here:
+//!
+//! - per route scope, one entry per (domain, scope, AT1); or incremental, one grant per
+//!   (domain, AT1) grown to the union the routes needed (`incremental.rs`);
+//! - concurrent misses share one exchange; refusals are negative entries;
+//! - a token in use is renewed ahead of expiry in the background (refresh-ahead);
+//! - a domain with a subject domain exchanges that domain's token, itself cached (multi-hop);
+//! - response metadata (draft-sakimura-oauth-meta) is checked before a token is cached, and its
+//!   `ruri` against the route before it is forwarded (`metadata.rs`);
+//! - an RFC 8693 `N_A` token may be a hop's subject, never forwarded.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use crate::authn::InboundToken;
+use crate::cache::{Bounds, CacheMetrics, Key, Lookup, ReadThrough};
+use crate::config::{CacheSettings, Config, Domain, Route, ScopeStrategy};
+use crate::error::Error;
+use crate::exchange::{ExchangeMetrics, Exchanger, Issued};
+use crate::metrics::DomainLabel;
+use chaingate_oauth::scope::Scopes;
+
+mod incremental;
+mod metadata;
+mod token;
+pub use metadata::MetadataMetrics;
+pub use token::CachedToken;
+
+#[cfg(test)]
+mod tests;
+
+/// A domain's token for the caller, and whether the cache had it.
+pub(crate) type TokenResult = Result<(Arc<CachedToken>, Lookup), Error>;
+
+/// `chaingate_token_cache_*`, `chaingate_scope_upgrades_total` and the response-metadata
+/// refusals.
+#[derive(Debug, Clone)]
+pub struct TokensMetrics {
+    cache: CacheMetrics,
+    scope_upgrades: Family<DomainLabel, Counter>,
+    metadata: MetadataMetrics,
+}
+
+impl TokensMetrics {
+    /// Registers the families on `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let cache = CacheMetrics::register(registry);
+        let scope_upgrades = Family::default();
+        registry.register(
+            "chaingate_scope_upgrades",
+            "Re-exchanges of an incremental grant because a route needed a scope it lacked",
+            scope_upgrades.clone(),
+        );
+        Self {
+            cache,
+            scope_upgrades,
+            metadata: MetadataMetrics::register(registry),
+        }
+    }
+}
+
+/// What a domain's runtime was built from: equal means it, and its cached tokens, can be kept
+/// across a reload. The domain's fingerprint covers its settings and the contents of the files
+/// it names; the rest are the gateway-wide settings baked in at construction.
+#[derive(Debug, Clone, PartialEq)]
+struct BuiltFrom {
+    domain: [u8; 32],
+    cache: CacheSettings,
+    pool_idle: Duration,
+    retry_after: Duration,
+    /// The subject domain's, so a kept hop never points at a replaced domain.
+    subject: Option<Box<BuiltFrom>>,
+}
+
+/// One domain's tokens: its exchanger, its cache, its checks, and the domain whose token is its
+/// subject (multi-hop).
+#[derive(Debug)]
+pub(crate) struct DomainTokens {
+    exchanger: Arc<Exchanger>,
+    cache: ReadThrough<CachedToken, Error>,
+    /// Incremental domains: the scope each caller's grant has grown to, remembered past the
+    /// token's expiry so the next exchange asks for the whole union at once.
+    grown: moka::future::Cache<Key, Scopes>,
+    metadata: metadata::MetadataCheck,
+    subject: Option<Arc<DomainTokens>>,
+    settings: CacheSettings,
+    upgrades: Counter,
+    built_from: BuiltFrom,
+}
+
+impl DomainTokens {
+    /// Builds every domain of `config`, subject domains first, keeping those of `previous`
+    /// whose config is unchanged (and with them their cached tokens).
+    pub(crate) fn build_all(
+        config: &Config,
+        exchange: &ExchangeMetrics,
+        metrics: &TokensMetrics,
+        previous: &[Arc<DomainTokens>],
+    ) -> Result<Vec<Arc<DomainTokens>>, rustls::Error> {
+        let mut built: Vec<Arc<DomainTokens>> = Vec::with_capacity(config.domains.len());
+        for domain in &config.domains {
+            Self::build(domain, config, exchange, metrics, previous, &mut built)?;
+        }
+        Ok(built)
+    }
+
+    fn build(
+        domain: &Arc<Domain>,
+        config: &Config,
+        exchange: &ExchangeMetrics,
+        metrics: &TokensMetrics,
+        previous: &[Arc<DomainTokens>],
+        built: &mut Vec<Arc<DomainTokens>>,
+    ) -> Result<Arc<DomainTokens>, rustls::Error> {
+        if let Some(done) = built.iter().find(|d| d.name() == &domain.name) {
+            return Ok(done.clone());
+        }
+        // Config validation refuses cycles and bounds the depth, so this recursion ends.
+        let subject = match domain.subject_domain.as_deref() {
+            Some(name) => {
+                let parent = config
+                    .domains
+                    .iter()
+                    .find(|d| *d.name == *name)
+                    .expect("subject domains name validated domains");
+                Some(Self::build(
+                    parent, config, exchange, metrics, previous, built,
+                )?)
+            }
+            None => None,
+        };
+        let built_from = BuiltFrom {
+            domain: domain.fingerprint(),
+            cache: config.cache.clone(),
+            pool_idle: config.timeouts.pool_idle,
+            retry_after: config.limits.retry_after,
+            subject: subject.as_ref().map(|s| Box::new(s.built_from.clone())),
+        };
+        let tokens = match previous.iter().find(|d| d.built_from == built_from) {
+            Some(kept) => kept.clone(),
+            None => {
+                let exchanger = Exchanger::new(
+                    domain.clone(),
+                    config.timeouts.pool_idle,
+                    config.limits.retry_after,
+                    exchange,
+                )?;
+                if let Some(replaced) = previous.iter().find(|d| d.name() == &domain.name) {
+                    exchanger.inherit_registration(&replaced.exchanger);
+                }
+                let settings = &config.cache;
+                Arc::new(DomainTokens {
+                    cache: ReadThrough::new(
+                        Bounds {
+                            max_entries: settings.max_entries,
+                            max_bytes: settings.max_bytes,
+                            negative_ttl: settings.negative_ttl,
+                        },
+                        metrics.cache.counters(&domain.name),
+                    ),
+                    grown: moka::future::Cache::builder()
+                        .max_capacity(settings.max_entries)
+                        .time_to_idle(incremental::UNION_MEMORY)
+                        .build(),
+                    metadata: metadata::MetadataCheck::new(domain, &metrics.metadata),
+                    upgrades: metrics.scope_upgrades.get_or_create_owned(&DomainLabel {
+                        domain: domain.name.clone(),
+                    }),
+                    settings: settings.clone(),
+                    exchanger,
+                    subject,
+                    built_from,
+                })
+            }
+        };
+        built.push(tokens.clone());
+        Ok(tokens)
+    }
+
+    /// The domain's config name.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.exchanger.domain().name
+    }
+
+    /// The exchanger, for readiness and deregistration.
+    pub(crate) fn exchanger(&self) -> &Exchanger {
+        &self.exchanger
+    }
+
+    /// The token to forward on `route`: this domain's token for the route's scope, checked
+    /// against the route and forwardable.
+    pub(crate) async fn for_route(
+        self: &Arc<Self>,
+        route: &Route,
+        at1: InboundToken<'_>,
+    ) -> TokenResult {
+        let (token, lookup) = self.get(route.scope.as_deref(), at1).await?;
+        self.forwardable(&token, route)?;
+        Ok((token, lookup))
+    }
+
+    /// The upstream refused the token we chose although the cache held it: drop it and
+    /// exchange a fresh one (RFC 6750 §3.1 `invalid_token`).
+    pub(crate) async fn refused(
+        self: &Arc<Self>,
+        route: &Route,
+        at1: InboundToken<'_>,
+    ) -> TokenResult {
+        let scope = route.scope.as_deref();
+        self.cache.evict(&self.key(scope, at1)).await;
+        self.for_route(route, at1).await
+    }
+
+    /// Refreshes scrape-time gauges (cache size).
+    pub(crate) async fn update_gauges(&self) {
+        self.cache.update_size_metric().await;
+    }
+
+    fn forwardable(&self, token: &CachedToken, route: &Route) -> Result<(), Error> {
+        if !token.bearer {
+            return Err(Error::ExchangeFailed("an N_A token cannot be forwarded"));
+        }
+        self.metadata.check_route(token, route)
+    }
+
+    fn incremental(&self) -> bool {
+        self.exchanger.domain().scope_strategy == ScopeStrategy::Incremental
+    }
+
+    /// The cache key of the caller's token for a request needing `scope`: one per scope, or
+    /// one per caller for an incremental domain. A scope of "" and no scope differ.
+    fn key(&self, scope: Option<&str>, at1: InboundToken<'_>) -> Key {
+        let scope = if self.incremental() { None } else { scope };
+        token_key(self.name(), scope, at1)
+    }
+
+    /// This domain's token for the caller: cached, or exchanged once for all concurrent
+    /// callers.
+    async fn get(self: &Arc<Self>, scope: Option<&str>, at1: InboundToken<'_>) -> TokenResult {
+        let key = self.key(scope, at1);
+        if self.incremental() {
+            return Box::pin(self.grown(key, scope, at1)).await;
+        }
+        if let Some(hit) = self.cache.get(&key, |_| true).await {
+            // Refresh ahead: a token in use is renewed before it expires, so a steady caller
+            // never waits on the token server; if the renewal fails, this one keeps serving.
+            if self.subject.is_none() && hit.should_refresh(self.settings.refresh_ahead) {
+                self.refresh_ahead(key, at1, scope.map(str::to_owned), None);
+            }
+            return Ok((hit, Lookup::Hit));
+        }
+        // Boxed: the exchange's future is large, and every hit would otherwise carry it.
+        let load = async {
+            let issued = self.exchange(scope, at1).await?;
+            CachedToken::cached(issued, at1, None, &self.settings)
+        };
+        let token = Box::pin(self.cache.load(key, load, Error::is_refusal)).await?;
+        Ok((token, Lookup::Miss))
+    }
+
+    /// One exchange (after the subject domain's, for a multi-hop domain), with the domain's
+    /// response metadata checks.
+    async fn exchange(&self, scope: Option<&str>, at1: InboundToken<'_>) -> Result<Issued, Error> {
+        let issued = match &self.subject {
+            None => self.exchanger.exchange(at1.expose(), scope).await?,
+            Some(parent) => {
+                let (subject, _) = parent_token(parent, at1).await?;
+                self.exchanger.exchange(subject.token(), scope).await?
+            }
+        };
+        self.metadata.check_issued(issued)
+    }
+
+    /// Renews a cached token in the background; on any failure the one in use keeps serving.
+    /// `held`: an incremental entry's scope, asked for whole so no route loses its scope.
+    fn refresh_ahead(
+        self: &Arc<Self>,
+        key: Key,
+        at1: InboundToken<'_>,
+        scope: Option<String>,
+        held: Option<Scopes>,
+    ) {
+        let at1 = at1.expose().to_owned();
+        let domain = self.clone();
+        tokio::spawn(async move {
+            let scope = scope.filter(|s| !s.is_empty());
+            let Ok(issued) = domain
+                .exchanger
+                .exchange(&at1, scope.as_deref())
+                .await
+                .and_then(|issued| domain.metadata.check_issued(issued))
+            else {
+                return;
+            };
+            let token = InboundToken::already_accepted(&at1);
+            if let Ok(fresh) = CachedToken::cached(issued, token, held.as_ref(), &domain.settings) {
+                domain.store_renewal(key, fresh).await;
+            }
+        });
+    }
+}
+
+/// The digest of (domain, scope, AT1): the raw token is never kept. A scope of "" and no scope
+/// must not share an entry.
+fn token_key(domain: &str, scope: Option<&str>, at1: InboundToken<'_>) -> Key {
+    Key::of(&[
+        domain.as_bytes(),
+        scope.unwrap_or("").as_bytes(),
+        at1.expose().as_bytes(),
+        &[u8::from(scope.is_some())],
+    ])
+}
+
+/// Boxed, because hops recurse (config validation bounds the depth).
+fn parent_token<'a>(
+    parent: &'a Arc<DomainTokens>,
+    at1: InboundToken<'a>,
+) -> Pin<Box<dyn Future<Output = TokenResult> + Send + 'a>> {
+    let scope = parent.exchanger.domain().scope.as_deref();
+    Box::pin(parent.get(scope, at1))
+}

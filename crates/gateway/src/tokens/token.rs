@@ -1,0 +1,150 @@
+//! A downstream token (AT2) as the cache holds it, and how long it may live.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use chaingate_oauth::scope::Scopes;
+
+use crate::authn::InboundToken;
+use crate::cache::Expiring;
+use crate::config::CacheSettings;
+use crate::error::Error;
+use crate::exchange::Issued;
+
+/// A token is never kept longer than this, whatever a server says its lifetime is.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// A downstream token (AT2), ready to be sent upstream.
+pub struct CachedToken {
+    /// `Bearer <AT2>`, marked sensitive so hyper never logs or indexes it.
+    pub authorization: HeaderValue,
+    /// When the token stops being used (its lifetime less the configured skew).
+    pub expires_at: Instant,
+    /// False for an RFC 8693 `N_A` token: usable as another hop's subject, never forwarded.
+    pub bearer: bool,
+    /// Incremental entries only: the scope held (granted, else as requested) and the part of
+    /// the last request the server did not grant, which is not asked for again
+    /// (draft-ietf-oauth-incremental-authz-04 §6.1).
+    pub scope: Option<Scopes>,
+    pub(super) refused: Scopes,
+    /// The response's `ruri` as an origin (`scheme://host:port`), if it had a usable one.
+    pub ruri: Option<Arc<str>>,
+    ttl: Duration,
+    /// Set once a background renewal has started for this entry.
+    refreshing: AtomicBool,
+}
+
+impl CachedToken {
+    /// The token itself, e.g. as the subject token of the next hop.
+    pub fn token(&self) -> &str {
+        // Built from "Bearer " + a visible-ASCII token in `cached`.
+        self.authorization.to_str().map_or("", |v| &v[7..])
+    }
+
+    /// Builds the entry for `issued`. `asked`: for an incremental entry, the scope requested
+    /// (held if the response names none, RFC 6749 §5.1).
+    pub(super) fn cached(
+        issued: Issued,
+        inbound: InboundToken<'_>,
+        asked: Option<&Scopes>,
+        settings: &CacheSettings,
+    ) -> Result<Arc<Self>, Error> {
+        let mut authorization =
+            HeaderValue::try_from(format!("Bearer {}", issued.access_token.expose()))
+                .map_err(|_| Error::ExchangeFailed("access_token is not a usable bearer token"))?;
+        authorization.set_sensitive(true);
+        let lifetime = issued.expires_in.unwrap_or(settings.default_ttl);
+        let mut ttl = lifetime.saturating_sub(settings.expiry_skew);
+        // Never keep AT2 past AT1's own expiry: chaining must not extend a grant.
+        if let Some(remaining) = jwt_remaining_lifetime(inbound.expose()) {
+            ttl = ttl.min(remaining);
+        }
+        ttl = ttl.min(MAX_LIFETIME);
+        let scope = asked.map(|asked| match &issued.scope {
+            Some(granted) => Scopes::parse(granted),
+            None => asked.clone(),
+        });
+        let refused = match (asked, &scope) {
+            (Some(asked), Some(held)) => asked.minus(held),
+            _ => Scopes::default(),
+        };
+        Ok(Arc::new(Self {
+            authorization,
+            bearer: issued.bearer,
+            scope,
+            refused,
+            ruri: issued
+                .links
+                .ruri
+                .as_deref()
+                .and_then(crate::config::origin)
+                .map(Arc::from),
+            refreshing: AtomicBool::new(false),
+            expires_at: Instant::now() + ttl,
+            ttl,
+        }))
+    }
+
+    /// Whether an incremental token serves a route needing `needed`: it holds the scopes, or
+    /// the server declined the missing ones for this token already.
+    pub(super) fn serves(&self, needed: &Scopes) -> bool {
+        self.scope
+            .as_ref()
+            .is_some_and(|held| held.covers(needed) || self.refused.covers(&needed.minus(held)))
+    }
+
+    /// Whether this hit is old enough to be renewed in the background: past `ahead` of its
+    /// lifetime. Marks it, so only one renewal starts per entry.
+    pub(super) fn should_refresh(&self, ahead: Option<f64>) -> bool {
+        let Some(ahead) = ahead else {
+            return false;
+        };
+        let left = self.expires_at.saturating_duration_since(Instant::now());
+        left < self.ttl.mul_f64(1.0 - ahead) && !self.refreshing.swap(true, Ordering::AcqRel)
+    }
+}
+
+impl Expiring for CachedToken {
+    fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+    fn size_bytes(&self) -> usize {
+        self.authorization.len()
+    }
+}
+
+impl std::fmt::Debug for CachedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedToken")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Time left before a JWT's `exp`, read without verifying it (used only to shorten a TTL).
+/// `Some(ZERO)` if it has expired; `None` if the token is not a JWT with a numeric `exp`.
+pub(super) fn jwt_remaining_lifetime(token: &str) -> Option<Duration> {
+    let mut parts = token.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > 16 * 1024 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    #[derive(serde::Deserialize)]
+    struct Exp {
+        exp: Option<serde_json::Value>,
+    }
+    let exp = serde_json::from_slice::<Exp>(&bytes).ok()?.exp?.as_u64()?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(exp.saturating_sub(now)))
+}
