@@ -188,6 +188,9 @@ grep -q '^USER 65532' "$DF"
 grep -qF 'ENTRYPOINT ["/chaingate"]' "$DF"
 grep -qF 'CMD ["run", "--config", "/etc/chaingate/chaingate.toml"]' "$DF"
 grep -q -- '--locked' "$DF"
+# The image is the production build: the authority and the demo are cargo features it leaves out.
+if grep -v '^\s*#' "$DF" | grep -q -- '--features\|--all-features'; then echo "Dockerfile enables cargo features"; exit 1; fi
+grep -q -- '-p chaingate --bin chaingate' "$DF"
 if grep -v '^\s*#' "$DF" | grep -qiE 'openssl|libssl'; then echo "Dockerfile installs OpenSSL"; exit 1; fi
 # openssl-probe (rustls-native-certs: where the CA bundle lives) is pure Rust and allowed.
 if grep -qE '^name = "(openssl|openssl-sys|native-tls)"$' Cargo.lock; then

@@ -129,7 +129,7 @@ async fn validate_jwt(
 }
 
 /// `aud` must include one of the issuer's configured audiences and, if the client restricts it,
-/// one of the client's `subject_token_audiences` (specs §19.5).
+/// one of the client's `subject_token_audiences` (RFC 8693 §2.1: the audience a subject token was issued for).
 fn check_audience(trusted: &TrustedIssuer, client: &Client, auds: &[String]) -> Result<(), String> {
     if !auds.iter().any(|a| trusted.audiences.contains(a)) {
         return Err("audience validation failed".into());

@@ -26,7 +26,7 @@ use chaingate_oauth::secret::Secret;
 
 /// Everything the demo started.
 #[derive(Debug)]
-pub struct Demo {
+pub(crate) struct Demo {
     pub authority_a: RunningAuthority,
     pub authority_b: RunningAuthority,
     pub upstream: SocketAddr,
@@ -39,7 +39,7 @@ pub struct Demo {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum DemoError {
+pub(crate) enum DemoError {
     #[error("demo config: {0}")]
     Config(#[from] chaingate_gateway::config::ConfigError),
     #[error("cannot start: {0}")]
@@ -51,7 +51,7 @@ pub enum DemoError {
 }
 
 /// Starts both authorities, the echo upstream and the gateway (data port `port`; 0 = any).
-pub async fn start(port: u16) -> Result<Demo, DemoError> {
+pub(crate) async fn start(port: u16) -> Result<Demo, DemoError> {
     let app_secret = random_secret();
     let gateway_secret = random_secret();
     let authority_a = authority::spawn(AuthorityConfig::from_toml(&format!(
@@ -136,7 +136,7 @@ domain = "b"
 
 impl Demo {
     /// What to print for a person: the ports, AT1, a ready `curl` line and what it will show.
-    pub fn instructions(&self) -> String {
+    pub(crate) fn instructions(&self) -> String {
         let a = self.authority_a.issuer();
         let b = self.authority_b.issuer();
         let gw = self.gateway.addr;

@@ -10,17 +10,27 @@ pub use crate::pem::{load_certs, load_identity};
 /// A config problem, always naming the key it is about. `Display` is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A file named by the config (or the config file itself) could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file that was being read.
         path: PathBuf,
+        /// The I/O error the read failed with.
         #[source]
         source: std::io::Error,
     },
+    /// A key is missing, malformed or has a value out of range.
     #[error("config key `{key}`: {message}")]
-    Key { key: String, message: String },
+    Key {
+        /// Dotted path of the offending key (`a.b[0].c`), or `(syntax)` / `(top level)`.
+        key: String,
+        /// What is wrong with the value, on one line.
+        message: String,
+    },
 }
 
 impl ConfigError {
+    /// A problem with the value at the dotted path `key`; `message` says what is wrong with it.
     pub fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Key {
             key: key.into(),
@@ -205,6 +215,7 @@ pub fn parse_duration(key: &str, text: &str) -> Result<std::time::Duration, Conf
         .ok_or_else(|| ConfigError::key(key, format!("`{text}` is too large")))
 }
 
+/// Parses `text` as a socket address (`host:port`, e.g. `127.0.0.1:8080`); the error names `key`.
 pub fn socket_addr(key: &str, text: &str) -> Result<std::net::SocketAddr, ConfigError> {
     text.parse().map_err(|_| {
         ConfigError::key(

@@ -7,6 +7,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{ConfigError, TlsIdentity};
 
+/// Reads every PEM certificate in `path`, in file order (leaf first for a chain).
+/// Errors, naming config key `key`, if the file is unreadable or holds no certificate.
 pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
@@ -25,6 +27,9 @@ pub fn load_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>
     Ok(certs)
 }
 
+/// Loads a TLS identity: the certificate chain in `cert_file` and the private key in
+/// `key_file` (PKCS#8, PKCS#1 or SEC1 PEM). `cert_key` and `key_key` are the config keys
+/// named in the error when the respective file is bad.
 pub fn load_identity(
     cert_file: &Path,
     key_file: &Path,

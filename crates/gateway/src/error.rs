@@ -1,7 +1,7 @@
 //! The gateway's one error type, and the one place it becomes an HTTP response.
 //!
 //! Each variant says whose fault it is. [`Error::into_response`] is the only code that writes
-//! error statuses and `WWW-Authenticate` challenges (RFC 6750 §3, specs.md §19.12); its match is
+//! error statuses and `WWW-Authenticate` challenges (RFC 6750 §3, RFC 6749 §5.2); its match is
 //! exhaustive. Bodies are small static JSON: no token server details and no token material.
 
 use std::time::Duration;

@@ -8,14 +8,15 @@ use http::{Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::authn::InboundToken;
+use crate::config::Route;
 use crate::error::Error;
-use crate::gateway::RouteRuntime;
-use crate::outbound::{self, Replay};
+use crate::outbound::{self, Replay, UpstreamClient};
+use crate::tokens::DomainTokens;
 use crate::Body;
 
 /// The response the caller gets: the upstream's, or the retry's after a refusal.
 pub(crate) async fn after(
-    route: &RouteRuntime,
+    (route, tokens, client): (&Route, &std::sync::Arc<DomainTokens>, &UpstreamClient),
     replay: Option<Replay>,
     response: Response<Incoming>,
     timeout: std::time::Duration,
@@ -34,10 +35,10 @@ pub(crate) async fn after(
     };
     // Accepted by authn when this request arrived.
     let at1 = InboundToken::already_accepted(&at1);
-    let (fresh, _) = route.tokens.refused(&route.config, at1).await?;
-    tracing::debug!(route = %route.label.route, "upstream refused the token; exchanged a fresh one");
+    let (fresh, _) = tokens.refused(route, at1).await?;
+    tracing::debug!(route = %route.name, "upstream refused the token; exchanged a fresh one");
     let retry = replay.with(fresh.authorization.clone());
-    let response = outbound::send(&route.client, retry, timeout).await?;
+    let response = outbound::send(client, retry, timeout).await?;
     Ok(response.map(Body::Left))
 }
 

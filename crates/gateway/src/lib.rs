@@ -63,7 +63,9 @@ pub type Body = Either<Incoming, Full<Bytes>>;
 /// A gateway whose listeners are bound and serving.
 #[derive(Debug)]
 pub struct Running {
+    /// The data listener's address (the port is the OS's pick when configured as 0).
     pub addr: SocketAddr,
+    /// The admin listener's address: `/live`, `/ready`, `/metrics`.
     pub admin_addr: SocketAddr,
     readiness: Readiness,
     stop: drain::Signal,
@@ -210,8 +212,10 @@ pub async fn spawn_with_reload(
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A listener could not be bound (the message names the address).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The server or a client TLS configuration was refused by rustls.
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
 }

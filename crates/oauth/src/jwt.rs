@@ -16,6 +16,8 @@ pub const MAX_JWT_LEN: usize = 16 * 1024;
 /// A signature-checked JWT: its protected header and claims.
 #[derive(Debug)]
 pub struct Verified {
+    /// The JWT claims set (RFC 7519 §4) as JSON. Only the signature is checked so far; the
+    /// caller still applies the claim rules ([`check_times`], [`audiences`], ...).
     pub claims: Value,
 }
 

@@ -118,10 +118,13 @@ impl SigningKey {
         self
     }
 
+    /// The key ID put in the `kid` header of every JWT this key signs (RFC 7515 §4.1.4):
+    /// its RFC 7638 SHA-256 thumbprint unless [`SigningKey::with_kid`] replaced it.
     pub fn kid(&self) -> &str {
         &self.kid
     }
 
+    /// The JWS algorithm this key signs with: ES256, RS256, PS256 or EdDSA.
     pub fn alg(&self) -> Algorithm {
         self.alg
     }
@@ -148,14 +151,27 @@ impl SigningKey {
 /// One verification key, bound to exactly one algorithm (RFC 8725 §3.1).
 #[derive(Clone)]
 pub struct VerifyKey {
+    /// The JWK's key ID (RFC 7517 §4.5), if it has one; matched against a token's `kid`.
     pub kid: Option<String>,
+    /// The one algorithm this key verifies: the JWK's `alg`, else implied by its curve or type.
     pub alg: Algorithm,
+    /// The public key material.
     pub key: DecodingKey,
+}
+
+impl fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A set of public verification keys, parsed from a JWKS document.
 #[derive(Clone, Default)]
 pub struct KeySet {
+    /// The usable keys, in JWKS order; never empty for a set parsed from a JWKS.
     pub keys: Vec<VerifyKey>,
 }
 
@@ -175,6 +191,7 @@ impl KeySet {
         Self::from_jwks_value(&value, allowed)
     }
 
+    /// As [`KeySet::from_jwks`], for a JWKS (RFC 7517 §5) already parsed as JSON.
     pub fn from_jwks_value(value: &Value, allowed: &[Algorithm]) -> Result<Self, String> {
         let keys = value
             .get("keys")
@@ -206,6 +223,8 @@ impl KeySet {
             .filter(move |k| k.alg == alg && (kid.is_none() || k.kid.as_deref() == kid))
     }
 
+    /// Whether any key in the set carries this `kid` (RFC 7517 §4.5), e.g. to decide that an
+    /// unknown `kid` warrants refetching the JWKS.
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }

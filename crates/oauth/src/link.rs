@@ -4,7 +4,9 @@
 /// One link: its target and its relation types.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
+    /// The target URI between `<` and `>` (RFC 8288 §3.1), as written, not resolved.
     pub target: String,
+    /// The `rel` parameter's relation types (RFC 8288 §3.3), lowercased, in order.
     pub rels: Vec<String>,
 }
 

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::keys::KeySet;
 
+/// The outgoing HTTP/1.1 client: HTTPS verified against the native roots, or plain HTTP.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// The authority's one outgoing HTTP client, built on first use.
 pub type SharedClient = Arc<tokio::sync::OnceCell<Result<HttpClient, String>>>;
@@ -22,9 +23,14 @@ pub type SharedClient = Arc<tokio::sync::OnceCell<Result<HttpClient, String>>>;
 /// Fetch limits shared by all remote key sets.
 #[derive(Debug, Clone)]
 pub struct FetchLimits {
+    /// Upper bound on one whole request, connect through last body byte.
     pub timeout: Duration,
+    /// Largest response body accepted, in bytes; a bigger one fails the fetch.
     pub max_bytes: usize,
+    /// How long a fetched key set is used before it is fetched again.
     pub cache_ttl: Duration,
+    /// Least time between two fetch attempts of one JWKS, however many unknown `kid`s arrive,
+    /// so tokens with made-up `kid`s cannot make us hammer the issuer.
     pub min_refetch_interval: Duration,
 }
 
@@ -65,6 +71,8 @@ impl std::fmt::Debug for RemoteKeys {
 }
 
 impl RemoteKeys {
+    /// A key set for the JWKS (RFC 7517 §5) at `uri`, keeping only keys for `algorithms`.
+    /// Nothing is fetched until the first [`RemoteKeys::keys`] call.
     pub fn new(
         uri: http::Uri,
         algorithms: Vec<Algorithm>,
@@ -80,8 +88,6 @@ impl RemoteKeys {
         }
     }
 
-    /// The current key set. Fetches when nothing is cached or the cache is stale, and refetches
-    /// when `want_kid` is not in the cached set (at most once per `min_refetch_interval`).
     /// Whether keys have been fetched at least once.
     pub fn is_loaded(&self) -> bool {
         self.state
@@ -89,6 +95,9 @@ impl RemoteKeys {
             .is_ok_and(|state| state.keys.is_some())
     }
 
+    /// The current key set. Fetches when nothing is cached or the cache is stale, and refetches
+    /// when `want_kid` is not in the cached set (at most once per `min_refetch_interval`).
+    /// A failed fetch keeps serving the last good set; it is an error only while none was fetched.
     pub async fn keys(&self, want_kid: Option<&str>) -> Result<Arc<KeySet>, String> {
         let mut state = self.state.lock().await;
         let now = Instant::now();

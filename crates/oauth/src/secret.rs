@@ -26,6 +26,7 @@ use std::sync::Arc;
 pub struct Secret(Arc<str>);
 
 impl Secret {
+    /// Wraps `value`; from here on it is only reachable through [`Secret::expose`].
     pub fn new(value: impl Into<Arc<str>>) -> Self {
         Self(value.into())
     }
@@ -35,6 +36,7 @@ impl Secret {
         &self.0
     }
 
+    /// Whether the secret is the empty string, e.g. to reject a blank configured secret.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -1,4 +1,5 @@
 //! The `chaingate` binary as a user runs it: signals, exit codes, the demo.
 
+mod crate_graph;
 mod demo;
 mod lifecycle;

@@ -33,7 +33,8 @@ pub struct TokenExchange {
     pub actor_token_type: String,
 }
 
-/// What goes into `oauth_token` (specs.md §19.1).
+/// What goes into `oauth_token` (draft-hunt-oauth-chain-01 §2.1): the caller's token as received,
+/// or the RFC 8693 token type it is sent as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OAuthTokenFormat {
     /// The bare token, as every RFC 8693/7523 server expects.

@@ -44,16 +44,27 @@ use route::{validate_route, validate_subject_domains};
 /// The validated gateway configuration.
 #[derive(Debug)]
 pub struct Config {
+    /// `listen`: the data port (HTTP/1.1 and HTTP/2; TLS when `[tls]` is set).
     pub listen: SocketAddr,
+    /// `admin_listen`: the admin port (`/live`, `/ready`, `/metrics`); keep it off the data port.
     pub admin_listen: SocketAddr,
+    /// `[tls]`: the certificate chain and key for inbound TLS; `None`: cleartext.
     pub tls: Option<TlsIdentity>,
+    /// `[domains.<name>]`: the downstream OAuth domains, in name order.
     pub domains: Vec<Arc<Domain>>,
+    /// `[[routes]]`, in file order: the first whose path prefix matches wins.
     pub routes: Vec<Route>,
+    /// `[cache]`: bounds and lifetimes of the per-domain token caches.
     pub cache: CacheSettings,
+    /// `[timeouts]`: deadlines on the inbound and outbound sides.
     pub timeouts: Timeouts,
+    /// `[limits]`: caps on concurrency, connections and request sizes.
     pub limits: Limits,
+    /// `[shutdown]`: how a SIGTERM drains.
     pub shutdown: ShutdownSettings,
+    /// `[log]`: log format and the access log.
     pub log: LogSettings,
+    /// `[reload]`: hot reload of the config and the files it names.
     pub reload: ReloadSettings,
     /// Runtime worker threads (restart-only); `None`: the CPUs the process may use.
     pub worker_threads: Option<usize>,
@@ -64,14 +75,17 @@ pub struct Config {
 /// Watching the config file (and the files it names) for changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReloadSettings {
+    /// `reload.enabled`: re-read the files and apply changes; `false`: changes need a restart.
     pub enabled: bool,
     /// How often the files are re-read; Kubernetes updates mounted ConfigMaps and Secrets
     /// within about a minute, so a few seconds here costs nothing.
     pub interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+/// `[cache]`: the token cache, one per domain; every bound applies per domain.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheSettings {
+    /// `cache.max_entries`: tokens kept per domain, at least 1; beyond it the cache evicts.
     pub max_entries: u64,
     /// Upper bound of the cache's memory, tokens and bookkeeping together (approximate).
     pub max_bytes: u64,
@@ -85,19 +99,27 @@ pub struct CacheSettings {
     pub default_ttl: Duration,
 }
 
+/// `[timeouts]`: deadlines of the data path (the token endpoint's is per domain).
 #[derive(Debug, Clone)]
 pub struct Timeouts {
     /// A request body that sends nothing this long while forwarded is cut off.
     pub body_idle: Duration,
+    /// An HTTP/1 request head must have arrived within this (restart-only).
     pub header_read: Duration,
+    /// Deadline of an inbound TLS handshake (restart-only).
     pub tls_handshake: Duration,
+    /// TCP (and TLS) connect to an upstream; past it the caller gets 502.
     pub upstream_connect: Duration,
+    /// From sending the request until the upstream's response head; past it the caller gets 504.
     pub upstream_response: Duration,
+    /// How long idle keep-alive connections to upstreams and token endpoints are kept.
     pub pool_idle: Duration,
 }
 
+/// `[limits]`: overload and size caps on the data port.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Requests in flight at once; beyond it 503 with `Retry-After` at once, never a queue.
     pub max_concurrent_requests: usize,
     /// Inbound connections open at once on the data port.
     pub max_connections: usize,
@@ -105,12 +127,15 @@ pub struct Limits {
     pub max_uri_bytes: usize,
     /// Longer bearer tokens get 400 `invalid_request` before any digest or exchange.
     pub max_token_bytes: usize,
+    /// Header fields in an HTTP/1 request; more get 431 (restart-only).
     pub max_headers: usize,
+    /// Concurrent HTTP/2 streams per inbound connection (restart-only).
     pub max_h2_streams: u32,
     /// `Retry-After` sent with 503s that have no better estimate.
     pub retry_after: Duration,
 }
 
+/// `[shutdown]`: the drain after SIGTERM (see [`crate::reload`] for reloads).
 #[derive(Debug, Clone)]
 pub struct ShutdownSettings {
     /// Time between `/ready` turning 503 and the listener closing, so endpoints can update.
@@ -119,15 +144,21 @@ pub struct ShutdownSettings {
     pub drain_timeout: Duration,
 }
 
+/// `log.format`: how log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable text, one line per event (`"plain"`, the default).
     Plain,
+    /// One JSON object per line, for log collectors (`"json"`).
     Json,
 }
 
+/// `[log]`: logging (the filter itself comes from `RUST_LOG`).
 #[derive(Debug, Clone)]
 pub struct LogSettings {
+    /// `log.format` (restart-only).
     pub format: LogFormat,
+    /// `log.access_log`: one `chaingate::access` line per request.
     pub access_log: bool,
 }
 

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use super::digest::Digest;
 use super::file::FileDomain;
 use super::ConfigError;
-use crate::exchange::{CHAIN_GRANT, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT};
+use chaingate_oauth::grant::{CHAIN_GRANT, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -301,7 +301,7 @@ uri = "https://relay.example/"
         let loaded = Config::from_toml(&config(GOOD)).unwrap();
         let r = loaded.domains[0].registration.as_ref().unwrap();
         let m = serde_json::Value::Object(r.metadata.clone());
-        assert_eq!(m["grant_types"][0], crate::exchange::CHAIN_GRANT);
+        assert_eq!(m["grant_types"][0], chaingate_oauth::grant::CHAIN_GRANT);
         assert_eq!(m["token_endpoint_auth_method"], "client_secret_basic");
         assert_eq!(m["scope"], "invoices.read");
         assert_eq!(m["end_user_application"]["name"], "Tax Helper");

@@ -1,5 +1,5 @@
 //! Protecting a token server that struggles, and the callers waiting on it: a retry budget, a
-//! circuit breaker and a cap on exchanges in flight (reliability.md §(b) 4 and 12).
+//! circuit breaker and a cap on exchanges in flight (docs/reliability.md, promises 4 and 12).
 //!
 //! Retries happen only for connect errors, 5xx and 429, with jittered exponential backoff, and
 //! only while the budget allows (first attempts deposit `retry_budget_percent`, a floor of

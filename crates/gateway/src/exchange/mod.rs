@@ -2,7 +2,7 @@
 //! RFC 8693 token exchange, or the RFC 7523 JWT bearer grant.
 //!
 //! One pooled client per domain. Requests are built in `request.rs`, responses read strictly in
-//! `response.rs` (every failure becomes the gateway's [`Error`], specs.md §19.12) and the token
+//! `response.rs` (every failure becomes the gateway's [`Error`], RFC 6749 §5.2 and RFC 6750 §3) and the token
 //! endpoint may come from RFC 8414 discovery (`discovery.rs`). Token server error details are
 //! logged as the `error` code only, never returned to the caller.
 
@@ -46,7 +46,9 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A token issued by a domain's token endpoint.
 pub struct Issued {
+    /// The issued token (AT2); never logged.
     pub access_token: Secret,
+    /// Its lifetime from `expires_in` (RFC 6749 §5.1), if the server gave one.
     pub expires_in: Option<Duration>,
     /// `token_type` Bearer; an RFC 8693 `N_A` token may only be another hop's subject.
     pub bearer: bool,
@@ -62,7 +64,9 @@ pub struct Issued {
 /// on. URLs, never secrets.
 #[derive(Debug, Clone, Default)]
 pub struct Links {
+    /// The resource the token is for (`ruri`).
     pub ruri: Option<String>,
+    /// The discovery document the token server says it answers for (`duri`).
     pub duri: Option<String>,
     /// The RFC 8414 metadata URL the token endpoint was read from; `None` if configured.
     pub discovery: Option<String>,
@@ -83,7 +87,9 @@ impl std::fmt::Debug for Issued {
 /// Where requests go: the token endpoint, and the issuer it was discovered from.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
+    /// The token endpoint requests are sent to.
     pub token: Uri,
+    /// The RFC 8414 `issuer` it was discovered from, if discovered.
     pub issuer: Option<String>,
     /// RFC 7591 `registration_endpoint` from discovery, if the server has one.
     pub registration: Option<Uri>,

@@ -16,7 +16,7 @@ pub use chaingate_oauth::grant::{
     CHAIN_GRANT, JWT_BEARER_GRANT, RECIPROCAL_GRANT, TOKEN_EXCHANGE_GRANT,
 };
 
-/// Client assertions are single-use and short-lived (RFC 7523 §3; specs.md §9 decision).
+/// Client assertions are single-use and short-lived (RFC 7523 §3: `exp` and `jti` are required, and a short life limits replay).
 const ASSERTION_LIFETIME_SECS: u64 = 60;
 
 /// What one token request carries besides the domain's fixed settings.

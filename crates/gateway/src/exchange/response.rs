@@ -1,5 +1,5 @@
 //! Token responses: RFC 6749 §5.1 / RFC 8693 §2.2.1 success, §5.2 errors, and what they mean to
-//! the caller (specs.md §19.12).
+//! the caller (RFC 6749 §5.2, RFC 6750 §3.1).
 
 use std::time::Duration;
 

@@ -12,14 +12,12 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
 use crate::authn::Authn;
-use crate::cache::Lookup;
 use crate::config::{Config, Route};
 use crate::error::Error;
-use crate::exchange::ExchangeMetrics;
 use crate::metrics::RouteLabel;
 use crate::outbound::{self, Peer, UpstreamClient};
 use crate::shed::Shed;
-use crate::tokens::{DomainTokens, TokensMetrics};
+use crate::tokens::{DomainTokens, Lookup, TokensMetrics};
 use crate::validate::InboundValidator;
 use crate::{feedback, Body};
 use chaingate_oauth::remote::SharedClient;
@@ -31,7 +29,6 @@ use metrics::{RequestMetrics, StatusCounters};
 #[derive(Debug, Clone)]
 pub struct GatewayMetrics {
     requests: RequestMetrics,
-    exchange: ExchangeMetrics,
     tokens: TokensMetrics,
 }
 
@@ -40,7 +37,6 @@ impl GatewayMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         Self {
             requests: RequestMetrics::register(registry),
-            exchange: ExchangeMetrics::register(registry),
             tokens: TokensMetrics::register(registry),
         }
     }
@@ -83,7 +79,7 @@ impl Gateway {
         previous: Option<&Gateway>,
     ) -> Result<Self, rustls::Error> {
         let kept = previous.map_or(&[][..], |p| &p.domains[..]);
-        let domains = DomainTokens::build_all(config, &metrics.exchange, &metrics.tokens, kept)?;
+        let domains = DomainTokens::build_all(config, &metrics.tokens, kept)?;
         let jwks_client: SharedClient = Arc::default();
         let unmatched = RouteLabel {
             route: Arc::from("(unmatched)"),
@@ -165,6 +161,7 @@ impl Gateway {
             .await?;
             // feedback: an upstream 401 invalid_token (RFC 6750 §3.1) evicts, re-exchanges and
             // retries a bodyless request once.
+            let route = (&route.config, &route.tokens, &route.client);
             feedback::after(route, replay, response, self.upstream_timeout).await
         }
         .await

@@ -20,7 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::authn::InboundToken;
-use crate::cache::{Bounds, CacheMetrics, Key, Lookup, ReadThrough};
+use crate::cache::{Bounds, CacheMetrics, Key, ReadThrough};
 use crate::config::{CacheSettings, Config, Domain, Route, ScopeStrategy};
 use crate::error::Error;
 use crate::exchange::{ExchangeMetrics, Exchanger, Issued};
@@ -31,6 +31,7 @@ mod incremental;
 mod metadata;
 mod token;
 pub use metadata::MetadataMetrics;
+pub use crate::cache::Lookup;
 pub use token::CachedToken;
 
 #[cfg(test)]
@@ -39,10 +40,11 @@ mod tests;
 /// A domain's token for the caller, and whether the cache had it.
 pub(crate) type TokenResult = Result<(Arc<CachedToken>, Lookup), Error>;
 
-/// `chaingate_token_cache_*`, `chaingate_scope_upgrades_total` and the response-metadata
-/// refusals.
+/// The exchange's metrics, `chaingate_token_cache_*`, `chaingate_scope_upgrades_total` and the
+/// response-metadata refusals.
 #[derive(Debug, Clone)]
 pub struct TokensMetrics {
+    exchange: ExchangeMetrics,
     cache: CacheMetrics,
     scope_upgrades: Family<DomainLabel, Counter>,
     metadata: MetadataMetrics,
@@ -51,6 +53,7 @@ pub struct TokensMetrics {
 impl TokensMetrics {
     /// Registers the families on `registry`.
     pub fn register(registry: &mut Registry) -> Self {
+        let exchange = ExchangeMetrics::register(registry);
         let cache = CacheMetrics::register(registry);
         let scope_upgrades = Family::default();
         registry.register(
@@ -59,6 +62,7 @@ impl TokensMetrics {
             scope_upgrades.clone(),
         );
         Self {
+            exchange,
             cache,
             scope_upgrades,
             metadata: MetadataMetrics::register(registry),
@@ -100,13 +104,12 @@ impl DomainTokens {
     /// whose config is unchanged (and with them their cached tokens).
     pub(crate) fn build_all(
         config: &Config,
-        exchange: &ExchangeMetrics,
         metrics: &TokensMetrics,
         previous: &[Arc<DomainTokens>],
     ) -> Result<Vec<Arc<DomainTokens>>, rustls::Error> {
         let mut built: Vec<Arc<DomainTokens>> = Vec::with_capacity(config.domains.len());
         for domain in &config.domains {
-            Self::build(domain, config, exchange, metrics, previous, &mut built)?;
+            Self::build(domain, config, metrics, previous, &mut built)?;
         }
         Ok(built)
     }
@@ -114,7 +117,6 @@ impl DomainTokens {
     fn build(
         domain: &Arc<Domain>,
         config: &Config,
-        exchange: &ExchangeMetrics,
         metrics: &TokensMetrics,
         previous: &[Arc<DomainTokens>],
         built: &mut Vec<Arc<DomainTokens>>,
@@ -131,7 +133,7 @@ impl DomainTokens {
                     .find(|d| *d.name == *name)
                     .expect("subject domains name validated domains");
                 Some(Self::build(
-                    parent, config, exchange, metrics, previous, built,
+                    parent, config, metrics, previous, built,
                 )?)
             }
             None => None,
@@ -150,7 +152,7 @@ impl DomainTokens {
                     domain.clone(),
                     config.timeouts.pool_idle,
                     config.limits.retry_after,
-                    exchange,
+                    &metrics.exchange,
                 )?;
                 if let Some(replaced) = previous.iter().find(|d| d.name() == &domain.name) {
                     exchanger.inherit_registration(&replaced.exchanger);

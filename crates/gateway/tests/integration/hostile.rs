@@ -1,4 +1,4 @@
-//! Hostile HTTP/1 input through raw sockets (reliability.md §(b) 7–8, §(c) framing and header
+//! Hostile HTTP/1 input through raw sockets (docs/reliability.md promises 7–8 and its attack classes: framing and header
 //! hygiene): each case is refused, or reaches the upstream as exactly one well-framed request,
 //! and a request pipelined behind it gets its own answer. Nothing smuggled reaches the upstream.
 

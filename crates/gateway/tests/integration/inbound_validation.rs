@@ -1,5 +1,5 @@
 //! `[routes.validate]`: the caller's JWT is checked locally, and every attack in
-//! reliability.md §(c) "JWT validation" is a 401 `invalid_token` that never reaches the token server.
+//! docs/reliability.md's attack class "JWT validation" is a 401 `invalid_token` that never reaches the token server.
 
 use chaingate_test_support as support;
 

@@ -1,5 +1,5 @@
 //! Protecting the token server and the caller: retries within a budget, a circuit breaker that
-//! fails fast and probes back, a cap on exchanges in flight (reliability.md §(b) 4, 12).
+//! fails fast and probes back, a cap on exchanges in flight (docs/reliability.md, promises 4 and 12).
 
 use chaingate_test_support as support;
 
