@@ -161,7 +161,7 @@ impl Demo {
     }
 
     /// Drains the gateway, then stops the upstream and both authorities.
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.gateway.begin_shutdown();
         self.gateway.wait().await;
         self.upstream_stop.signal();

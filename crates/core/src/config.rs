@@ -72,6 +72,10 @@ fn deserialize<T: DeserializeOwned>(value: toml::Value) -> Result<T, ConfigError
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = one_line(&inner.to_string());
+        // toml's value deserializer names the key at the end; the error names it once, first.
+        let message = message
+            .strip_suffix(&format!(" in `{path}`"))
+            .map_or(message.clone(), str::to_string);
         let key = if path == "." || path.is_empty() {
             unknown_field_name(&message).unwrap_or_else(|| "(top level)".to_string())
         } else {
@@ -186,33 +190,47 @@ fn unknown_field_name(message: &str) -> Option<String> {
 /// The one duration parser of every config: `250ms`, `30s`, `5m`, `1h`, `1d` (one whole number,
 /// one unit). Errors name `key`.
 pub fn parse_duration(key: &str, text: &str) -> Result<std::time::Duration, ConfigError> {
+    duration_text(text).map_err(|message| ConfigError::key(key, message))
+}
+
+/// Serde's side of [`parse_duration`], for typed config structs
+/// (`#[serde(deserialize_with = "chaingate_core::config::duration")]`): the same texts, the same
+/// messages, and the key path comes from [`parse_toml`].
+pub fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    duration_text(&text).map_err(serde::de::Error::custom)
+}
+
+/// Serde for a listen address, with the message the config has always given.
+pub fn listen_addr<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::net::SocketAddr, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!("`{text}` is not an address like 127.0.0.1:8080"))
+    })
+}
+
+fn duration_text(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        ConfigError::key(
-            key,
-            format!("`{text}` is not a duration like 250ms, 30s, 5m, 1h or 1d"),
-        )
-    })?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 250ms, 30s, 5m, 1h or 1d"))?;
     let scale = match unit {
         "ms" => return Ok(std::time::Duration::from_millis(n)),
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => {
-            return Err(ConfigError::key(
-                key,
-                format!("`{text}` has no unit; use ms, s, m, h or d"),
-            ))
-        }
+        _ => return Err(format!("`{text}` has no unit; use ms, s, m, h or d")),
     };
     n.checked_mul(scale)
         .map(std::time::Duration::from_secs)
-        .ok_or_else(|| ConfigError::key(key, format!("`{text}` is too large")))
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// Parses `text` as a socket address (`host:port`, e.g. `127.0.0.1:8080`); the error names `key`.
@@ -241,6 +259,22 @@ pub fn validate_scope(key: &str, scope: &str) -> Result<(), ConfigError> {
             key,
             "not a space-separated list of RFC 6749 scope tokens",
         ))
+    }
+}
+
+/// A certificate chain and its key, loaded from PEM files.
+pub struct TlsIdentity {
+    /// The chain, leaf first.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("certs", &self.certs.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -290,21 +324,5 @@ mod tests {
     fn wrong_type_is_named_with_its_path() {
         let err = parse_toml::<Outer>("[domains.billing]\nport = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("domains.billing.port"), "{err}");
-    }
-}
-
-/// A certificate chain and its key, loaded from PEM files.
-pub struct TlsIdentity {
-    /// The chain, leaf first.
-    pub certs: Vec<CertificateDer<'static>>,
-    /// The leaf's private key.
-    pub key: PrivateKeyDer<'static>,
-}
-
-impl std::fmt::Debug for TlsIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsIdentity")
-            .field("certs", &self.certs.len())
-            .finish_non_exhaustive()
     }
 }

@@ -52,6 +52,7 @@ fn hit_path(bencher: divan::Bencher<'_, '_>) {
     });
     let request = request();
     // The first call exchanges (a miss); every measured call is a hit.
-    rt.block_on(hit.token(&request)).expect("the warm-up exchange succeeds");
+    rt.block_on(hit.token(&request))
+        .expect("the warm-up exchange succeeds");
     bencher.bench_local(|| rt.block_on(hit.token(divan::black_box(&request))).unwrap());
 }

@@ -12,6 +12,8 @@ use http::{Response, StatusCode};
 
 use crate::Body;
 
+/// Why a request was not forwarded, by whose fault; [`Error::into_response`] turns it into the
+/// caller's status, challenge and body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// Caller: no Authorization header, or a scheme other than Bearer.
@@ -38,7 +40,10 @@ pub enum Error {
     NoRoute,
     /// Token server: unreachable, 5xx or 429; the caller may retry after the given delay.
     #[error("token server unavailable")]
-    ExchangeUnavailable { retry_after: Duration },
+    ExchangeUnavailable {
+        /// How long the caller should wait, sent as `Retry-After` (RFC 9110 §10.2.3).
+        retry_after: Duration,
+    },
     /// Token server: no answer within the domain's timeout.
     #[error("token server timed out")]
     ExchangeTimeout,
@@ -58,7 +63,10 @@ pub enum Error {
     UpstreamTimeout,
     /// chaingate: too many requests in flight.
     #[error("overloaded")]
-    Overloaded { retry_after: Duration },
+    Overloaded {
+        /// How long the caller should wait, sent as `Retry-After` (`limits.retry_after`).
+        retry_after: Duration,
+    },
 }
 
 const REALM: &str = "Bearer realm=\"chaingate\"";

@@ -22,6 +22,7 @@ use crate::gateway::{Gateway, GatewayMetrics};
 /// Where a reloadable config comes from.
 #[derive(Debug, Clone)]
 pub struct ReloadSource {
+    /// The config file, re-read every `reload.interval` (with the files it names).
     pub path: PathBuf,
     /// `CHAINGATE_*` overrides, captured at start (a process's environment does not change).
     pub env: Vec<(String, String)>,

@@ -19,6 +19,7 @@ use chaingate_oauth::remote::{FetchLimits, RemoteKeys, SharedClient};
 /// JWKS documents larger than this are refused.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
+/// The `[routes.validate]` checks of one route, with its issuer's keys (fetched or from a file).
 #[derive(Debug)]
 pub struct InboundValidator {
     settings: Arc<Validate>,
@@ -32,6 +33,8 @@ enum Keys {
 }
 
 impl InboundValidator {
+    /// A validator for `settings`. A `jwks_uri` is fetched lazily through `client` (5 s, 256 KiB,
+    /// cached 10 minutes); a `jwks_file` was already loaded with the config.
     pub fn new(settings: Arc<Validate>, client: SharedClient) -> Self {
         let keys = match &settings.keys {
             ValidateKeys::Remote(uri) => Keys::Remote(Box::new(RemoteKeys::new(
@@ -66,6 +69,7 @@ impl InboundValidator {
         }
     }
 
+    /// Whether the issuer's keys are at hand (always, for a `jwks_file`): `/ready` waits for it.
     pub fn is_ready(&self) -> bool {
         match &self.keys {
             Keys::Remote(remote) => remote.is_loaded(),

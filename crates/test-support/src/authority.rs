@@ -36,6 +36,15 @@ pub struct TestKey {
     pub jwk: Value,
 }
 
+/// The `kid` only: never the private key.
+impl std::fmt::Debug for TestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
 impl TestKey {
     pub fn new(kid: &str) -> Self {
         let pkcs8 =
@@ -165,6 +174,18 @@ pub struct Domains {
     pub forge: TestKey,
     pub client_key: TestKey,
     _dir: tempfile::TempDir,
+}
+
+/// The two issuers and the key ids: no key material, no authority state.
+impl std::fmt::Debug for Domains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Domains")
+            .field("a", &self.a.issuer())
+            .field("b", &self.b.issuer())
+            .field("forge", &self.forge)
+            .field("client_key", &self.client_key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Domains {

@@ -71,6 +71,15 @@ pub struct Server {
     pub a: RunningAuthority,
 }
 
+/// The issuer only: no authority state (it holds client secrets and tokens).
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("a", &self.a.issuer())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Server {
     pub async fn start() -> Self {
         Self::start_with("").await

@@ -165,6 +165,16 @@ pub struct TokenServer {
     requests: Arc<Mutex<Vec<TokenRequest>>>,
 }
 
+/// Address and call count only: the recorded requests carry client secrets and tokens.
+impl std::fmt::Debug for TokenServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenServer")
+            .field("addr", &self.addr)
+            .field("calls", &self.calls())
+            .finish_non_exhaustive()
+    }
+}
+
 impl TokenServer {
     /// Issues `at2-<n>` tokens valid for 300 s.
     pub async fn start() -> Self {
@@ -284,6 +294,15 @@ impl Received {
 pub struct Upstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
+}
+
+/// Address only: the recorded requests carry the tokens the upstream was sent.
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upstream {

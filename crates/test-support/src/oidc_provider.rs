@@ -13,6 +13,14 @@ pub struct Peer {
     stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 }
 
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("pid", &self.child.id())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.start_kill();

@@ -112,6 +112,16 @@ pub struct Parties {
     pub b: RunningAuthority,
 }
 
+/// The two issuers only: no authority state (it holds client secrets and tokens).
+impl std::fmt::Debug for Parties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parties")
+            .field("a", &self.a.issuer())
+            .field("b", &self.b.issuer())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Parties {
     pub async fn start() -> Self {
         Self::start_with(B_AT_A).await

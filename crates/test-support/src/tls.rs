@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+/// Paths and the CA's public PEM only; the private keys stay in the files.
+#[derive(Debug)]
 pub struct TestPki {
     pub dir: tempfile::TempDir,
     /// A client certificate and key signed by the same CA (for mutual TLS).

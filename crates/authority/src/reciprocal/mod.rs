@@ -34,7 +34,9 @@ const MAX_IN_FLIGHT: usize = 64;
 /// `Debug` shows no token (they are [`Secret`]s).
 #[derive(Debug, Clone)]
 pub struct ReciprocalGrant {
+    /// The access token party A issued for the user (RFC 6749 §5.1), to call party A's APIs.
     pub access_token: Secret,
+    /// The refresh token, if party A issued one: renews access after `expires_at` (RFC 6749 §6).
     pub refresh_token: Option<Secret>,
     /// The granted scope (the response's `scope`, else the scope that was asked for).
     pub scope: String,

@@ -14,11 +14,21 @@ fn root() -> PathBuf {
 fn workspace_graph() -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(root())
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let members: BTreeSet<String> = meta["packages"]
         .as_array()
@@ -52,16 +62,32 @@ fn crates_depend_downward_only() {
         ("chaingate-oauth", &[][..]),
         ("chaingate-core", &[][..]),
         // The two products stand on those, never on each other.
-        ("chaingate-gateway", &["chaingate-core", "chaingate-oauth"][..]),
-        ("chaingate-authority", &["chaingate-core", "chaingate-oauth"][..]),
+        (
+            "chaingate-gateway",
+            &["chaingate-core", "chaingate-oauth"][..],
+        ),
+        (
+            "chaingate-authority",
+            &["chaingate-core", "chaingate-oauth"][..],
+        ),
         // The binary on top; the authority only with its cargo feature.
         (
             "chaingate",
-            &["chaingate-authority", "chaingate-core", "chaingate-gateway", "chaingate-oauth"][..],
+            &[
+                "chaingate-authority",
+                "chaingate-core",
+                "chaingate-gateway",
+                "chaingate-oauth",
+            ][..],
         ),
         (
             "chaingate-test-support",
-            &["chaingate-authority", "chaingate-core", "chaingate-gateway", "chaingate-oauth"][..],
+            &[
+                "chaingate-authority",
+                "chaingate-core",
+                "chaingate-gateway",
+                "chaingate-oauth",
+            ][..],
         ),
         ("chaingate-e2e", &[][..]),
     ]);
@@ -85,7 +111,13 @@ fn crates_depend_downward_only() {
 fn the_authority_is_optional_in_the_binary() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(root())
         .output()
         .unwrap();
@@ -102,7 +134,10 @@ fn the_authority_is_optional_in_the_binary() {
         .iter()
         .find(|d| d["name"] == "chaingate-authority" && d["kind"].is_null())
         .unwrap();
-    assert_eq!(authority["optional"], true, "the production build must not carry it");
+    assert_eq!(
+        authority["optional"], true,
+        "the production build must not carry it"
+    );
     assert!(binary["features"]["default"].as_array().unwrap().is_empty());
 }
 
@@ -148,8 +183,7 @@ fn gateway_modules() -> BTreeMap<String, BTreeSet<String>> {
             };
             for name in names {
                 // Lower-case names are modules; `crate::Body` and the like are root items.
-                if !name.is_empty() && name != top && name.starts_with(|c: char| c.is_lowercase())
-                {
+                if !name.is_empty() && name != top && name.starts_with(|c: char| c.is_lowercase()) {
                     used.insert(name.to_string());
                 }
             }
@@ -161,7 +195,10 @@ fn gateway_modules() -> BTreeMap<String, BTreeSet<String>> {
 #[test]
 fn the_gateway_has_no_module_cycle() {
     let graph = gateway_modules();
-    assert!(graph.contains_key("tokens") && graph.contains_key("cache"), "{graph:?}");
+    assert!(
+        graph.contains_key("tokens") && graph.contains_key("cache"),
+        "{graph:?}"
+    );
     // Depth-first search for a back edge.
     fn visit<'a>(
         node: &'a str,
@@ -173,7 +210,10 @@ fn the_gateway_has_no_module_cycle() {
             return;
         }
         if let Some(at) = path.iter().position(|n| *n == node) {
-            panic!("module cycle in the gateway: {}", path[at..].join(" → ") + " → " + node);
+            panic!(
+                "module cycle in the gateway: {}",
+                path[at..].join(" → ") + " → " + node
+            );
         }
         path.push(node);
         for next in graph.get(node).into_iter().flatten() {

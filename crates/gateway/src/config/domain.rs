@@ -21,12 +21,19 @@ use chaingate_oauth::secret::Secret;
 /// A downstream OAuth domain whose token endpoint chaingate exchanges tokens at.
 #[derive(Debug)]
 pub struct Domain {
+    /// The `<name>` of `[domains.<name>]`: what routes refer to, and the `domain` metric label.
     pub name: Arc<str>,
+    /// `token_endpoint`, or the `issuer` it is discovered from.
     pub endpoint: TokenEndpoint,
+    /// `allow_insecure_http`: permit `http://` token, discovery and registration endpoints.
     pub allow_insecure_http: bool,
+    /// `grant`: the token request's profile (chain, RFC 8693 token exchange, RFC 7523 jwt-bearer).
     pub grant: Grant,
+    /// `client_id`: chaingate's client at this domain; empty with `registration` (issued later).
     pub client_id: String,
+    /// `auth_method` with its secret, key or certificate (RFC 6749 §2.3).
     pub client_auth: ClientAuth,
+    /// `scope`: the default a route without its own `scope` requests (RFC 6749 §3.3).
     pub scope: Option<String>,
     /// Sent with every token request, after the grant's own parameters.
     pub extra_params: Vec<(String, String)>,
@@ -34,13 +41,17 @@ pub struct Domain {
     pub subject_domain: Option<Arc<str>>,
     /// CA certificates for the token endpoint; `None` means the system roots.
     pub ca_certs: Option<Vec<CertificateDer<'static>>>,
+    /// `timeout`: deadline of one whole exchange (retries included), else `timeouts.token_endpoint`.
     pub timeout: Duration,
+    /// Retries, retry budget, circuit breaker and in-flight cap for this token server.
     pub protection: Protection,
     /// Reciprocal OAuth: where to obtain codes for this domain's `reciprocal` requests.
     pub reciprocal: Option<Reciprocal>,
     /// RFC 7591 self-registration; the exchanger then uses the issued credentials.
     pub registration: Option<Arc<super::Registration>>,
+    /// `scope_strategy`: one token per route scope, or one per caller whose scope grows.
     pub scope_strategy: ScopeStrategy,
+    /// `response_metadata`: whether token responses' `Link` `ruri`/`duri` must match.
     pub response_metadata: ResponseMetadata,
 }
 
@@ -62,10 +73,13 @@ pub struct Protection {
 /// Where the token endpoint comes from.
 #[derive(Debug, Clone)]
 pub enum TokenEndpoint {
+    /// `token_endpoint`: this URL, as configured.
     Fixed(Uri),
     /// RFC 8414 discovery from the issuer, refreshed periodically.
     Discover {
+        /// `issuer`: the metadata document's `issuer` must equal it exactly (RFC 8414 §3.3).
         issuer: String,
+        /// `discovery_refresh`: how often discovery is repeated; a failure keeps the last endpoint.
         refresh: Duration,
     },
 }
@@ -98,15 +112,20 @@ impl std::fmt::Debug for ClientAuth {
 #[derive(Debug)]
 pub struct AssertionKey {
     pub(crate) key: SigningKey,
+    /// `client_assertion_audience`: what the assertion's `aud` names (RFC 7523 §3).
     pub audience: AssertionAudience,
     /// The PEM the key came from, for change detection on reload.
     pub(super) pem_digest: [u8; 32],
 }
 
+/// `client_assertion_audience`: the `aud` of RFC 7523 client assertions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AssertionAudience {
+    /// `"token_endpoint"`: the token endpoint URL in use (the default).
     TokenEndpoint,
+    /// `"issuer"`: the domain's `issuer` (needs discovery).
     Issuer,
+    /// A literal URL from the config.
     Fixed(String),
 }
 

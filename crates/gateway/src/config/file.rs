@@ -1,15 +1,24 @@
-//! The gateway's config file as written: plain serde structs, unknown keys rejected.
+//! The gateway's config file as written: serde structs, unknown keys rejected. The top-level
+//! sections are typed (durations, addresses, enums parsed by serde, the key path in every error)
+//! and each holds its defaults in its `Default`; the domain and route tables are validated key by
+//! key in `domain.rs` and `route.rs`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use chaingate_core::config::{duration, listen_addr};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
-    pub(crate) listen: String,
-    pub(crate) admin_listen: String,
+    #[serde(deserialize_with = "listen_addr")]
+    pub(crate) listen: SocketAddr,
+    #[serde(deserialize_with = "listen_addr")]
+    pub(crate) admin_listen: SocketAddr,
     pub(crate) tls: Option<FileTls>,
     #[serde(default)]
     pub(crate) domains: BTreeMap<String, FileDomain>,
@@ -31,11 +40,22 @@ pub(crate) struct FileConfig {
     pub(crate) worker_threads: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[reload]`, with its defaults.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct FileReload {
-    pub(crate) enabled: Option<bool>,
-    pub(crate) interval: Option<String>,
+    pub(crate) enabled: bool,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) interval: Duration,
+}
+
+impl Default for FileReload {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(2),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,54 +190,133 @@ pub(crate) struct FileValidate {
     pub(crate) allow_insecure_http: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[cache]`, with its defaults.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct FileCache {
-    pub(crate) max_entries: Option<u64>,
-    pub(crate) max_bytes: Option<u64>,
-    pub(crate) negative_ttl: Option<String>,
-    /// Share of a token's lifetime after which a hit starts a background renewal (0 < x < 1).
-    pub(crate) refresh_ahead: Option<f64>,
-    pub(crate) expiry_skew: Option<String>,
-    pub(crate) default_ttl: Option<String>,
+    pub(crate) max_entries: u64,
+    pub(crate) max_bytes: u64,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) negative_ttl: Duration,
+    /// Share of a token's lifetime after which a hit starts a background renewal (0 < x < 1;
+    /// 0 turns it off).
+    pub(crate) refresh_ahead: f64,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) expiry_skew: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) default_ttl: Duration,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl Default for FileCache {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+            max_bytes: 256 * 1024 * 1024,
+            negative_ttl: Duration::from_secs(5),
+            refresh_ahead: 0.8,
+            expiry_skew: Duration::from_secs(30),
+            default_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[timeouts]`, with their defaults.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct FileTimeouts {
-    pub(crate) header_read: Option<String>,
-    pub(crate) tls_handshake: Option<String>,
-    pub(crate) upstream_connect: Option<String>,
-    pub(crate) upstream_response: Option<String>,
-    pub(crate) body_idle: Option<String>,
-    pub(crate) token_endpoint: Option<String>,
-    pub(crate) pool_idle: Option<String>,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) header_read: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) tls_handshake: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) upstream_connect: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) upstream_response: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) body_idle: Duration,
+    /// The default of every domain's `timeout`.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) token_endpoint: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) pool_idle: Duration,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl Default for FileTimeouts {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            tls_handshake: Duration::from_secs(10),
+            upstream_connect: Duration::from_secs(2),
+            upstream_response: Duration::from_secs(30),
+            body_idle: Duration::from_secs(30),
+            token_endpoint: Duration::from_secs(5),
+            pool_idle: Duration::from_secs(90),
+        }
+    }
+}
+
+/// `[limits]`, with their defaults.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct FileLimits {
-    pub(crate) max_concurrent_requests: Option<usize>,
-    pub(crate) max_connections: Option<usize>,
-    pub(crate) max_uri_bytes: Option<usize>,
-    pub(crate) max_token_bytes: Option<usize>,
-    pub(crate) max_headers: Option<usize>,
-    pub(crate) max_h2_streams: Option<u32>,
-    pub(crate) retry_after: Option<String>,
+    pub(crate) max_concurrent_requests: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) max_uri_bytes: usize,
+    pub(crate) max_token_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) max_h2_streams: u32,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) retry_after: Duration,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl Default for FileLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_requests: 10_000,
+            max_connections: 16_384,
+            max_uri_bytes: 8 * 1024,
+            max_token_bytes: 8 * 1024,
+            max_headers: 100,
+            max_h2_streams: 256,
+            retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[shutdown]`, with its defaults.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct FileShutdown {
-    pub(crate) drain_delay: Option<String>,
-    pub(crate) drain_timeout: Option<String>,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) drain_delay: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) drain_timeout: Duration,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl Default for FileShutdown {
+    fn default() -> Self {
+        Self {
+            drain_delay: Duration::ZERO,
+            drain_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+/// `[log]`, with its defaults.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct FileLog {
-    pub(crate) format: Option<String>,
-    pub(crate) access_log: Option<bool>,
+    pub(crate) format: super::LogFormat,
+    pub(crate) access_log: bool,
+}
+
+impl Default for FileLog {
+    fn default() -> Self {
+        Self {
+            format: super::LogFormat::Plain,
+            access_log: true,
+        }
+    }
 }
 
 fn default_grant() -> String {

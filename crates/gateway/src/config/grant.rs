@@ -13,6 +13,7 @@ use super::ConfigError;
 pub enum Grant {
     /// draft-hunt-oauth-chain-01: `grant_type=http://oauth.net/grant_type/chain`.
     Chain {
+        /// `oauth_token_format`: how the caller's token is put into `oauth_token`.
         oauth_token_format: OAuthTokenFormat,
     },
     /// RFC 8693 token exchange.
@@ -24,12 +25,17 @@ pub enum Grant {
 /// RFC 8693 §2.1 request parameters.
 #[derive(Debug, Clone)]
 pub struct TokenExchange {
+    /// `subject_token_type` as a token-type URN (RFC 8693 §3); default `access_token`.
     pub subject_token_type: String,
+    /// `audience` values, each sent as its own parameter (RFC 8693 §2.1).
     pub audience: Vec<String>,
+    /// `resource` values, absolute URIs, each sent as its own parameter (RFC 8707 §2).
     pub resource: Vec<String>,
+    /// `requested_token_type` URN; when set, the answer's `issued_token_type` must equal it.
     pub requested_token_type: Option<String>,
     /// Re-read at every exchange: projected service-account tokens rotate on disk.
     pub actor_token_file: Option<PathBuf>,
+    /// `actor_token_type` URN sent with the actor token; default `jwt`.
     pub actor_token_type: String,
 }
 
@@ -43,6 +49,7 @@ pub enum OAuthTokenFormat {
     AuthorizationValue,
 }
 
+/// The RFC 8693 §3 token-type URN namespace; short names in the config (`jwt`) get it prepended.
 pub const TOKEN_TYPE_PREFIX: &str = "urn:ietf:params:oauth:token-type:";
 
 /// `access_token` → `urn:ietf:params:oauth:token-type:access_token`; URNs stay as they are.

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use chaingate_core::config::{load_certs, load_identity, socket_addr, validate_scope};
+pub(crate) use chaingate_core::config::{load_certs, load_identity, validate_scope};
 pub use chaingate_core::config::{
     parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError, TlsIdentity,
 };
@@ -108,7 +108,7 @@ pub struct Timeouts {
     pub header_read: Duration,
     /// Deadline of an inbound TLS handshake (restart-only).
     pub tls_handshake: Duration,
-    /// TCP (and TLS) connect to an upstream; past it the caller gets 502.
+    /// TCP connect to an upstream; past it the caller gets 502.
     pub upstream_connect: Duration,
     /// From sending the request until the upstream's response head; past it the caller gets 504.
     pub upstream_response: Duration,
@@ -135,7 +135,7 @@ pub struct Limits {
     pub retry_after: Duration,
 }
 
-/// `[shutdown]`: the drain after SIGTERM (see [`crate::reload`] for reloads).
+/// `[shutdown]`: the drain after SIGTERM.
 #[derive(Debug, Clone)]
 pub struct ShutdownSettings {
     /// Time between `/ready` turning 503 and the listener closing, so endpoints can update.
@@ -151,6 +151,18 @@ pub enum LogFormat {
     Plain,
     /// One JSON object per line, for log collectors (`"json"`).
     Json,
+}
+
+impl<'de> serde::Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "plain" => Ok(Self::Plain),
+            "json" => Ok(Self::Json),
+            other => Err(serde::de::Error::custom(format!(
+                "`{other}` is not plain or json"
+            ))),
+        }
+    }
 }
 
 /// `[log]`: logging (the filter itself comes from `RUST_LOG`).
@@ -195,16 +207,7 @@ impl Config {
         }
         let source_digest = source.finish();
         let file: FileConfig = parse_toml_with_env(text, ENV_PREFIX, env)?;
-        let duration = |key: &str, value: &Option<String>, default: Duration| match value {
-            Some(text) => parse_duration(key, text),
-            None => Ok(default),
-        };
-        let timeouts = &file.timeouts;
-        let token_endpoint_timeout = duration(
-            "timeouts.token_endpoint",
-            &timeouts.token_endpoint,
-            Duration::from_secs(5),
-        )?;
+        let token_endpoint_timeout = file.timeouts.token_endpoint;
 
         let mut domains = Vec::with_capacity(file.domains.len());
         for (name, domain) in &file.domains {
@@ -227,32 +230,15 @@ impl Config {
             .enumerate()
             .map(|(i, route)| validate_route(i, route, &domains))
             .collect::<Result<Vec<_>, _>>()?;
-
-        let max_entries = file.cache.max_entries.unwrap_or(100_000);
-        if max_entries == 0 {
-            return Err(ConfigError::key("cache.max_entries", "must be at least 1"));
-        }
-        let max_concurrent_requests = file.limits.max_concurrent_requests.unwrap_or(10_000);
-        if max_concurrent_requests == 0 {
-            return Err(ConfigError::key(
-                "limits.max_concurrent_requests",
-                "must be at least 1",
-            ));
-        }
-        let log_format = match file.log.format.as_deref() {
-            None | Some("plain") => LogFormat::Plain,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(ConfigError::key(
-                    "log.format",
-                    format!("`{other}` is not plain or json"),
-                ))
-            }
+        let at_least_one = |key: &str, n: usize| match n {
+            0 => Err(ConfigError::key(key, "must be at least 1")),
+            n => Ok(n),
         };
+        let (cache, timeouts, limits) = (&file.cache, &file.timeouts, &file.limits);
 
         Ok(Self {
-            listen: socket_addr("listen", &file.listen)?,
-            admin_listen: socket_addr("admin_listen", &file.admin_listen)?,
+            listen: file.listen,
+            admin_listen: file.admin_listen,
             tls: file
                 .tls
                 .as_ref()
@@ -268,111 +254,56 @@ impl Config {
             domains,
             routes,
             cache: CacheSettings {
-                max_entries,
-                max_bytes: file.cache.max_bytes.unwrap_or(256 * 1024 * 1024),
-                negative_ttl: duration(
-                    "cache.negative_ttl",
-                    &file.cache.negative_ttl,
-                    Duration::from_secs(5),
-                )?,
-                refresh_ahead: match file.cache.refresh_ahead {
-                    None => Some(0.8),
-                    Some(0.0) => None,
-                    Some(x) if x > 0.0 && x < 1.0 => Some(x),
-                    Some(_) => {
+                max_entries: match cache.max_entries {
+                    0 => return Err(ConfigError::key("cache.max_entries", "must be at least 1")),
+                    n => n,
+                },
+                max_bytes: cache.max_bytes,
+                negative_ttl: cache.negative_ttl,
+                refresh_ahead: match cache.refresh_ahead {
+                    0.0 => None,
+                    x if x > 0.0 && x < 1.0 => Some(x),
+                    _ => {
                         return Err(ConfigError::key(
                             "cache.refresh_ahead",
                             "a share of the lifetime between 0 and 1 (0 turns it off)",
                         ))
                     }
                 },
-                expiry_skew: duration(
-                    "cache.expiry_skew",
-                    &file.cache.expiry_skew,
-                    Duration::from_secs(30),
-                )?,
-                default_ttl: duration(
-                    "cache.default_ttl",
-                    &file.cache.default_ttl,
-                    Duration::from_secs(60),
-                )?,
+                expiry_skew: cache.expiry_skew,
+                default_ttl: cache.default_ttl,
             },
             timeouts: Timeouts {
-                body_idle: duration(
-                    "timeouts.body_idle",
-                    &timeouts.body_idle,
-                    Duration::from_secs(30),
-                )?,
-                header_read: duration(
-                    "timeouts.header_read",
-                    &timeouts.header_read,
-                    Duration::from_secs(10),
-                )?,
-                tls_handshake: duration(
-                    "timeouts.tls_handshake",
-                    &timeouts.tls_handshake,
-                    Duration::from_secs(10),
-                )?,
-                upstream_connect: duration(
-                    "timeouts.upstream_connect",
-                    &timeouts.upstream_connect,
-                    Duration::from_secs(2),
-                )?,
-                upstream_response: duration(
-                    "timeouts.upstream_response",
-                    &timeouts.upstream_response,
-                    Duration::from_secs(30),
-                )?,
-                pool_idle: duration(
-                    "timeouts.pool_idle",
-                    &timeouts.pool_idle,
-                    Duration::from_secs(90),
-                )?,
+                body_idle: timeouts.body_idle,
+                header_read: timeouts.header_read,
+                tls_handshake: timeouts.tls_handshake,
+                upstream_connect: timeouts.upstream_connect,
+                upstream_response: timeouts.upstream_response,
+                pool_idle: timeouts.pool_idle,
             },
             limits: Limits {
-                max_concurrent_requests,
-                max_connections: match file.limits.max_connections.unwrap_or(16_384) {
-                    0 => {
-                        return Err(ConfigError::key(
-                            "limits.max_connections",
-                            "must be at least 1",
-                        ))
-                    }
-                    n => n,
-                },
-                max_uri_bytes: file.limits.max_uri_bytes.unwrap_or(8 * 1024),
-                max_token_bytes: file.limits.max_token_bytes.unwrap_or(8 * 1024),
-                max_headers: file.limits.max_headers.unwrap_or(100),
-                max_h2_streams: file.limits.max_h2_streams.unwrap_or(256),
-                retry_after: duration(
-                    "limits.retry_after",
-                    &file.limits.retry_after,
-                    Duration::from_secs(5),
+                max_concurrent_requests: at_least_one(
+                    "limits.max_concurrent_requests",
+                    limits.max_concurrent_requests,
                 )?,
+                max_connections: at_least_one("limits.max_connections", limits.max_connections)?,
+                max_uri_bytes: limits.max_uri_bytes,
+                max_token_bytes: limits.max_token_bytes,
+                max_headers: limits.max_headers,
+                max_h2_streams: limits.max_h2_streams,
+                retry_after: limits.retry_after,
             },
             shutdown: ShutdownSettings {
-                drain_delay: duration(
-                    "shutdown.drain_delay",
-                    &file.shutdown.drain_delay,
-                    Duration::ZERO,
-                )?,
-                drain_timeout: duration(
-                    "shutdown.drain_timeout",
-                    &file.shutdown.drain_timeout,
-                    Duration::from_secs(25),
-                )?,
+                drain_delay: file.shutdown.drain_delay,
+                drain_timeout: file.shutdown.drain_timeout,
             },
             log: LogSettings {
-                format: log_format,
-                access_log: file.log.access_log.unwrap_or(true),
+                format: file.log.format,
+                access_log: file.log.access_log,
             },
             reload: ReloadSettings {
-                enabled: file.reload.enabled.unwrap_or(true),
-                interval: duration(
-                    "reload.interval",
-                    &file.reload.interval,
-                    Duration::from_secs(2),
-                )?,
+                enabled: file.reload.enabled,
+                interval: file.reload.interval,
             },
             worker_threads: match file.worker_threads {
                 Some(0) => return Err(ConfigError::key("worker_threads", "must be at least 1")),

@@ -44,11 +44,15 @@ pub(crate) struct FileReciprocal {
 /// Validated `[domains.X.reciprocal]`.
 #[derive(Debug)]
 pub struct Reciprocal {
+    /// Party A's code endpoint, asked for an authorization code for the domain's client there.
     pub code_endpoint: Uri,
+    /// The domain's client id at party A: the code is issued to it, and it redeems it at A.
     pub recipient: String,
+    /// chaingate's own client id at party A, allowed to ask for codes on a caller's behalf.
     pub client_id: String,
     /// `Basic` or `Post` only: the agent's credentials at party A.
     pub client_auth: ClientAuth,
+    /// The reciprocal scopes chaingate agrees to pass on (one scope per entry); others are declined.
     pub scopes: BTreeSet<String>,
     /// How long a delivered (caller, scope) is remembered, so it is delivered at most once.
     pub remember: Duration,
@@ -57,10 +61,13 @@ pub struct Reciprocal {
     pub consent_retry: Duration,
     /// After a failure at either party, how long before a later exchange tries again.
     pub failure_retry: Duration,
+    /// Most (caller, scope) pairs remembered at once; beyond it some are forgotten early.
     pub max_subjects: u64,
     /// Deliveries running at once; beyond it an offer is dropped (and retried on a later exchange).
     pub max_in_flight: usize,
+    /// Deadline of one code request to party A (delivery to the domain uses the domain's).
     pub timeout: Duration,
+    /// CA certificates for party A's code endpoint; `None` means the system roots.
     pub ca_certs: Option<Vec<CertificateDer<'static>>>,
 }
 

@@ -53,7 +53,10 @@ pub struct Registration {
     pub endpoint: Option<Uri>,
     /// Re-read at every registration attempt: secret files are rotated in place.
     pub initial_access_token_file: PathBuf,
+    /// Where the issued registration (client credentials, RFC 7592 registration access token
+    /// and URI) is kept across restarts; written atomically, mode 0600, its contents secret.
     pub state_file: PathBuf,
+    /// At graceful shutdown, delete the client (RFC 7592 §2.3) and remove `state_file`.
     pub delete_on_shutdown: bool,
     /// The RFC 7591 request body.
     pub metadata: Map<String, Value>,

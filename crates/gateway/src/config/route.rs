@@ -13,9 +13,13 @@ use super::{load_certs, parse_duration, validate_scope, ConfigError, Domain};
 /// A route: requests whose path starts with `path_prefix` go to `upstream` with a token of `domain`.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// `name`, else the `path_prefix`: the `route` label in metrics and logs.
     pub name: Arc<str>,
+    /// Requests whose path starts with this (it starts with `/`) take this route.
     pub path_prefix: String,
+    /// Where matching requests are forwarded, their own path and query kept.
     pub upstream: Upstream,
+    /// The domain whose token replaces the caller's on the forwarded request.
     pub domain: Arc<Domain>,
     /// The scope requested at the token endpoint: the route's, else the domain's.
     pub scope: Option<String>,
@@ -29,13 +33,20 @@ pub struct Route {
 /// `[routes.validate]`: RFC 9068 §4 / RFC 8725 checks of the caller's token.
 #[derive(Debug)]
 pub struct Validate {
+    /// The `iss` a caller's token must carry, compared exactly; only its keys are trusted.
     pub issuer: String,
     pub(crate) keys: ValidateKeys,
+    /// `audience`: the token's `aud` must contain at least one of these (RFC 7519 §4.1.3).
     pub audiences: Vec<String>,
+    /// The accepted asymmetric JWS algorithms; `none` and HMAC are never among them (RFC 8725 §3.1).
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// Claims the token must carry, whatever their value (e.g. `sub`).
     pub required_claims: Vec<String>,
+    /// The header `typ` required, lowercased (default `at+jwt`, RFC 9068 §2.1); `None`: any.
     pub typ: Option<String>,
+    /// Leeway for `nbf` and `iat` in the future; `exp` gets none.
     pub clock_skew: Duration,
+    /// Least time between two JWKS fetches, however many tokens name an unknown `kid`.
     pub jwks_min_refetch_interval: Duration,
 }
 
@@ -48,8 +59,11 @@ pub(crate) enum ValidateKeys {
 /// An upstream origin: scheme and authority only; the request's own path is kept.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// `http` or `https` (rustls).
     pub scheme: Scheme,
+    /// `host:port` of the upstream.
     pub authority: Authority,
+    /// CA certificates for an `https` upstream; `None` means the system roots.
     pub ca_certs: Option<Vec<CertificateDer<'static>>>,
 }
 

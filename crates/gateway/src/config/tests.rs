@@ -190,3 +190,44 @@ fn effective_config_shows_overrides_and_hides_secrets() {
     assert!(shown.contains("[redacted]"));
     assert!(shown.contains("gateway-a"));
 }
+
+#[test]
+fn typed_sections_keep_their_messages_and_key_paths() {
+    // Parsed by serde now: the message is the duration parser's, the key is serde's path.
+    let text = format!("{MINIMAL}\n[timeouts]\nheader_read = \"5x\"\n");
+    assert_eq!(
+        error_for(&text),
+        "config key `timeouts.header_read`: `5x` has no unit; use ms, s, m, h or d"
+    );
+    let err =
+        Config::from_toml_with_env(MINIMAL, env(&[("CHAINGATE_LIMITS__RETRY_AFTER", "soon")]))
+            .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config key `limits.retry_after`: `soon` is not a duration like 250ms, 30s, 5m, 1h or 1d"
+    );
+    let text = MINIMAL.replace("\"127.0.0.1:9901\"", "\"localhost\"");
+    assert_eq!(
+        error_for(&text),
+        "config key `admin_listen`: `localhost` is not an address like 127.0.0.1:8080"
+    );
+    let text = format!("{MINIMAL}\n[log]\nformat = \"xml\"\n");
+    assert_eq!(
+        error_for(&text),
+        "config key `log.format`: `xml` is not plain or json"
+    );
+    let text = format!("{MINIMAL}\n[limits]\nmax_connections = 0\n");
+    assert_eq!(
+        error_for(&text),
+        "config key `limits.max_connections`: must be at least 1"
+    );
+    // Days, as the authority always took them; and every default from one place.
+    let text = format!("{MINIMAL}\n[shutdown]\ndrain_timeout = \"1d\"\n");
+    let config = Config::from_toml(&text).unwrap();
+    assert_eq!(config.shutdown.drain_timeout, Duration::from_secs(86_400));
+    assert_eq!(config.shutdown.drain_delay, Duration::ZERO);
+    assert_eq!(config.timeouts.header_read, Duration::from_secs(10));
+    assert_eq!(config.cache.refresh_ahead, Some(0.8));
+    assert_eq!(config.limits.max_connections, 16_384);
+    assert!(config.reload.enabled && config.log.access_log);
+}

@@ -13,10 +13,14 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::metrics::DomainLabel;
 use chaingate_core::metrics::latency_histogram;
 
+/// The `outcome` label of `chaingate_token_exchanges_total`.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Outcome {
+    /// `issued`: the token server issued a usable token.
     Issued,
+    /// `rejected`: the token server said no with an OAuth error response (RFC 6749 §5.2).
     Rejected,
+    /// `error`: unreachable, 5xx, timeout, or an answer that could not be used.
     Error,
 }
 
@@ -60,6 +64,7 @@ pub struct ExchangeMetrics {
 }
 
 impl ExchangeMetrics {
+    /// Registers the exchange families (and the reciprocal and registration ones) on `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let exchanges = Family::default();
         registry.register(

@@ -194,6 +194,7 @@ impl Exchanger {
         Ok(exchanger)
     }
 
+    /// The domain this exchanger serves, as configured.
     pub fn domain(&self) -> &Arc<Domain> {
         &self.domain
     }

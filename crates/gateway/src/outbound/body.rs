@@ -34,6 +34,7 @@ impl<B> std::fmt::Debug for IdleTimeout<B> {
 }
 
 impl<B> IdleTimeout<B> {
+    /// Wraps `inner`; the deadline restarts with every frame the caller sends.
     pub fn new(inner: B, idle: Duration) -> Self {
         Self {
             inner,

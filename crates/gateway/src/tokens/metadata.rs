@@ -51,6 +51,7 @@ pub struct MetadataMetrics {
 }
 
 impl MetadataMetrics {
+    /// Registers `chaingate_response_metadata_refusals_total` on `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let refusals = Family::default();
         registry.register(

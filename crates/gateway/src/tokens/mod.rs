@@ -30,8 +30,8 @@ use chaingate_oauth::scope::Scopes;
 mod incremental;
 mod metadata;
 mod token;
-pub use metadata::MetadataMetrics;
 pub use crate::cache::Lookup;
+pub use metadata::MetadataMetrics;
 pub use token::CachedToken;
 
 #[cfg(test)]
@@ -132,9 +132,7 @@ impl DomainTokens {
                     .iter()
                     .find(|d| *d.name == *name)
                     .expect("subject domains name validated domains");
-                Some(Self::build(
-                    parent, config, metrics, previous, built,
-                )?)
+                Some(Self::build(parent, config, metrics, previous, built)?)
             }
             None => None,
         };

@@ -1,8 +1,6 @@
 //! Replays the committed fuzz corpus (and every crash turned regression) through the same entry
 //! points the cargo-fuzz targets in `fuzz/` use. Parsers must return on any input, never panic.
 
-use std::path::Path;
-
 fn replay(target: &str, entry: fn(&[u8])) {
     let root = chaingate_test_support::workspace_root().join("fuzz");
     let mut replayed = 0;

@@ -56,6 +56,7 @@ pub struct ReciprocalMetrics {
 }
 
 impl ReciprocalMetrics {
+    /// Registers `chaingate_reciprocal_deliveries_total` on `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         registry.register(

@@ -51,6 +51,8 @@ pub struct RegistrationMetrics {
 }
 
 impl RegistrationMetrics {
+    /// Registers `chaingate_registrations_total{domain,outcome}` and `chaingate_registered{domain}`
+    /// on `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let registrations = Family::default();
         registry.register(
