@@ -217,6 +217,7 @@ fn runtime_with(workers: Option<usize>) -> tokio::runtime::Runtime {
     builder.enable_all().build().expect("tokio runtime")
 }
 
+#[cfg(feature = "authority")]
 fn runtime() -> tokio::runtime::Runtime {
     runtime_with(None)
 }

@@ -4,15 +4,12 @@
 use std::collections::HashMap;
 
 use aws_lc_rs::digest::{digest, SHA256};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
 use chaingate_authority::{spawn, AuthorityConfig, RunningAuthority};
-use http::{HeaderMap, StatusCode};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::StatusCode;
+use http_body_util::Full;
 use serde_json::Value;
 
 pub const IAT: &str = "iat-0123456789abcdef";
@@ -99,103 +96,15 @@ impl Server {
     }
 }
 
-/// An HTTP answer with the raw body.
-#[derive(Debug)]
-pub struct Page {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: String,
-}
+pub use crate::agent::{basic, encode, post_form, request, Agent, Page, Site};
 
-impl Page {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+impl Site for Server {
+    fn url(&self, path: &str) -> String {
+        Server::url(self, path)
     }
-    pub fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
-    }
-    /// The value of a hidden form field.
-    pub fn hidden(&self, name: &str) -> String {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = self
-            .body
-            .find(&marker)
-            .unwrap_or_else(|| panic!("no {name} in {}", self.body))
-            + marker.len();
-        let end = self.body[start..].find('"').unwrap() + start;
-        self.body[start..end].to_string()
-    }
-    /// Query parameters of the `Location` of a redirect.
-    pub fn redirect_params(&self) -> HashMap<String, String> {
-        assert_eq!(self.status, StatusCode::SEE_OTHER, "{}", self.body);
-        let location = self.header("location");
-        let query = location.split_once('?').map_or("", |(_, q)| q);
-        form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect()
-    }
-}
-
-pub async fn request(req: http::Request<Full<Bytes>>) -> Page {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let response = client.request(req).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Page {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
-}
-
-fn encode(params: &[(&str, &str)]) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params)
-        .finish()
-}
-
-/// A user agent that keeps the session cookie, like a browser.
-#[derive(Debug, Default)]
-pub struct Agent {
-    pub cookie: Option<String>,
 }
 
 impl Agent {
-    fn keep_cookie(&mut self, page: &Page) {
-        if let Some(set) = page.headers.get("set-cookie") {
-            let pair = set.to_str().unwrap().split(';').next().unwrap().to_string();
-            self.cookie = Some(pair);
-        }
-    }
-
-    pub async fn get(&mut self, url: &str) -> Page {
-        let mut req = http::Request::get(url).body(Full::default()).unwrap();
-        if let Some(c) = &self.cookie {
-            req.headers_mut().insert("cookie", c.parse().unwrap());
-        }
-        let page = request(req).await;
-        self.keep_cookie(&page);
-        page
-    }
-
-    pub async fn post(&mut self, url: &str, params: &[(&str, &str)]) -> Page {
-        let mut req = http::Request::post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(encode(params))))
-            .unwrap();
-        if let Some(c) = &self.cookie {
-            req.headers_mut().insert("cookie", c.parse().unwrap());
-        }
-        let page = request(req).await;
-        self.keep_cookie(&page);
-        page
-    }
-
     /// `GET /authorize` with `params`.
     pub async fn authorize(&mut self, s: &Server, params: &[(&str, &str)]) -> Page {
         self.get(&format!("{}?{}", s.url("/authorize"), encode(params)))
@@ -211,16 +120,6 @@ impl Agent {
             ("password", password),
         ];
         self.post(&s.url("/authorize/login"), &form).await
-    }
-
-    pub async fn decide(&mut self, s: &Server, consent: &Page, decision: &str) -> Page {
-        let (tx, csrf) = (consent.hidden("tx"), consent.hidden("csrf"));
-        let form = [
-            ("tx", tx.as_str()),
-            ("csrf", csrf.as_str()),
-            ("decision", decision),
-        ];
-        self.post(&s.url("/authorize/decision"), &form).await
     }
 
     /// Authorize → sign in as `user` if asked → the consent page.
@@ -254,23 +153,6 @@ pub fn pkce() -> (String, String) {
     let verifier = URL_SAFE_NO_PAD.encode(bytes);
     let challenge = URL_SAFE_NO_PAD.encode(digest(&SHA256, verifier.as_bytes()).as_ref());
     (verifier, challenge)
-}
-
-pub fn basic(id: &str, secret: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
-}
-
-/// POST to the token (or another form) endpoint with optional Basic auth.
-pub async fn post_form(url: &str, auth: Option<&str>, params: &[(&str, &str)]) -> Page {
-    let mut req = http::Request::post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(encode(params))))
-        .unwrap();
-    if let Some(auth) = auth {
-        req.headers_mut()
-            .insert("authorization", auth.parse().unwrap());
-    }
-    request(req).await
 }
 
 /// JSON request with an optional bearer token (registration).

@@ -4,6 +4,7 @@
 //! (`oidc_provider`).
 #![allow(missing_docs)] // helpers for tests; each says what it is where that is not its name
 
+pub mod agent;
 pub mod authority;
 pub mod consent;
 pub mod logs;
