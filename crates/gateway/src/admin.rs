@@ -23,23 +23,23 @@ use chaingate_core::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_
 
 /// Readiness, shared by the admin endpoint and the lifecycle that flips it.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub(crate) struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
     /// Marks the process ready (startup done) or not (a drain started); `/ready` follows.
-    pub fn set(&self, ready: bool) {
+    pub(crate) fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::Release);
     }
 
     /// The flag last set; `/ready` also needs every domain of the gateway to be ready.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 }
 
 /// The admin port's handler: liveness, readiness and metrics (see the module docs).
 #[derive(Debug)]
-pub struct Admin {
+pub(crate) struct Admin {
     /// The process-wide readiness flag behind `GET /ready`.
     pub readiness: Readiness,
     /// The metrics registry `GET /metrics` encodes.
@@ -51,7 +51,7 @@ pub struct Admin {
 impl Admin {
     /// Answers one admin request: `GET`/`HEAD` on `/live`, `/ready` or `/metrics`, 404 for
     /// other paths, 405 for other methods.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    pub(crate) async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
         }

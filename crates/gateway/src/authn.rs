@@ -51,11 +51,11 @@ impl Authn {
 
 /// The caller's token (AT1), borrowed from the request. Never printed.
 #[derive(Clone, Copy)]
-pub struct InboundToken<'a>(&'a str);
+pub(crate) struct InboundToken<'a>(&'a str);
 
 impl<'a> InboundToken<'a> {
     /// The token's value, for the cache key digest and the exchange request only.
-    pub fn expose(&self) -> &'a str {
+    pub(crate) fn expose(&self) -> &'a str {
         self.0
     }
 }
@@ -67,7 +67,7 @@ impl fmt::Debug for InboundToken<'_> {
 }
 
 /// Extracts the bearer token from a request's headers.
-pub fn bearer<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<InboundToken<'a>, Error> {
+pub(crate) fn bearer<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<InboundToken<'a>, Error> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(Error::MissingToken);

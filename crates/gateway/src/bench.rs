@@ -1,10 +1,9 @@
-//! The warm-cache token path exactly as [`crate::gateway::Gateway::handle`] runs it (route,
+//! The warm-cache token path exactly as `Gateway::handle` runs it (route,
 //! authn, tokens), without sockets: the entry point of `benches/cache.rs`. Not an API.
 
 use http::Request;
 
 use crate::config::Config;
-use crate::error::Error;
 use crate::gateway::{Gateway, GatewayMetrics};
 
 /// A gateway generation built from a config, for benchmarks.
@@ -25,10 +24,20 @@ impl HitPath {
 
     /// Route, authn and tokens for `request`; the length of the `Authorization` value that
     /// would be forwarded.
-    pub async fn token<B>(&self, request: &Request<B>) -> Result<usize, Error> {
-        let route = self.gateway.route(request)?;
-        let at1 = route.authn.authenticate(request).await?;
-        let (at2, _) = route.tokens.for_route(&route.config, at1).await?;
-        Ok(at2.authorization.len())
+    pub async fn token<B>(&self, request: &Request<B>) -> Result<usize, String> {
+        let phases = async {
+            let route = self.gateway.route(request)?;
+            let at1 = route.authn.authenticate(request).await?;
+            let (at2, _) = route.tokens.for_route(&route.config, at1).await?;
+            Ok::<_, crate::error::Error>(at2.authorization.len())
+        };
+        phases.await.map_err(|e| e.to_string())
     }
+}
+
+/// The bearer token's length, if the headers carry exactly one valid one (RFC 6750 §2.1).
+pub fn bearer_len(headers: &http::HeaderMap, uri: &http::Uri) -> Option<usize> {
+    crate::authn::bearer(headers, uri)
+        .ok()
+        .map(|t| t.expose().len())
 }

@@ -15,7 +15,7 @@ use crate::Body;
 /// Why a request was not forwarded, by whose fault; [`Error::into_response`] turns it into the
 /// caller's status, challenge and body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// Caller: no Authorization header, or a scheme other than Bearer.
     #[error("no bearer credentials")]
     MissingToken,
@@ -74,7 +74,7 @@ const REALM: &str = "Bearer realm=\"chaingate\"";
 impl Error {
     /// The token server refused the caller's token or scope: the same request would be refused
     /// again, so the answer may be remembered briefly (never true of an outage).
-    pub fn is_refusal(&self) -> bool {
+    pub(crate) fn is_refusal(&self) -> bool {
         matches!(
             self,
             Self::InvalidToken | Self::InsufficientScope | Self::ChallengeRelayed(_)
@@ -84,7 +84,7 @@ impl Error {
 
 impl Error {
     /// The response for this error. No side effects: logging and metrics happen at the edge.
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         match self {
             Self::MissingToken => respond(
                 StatusCode::UNAUTHORIZED,

@@ -9,7 +9,7 @@ use hyper_util::server::conn::auto;
 use crate::config::{Limits, Timeouts};
 
 /// HTTP server settings shared by every connection of a listener.
-pub fn http_builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
+pub(crate) fn http_builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -1,43 +1,43 @@
-//! chaingate: a token-exchanging reverse-proxy sidecar.
+//! chaingate's sidecar: a reverse proxy that swaps the caller's token for the route's domain
+//! token. The public API is [`spawn`] / [`spawn_with_reload`] with a [`config::Config`]; the
+//! rest is the request path, private so that `unreachable_pub` keeps the API honest.
 //!
-//! The life of a request (one function, [`gateway::Gateway::handle`]):
+//! The life of a request is one function, `Gateway::handle` (in `gateway/`), outermost first:
 //!
 //! ```text
-//! inbound  ─ accept, TLS, HTTP/1.1 or HTTP/2                       (inbound.rs)
-//!   route  ─ first matching path prefix; 414 past the target limit (gateway/)
-//!   shed   ─ refuse with 503 when too many requests are in flight  (gateway/)
-//!   authn  ─ exactly one bearer token, from Authorization           (authn.rs)
-//!   validate ─ optional local JWT checks of the caller's token      (validate.rs)
-//!   cache  ─ digest(domain, scope, AT1) → AT2, coalesced misses,    (cache/)
-//!            negative entries, refresh ahead
-//!   exchange ─ chain grant, token exchange or jwt-bearer, with      (exchange/)
-//!              retries, breaker, discovery; hops for subject domains
-//!   outbound ─ swap Authorization, strip hop-by-hop, stream         (outbound.rs)
-//! errors  ─ one enum, one mapping to status + WWW-Authenticate      (error.rs)
-//! admin   ─ /live, /ready, /metrics                                 (admin.rs)
-//! reload  ─ re-read config and named files, swap atomically         (reload.rs)
-//! authority ─ the reference token server; demo ─ everything on loopback
+//! route    first matching path prefix; 414 past the target limit, 404 when none   (gateway/)
+//! shed     503 + Retry-After when too many requests are in flight                 (shed.rs)
+//! authn    exactly one bearer token (RFC 6750 §2.1); optional local JWT checks    (authn.rs, validate.rs)
+//! tokens   the only caller of the cache and the exchange: per-route or            (tokens/ over cache/, exchange/)
+//!          incremental, coalesced, negative entries, refresh-ahead, multi-hop,
+//!          response-metadata checks, N_A refused
+//! outbound swap Authorization, strip hop-by-hop, stream both bodies               (outbound.rs)
+//! feedback upstream 401 invalid_token: evict, re-exchange, retry once             (feedback.rs)
 //! ```
+//!
+//! Around it: the accept loop (`chaingate_core::serve`, settings in `inbound.rs`), one error
+//! enum mapped to responses in one place (`error.rs`), `/live`, `/ready` and `/metrics`
+//! (`admin.rs`), and reload (`reload.rs`).
 
-pub mod admin;
-pub mod authn;
+mod admin;
+mod authn;
 #[doc(hidden)]
 pub mod bench;
-pub mod cache;
+mod cache;
 pub mod config;
-pub mod error;
-pub mod exchange;
+mod error;
+mod exchange;
 mod feedback;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gateway;
-pub mod inbound;
-pub mod metrics;
-pub mod outbound;
+mod gateway;
+mod inbound;
+mod metrics;
+mod outbound;
 pub mod reload;
 mod shed;
-pub mod tokens;
-pub mod validate;
+mod tokens;
+mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

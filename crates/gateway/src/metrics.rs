@@ -7,14 +7,14 @@ use prometheus_client::encoding::EncodeLabelSet;
 
 /// `{domain="<config name>"}`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DomainLabel {
+pub(crate) struct DomainLabel {
     /// The `[domains.X]` name.
     pub domain: Arc<str>,
 }
 
 /// `{route="<config name>"}`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabel {
+pub(crate) struct RouteLabel {
     /// The `[[routes]]` name.
     pub route: Arc<str>,
 }

@@ -5,7 +5,7 @@
 //! caller are not trusted (RFC 9700 §4.13) and are replaced or dropped. `Authorization` is
 //! replaced with the downstream token, so AT1 never leaves chaingate.
 
-pub use chaingate_core::serve::Peer;
+pub(crate) use chaingate_core::serve::Peer;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +23,8 @@ use crate::error::Error;
 
 mod body;
 mod pool;
-pub use body::{empty, forwarded, IdleTimeout, UpstreamBody};
-pub use pool::Http1Pool;
+pub(crate) use body::{empty, forwarded, UpstreamBody};
+pub(crate) use pool::Http1Pool;
 
 /// Removed from every forwarded request and response, listed or not (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -58,7 +58,7 @@ type TlsClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// One route's way to its upstream.
 #[derive(Debug)]
-pub enum UpstreamClient {
+pub(crate) enum UpstreamClient {
     /// `http://`, the sidecar's usual case: a lean pool of HTTP/1.1 connections.
     Plain(Arc<Http1Pool>),
     /// `https://`: hyper-util's pooled client, which brings TLS and h2 by ALPN.
@@ -66,7 +66,7 @@ pub enum UpstreamClient {
 }
 
 /// Builds the pooled client for an upstream with the given trust roots.
-pub fn client(
+pub(crate) fn client(
     upstream: &Upstream,
     connect_timeout: Duration,
     pool_idle: Duration,
@@ -89,7 +89,7 @@ pub fn client(
 }
 
 /// Rewrites `request` for the upstream: URI, hop-by-hop and untrusted fields, forwarding headers.
-pub fn prepare(
+pub(crate) fn prepare(
     request: &mut Request<Incoming>,
     client: &UpstreamClient,
     upstream: &Upstream,
@@ -234,7 +234,7 @@ pub(crate) async fn forward(
 }
 
 /// Sends the prepared request; waits at most `timeout` for the response head.
-pub async fn send(
+pub(crate) async fn send(
     client: &UpstreamClient,
     request: Request<UpstreamBody>,
     timeout: Duration,

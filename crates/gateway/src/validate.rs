@@ -21,7 +21,7 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// The `[routes.validate]` checks of one route, with its issuer's keys (fetched or from a file).
 #[derive(Debug)]
-pub struct InboundValidator {
+pub(crate) struct InboundValidator {
     settings: Arc<Validate>,
     keys: Keys,
 }
@@ -35,7 +35,7 @@ enum Keys {
 impl InboundValidator {
     /// A validator for `settings`. A `jwks_uri` is fetched lazily through `client` (5 s, 256 KiB,
     /// cached 10 minutes); a `jwks_file` was already loaded with the config.
-    pub fn new(settings: Arc<Validate>, client: SharedClient) -> Self {
+    pub(crate) fn new(settings: Arc<Validate>, client: SharedClient) -> Self {
         let keys = match &settings.keys {
             ValidateKeys::Remote(uri) => Keys::Remote(Box::new(RemoteKeys::new(
                 uri.clone(),
@@ -54,7 +54,7 @@ impl InboundValidator {
     }
 
     /// Loads the issuer's keys once (readiness waits for this), retrying with backoff.
-    pub async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         let Keys::Remote(remote) = &self.keys else {
             return;
         };
@@ -70,7 +70,7 @@ impl InboundValidator {
     }
 
     /// Whether the issuer's keys are at hand (always, for a `jwks_file`): `/ready` waits for it.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         match &self.keys {
             Keys::Remote(remote) => remote.is_loaded(),
             Keys::File(_) => true,
@@ -79,7 +79,7 @@ impl InboundValidator {
 
     /// Checks the caller's token: a bad token is `invalid_token` (the reason goes to the log);
     /// keys that cannot be had at all are our outage, a 503, not the caller's fault.
-    pub async fn check(&self, token: &str) -> Result<(), Error> {
+    pub(crate) async fn check(&self, token: &str) -> Result<(), Error> {
         match self.verify(token).await {
             Ok(()) => Ok(()),
             Err(Refusal::Token(reason)) => {

@@ -13,7 +13,7 @@ use crate::metrics::DomainLabel;
 
 /// Whether a lookup was served from the cache.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// Served from the cache.
     Hit,
     /// Loaded (and, unless it failed, cached).
@@ -34,7 +34,7 @@ impl EncodeLabelValue for Lookup {
 
 impl Lookup {
     /// The label value, also used in the access log.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
             Self::Miss => "miss",
@@ -50,14 +50,14 @@ struct DomainResult {
 
 /// `chaingate_token_cache_lookups_total{domain,result}` and `chaingate_token_cache_entries{domain}`.
 #[derive(Debug, Clone)]
-pub struct CacheMetrics {
+pub(crate) struct CacheMetrics {
     lookups: Family<DomainResult, Counter>,
     entries: Family<DomainLabel, Gauge>,
 }
 
 impl CacheMetrics {
     /// Registers the families on `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let lookups = Family::default();
         registry.register(
             "chaingate_token_cache_lookups",
@@ -74,7 +74,7 @@ impl CacheMetrics {
     }
 
     /// The counters of the cache of `domain`.
-    pub fn counters(&self, domain: &Arc<str>) -> super::Counters {
+    pub(crate) fn counters(&self, domain: &Arc<str>) -> super::Counters {
         let lookup = |result| DomainResult {
             domain: domain.clone(),
             result,

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use chaingate_oauth::digest::Sha256;
 
 mod metrics;
-pub use metrics::{CacheMetrics, Lookup};
-pub use moka::ops::compute::Op;
+pub(crate) use metrics::{CacheMetrics, Lookup};
+pub(crate) use moka::ops::compute::Op;
 
 /// What an entry costs besides its value: key, timestamps, moka's bookkeeping (measured in
 /// `benches/load`: about 590 bytes per entry in all).
@@ -28,7 +28,7 @@ const ENTRY_OVERHEAD_BYTES: usize = 512;
 /// A SHA-256 digest of the parts that identify an entry: the cache never holds what it was
 /// keyed by.
 #[derive(Clone, Copy, Hash, PartialEq, Eq)]
-pub struct Key([u8; 32]);
+pub(crate) struct Key([u8; 32]);
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,7 +38,7 @@ impl std::fmt::Debug for Key {
 
 impl Key {
     /// The key of `parts`, length-prefixed so that shifting a boundary changes the key.
-    pub fn of(parts: &[&[u8]]) -> Self {
+    pub(crate) fn of(parts: &[&[u8]]) -> Self {
         let mut d = Sha256::new();
         for part in parts {
             d.part(part);
@@ -48,13 +48,13 @@ impl Key {
 
     /// A key derived from this one and `extra` (e.g. one request of an entry, for its own
     /// negative entry).
-    pub fn with(&self, extra: &[u8]) -> Self {
+    pub(crate) fn with(&self, extra: &[u8]) -> Self {
         Self::of(&[&self.0, extra])
     }
 }
 
 /// A cached value's lifetime and size.
-pub trait Expiring: Send + Sync + 'static {
+pub(crate) trait Expiring: Send + Sync + 'static {
     /// When the value stops being served.
     fn expires_at(&self) -> Instant;
     /// Its whole lifetime, for moka's own eviction.
@@ -65,7 +65,7 @@ pub trait Expiring: Send + Sync + 'static {
 
 /// Bounds and the negative-entry lifetime.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bounds {
+pub(crate) struct Bounds {
     /// Entries at most.
     pub max_entries: u64,
     /// Bytes at most, values and bookkeeping together (approximate).
@@ -76,7 +76,7 @@ pub struct Bounds {
 
 /// The counters one cache records into.
 #[derive(Debug, Clone)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Lookups answered from the cache.
     pub hits: Counter,
     /// Lookups that had to load.
@@ -86,7 +86,7 @@ pub struct Counters {
 }
 
 /// One read-through cache of `V`, whose loads fail with `E`.
-pub struct ReadThrough<V, E> {
+pub(crate) struct ReadThrough<V, E> {
     entries: Cache<Key, Arc<V>>,
     /// Recent errors worth remembering, so a bad input cannot make the loader hammer its
     /// source.
@@ -106,7 +106,7 @@ impl<V, E> std::fmt::Debug for ReadThrough<V, E> {
 
 impl<V: Expiring, E: Clone + Send + Sync + 'static> ReadThrough<V, E> {
     /// An empty cache within `bounds`.
-    pub fn new(bounds: Bounds, counters: Counters) -> Self {
+    pub(crate) fn new(bounds: Bounds, counters: Counters) -> Self {
         // Bounded by entries and by bytes at once: each entry weighs at least one unit, and more
         // when its value is larger than `max_bytes / max_entries`.
         let unit = (bounds.max_bytes / bounds.max_entries.max(1)).max(1);
@@ -133,7 +133,7 @@ impl<V: Expiring, E: Clone + Send + Sync + 'static> ReadThrough<V, E> {
     /// A hit: the live value for `key`, if `usable` accepts it. Counts hits only; a `None`
     /// must be followed by a load ([`Self::load`] or [`Self::try_compute`]), which counts the
     /// miss.
-    pub async fn get(&self, key: &Key, usable: impl FnOnce(&V) -> bool) -> Option<Arc<V>> {
+    pub(crate) async fn get(&self, key: &Key, usable: impl FnOnce(&V) -> bool) -> Option<Arc<V>> {
         let cached = self.entries.get(key).await?;
         if cached.expires_at() <= Instant::now() {
             // Expired on our clock before moka's: the next load must not find it.
@@ -150,7 +150,12 @@ impl<V: Expiring, E: Clone + Send + Sync + 'static> ReadThrough<V, E> {
     /// A miss: runs `load` once for all concurrent callers of `key` (they share its value or
     /// its error) and caches the value. An error for which `remember` is true answers this key
     /// for the negative TTL.
-    pub async fn load<F>(&self, key: Key, load: F, remember: fn(&E) -> bool) -> Result<Arc<V>, E>
+    pub(crate) async fn load<F>(
+        &self,
+        key: Key,
+        load: F,
+        remember: fn(&E) -> bool,
+    ) -> Result<Arc<V>, E>
     where
         F: Future<Output = Result<Arc<V>, E>>,
     {
@@ -171,7 +176,7 @@ impl<V: Expiring, E: Clone + Send + Sync + 'static> ReadThrough<V, E> {
     /// Serialized per key: `f` sees the live value (if any) and decides whether to keep it,
     /// replace it, or fail. Concurrent callers of one key wait for each other, so a caller
     /// that waited sees the value the previous one put.
-    pub async fn try_compute<F, Fut>(&self, key: Key, f: F) -> Result<Option<Arc<V>>, E>
+    pub(crate) async fn try_compute<F, Fut>(&self, key: Key, f: F) -> Result<Option<Arc<V>>, E>
     where
         F: FnOnce(Option<Arc<V>>) -> Fut,
         Fut: Future<Output = Result<Op<Arc<V>>, E>>,
@@ -192,7 +197,7 @@ impl<V: Expiring, E: Clone + Send + Sync + 'static> ReadThrough<V, E> {
 
     /// Like [`Self::try_compute`], for a decision that cannot fail and is not a lookup (e.g.
     /// storing a renewal).
-    pub async fn compute<F, Fut>(&self, key: Key, f: F)
+    pub(crate) async fn compute<F, Fut>(&self, key: Key, f: F)
     where
         F: FnOnce(Option<Arc<V>>) -> Fut,
         Fut: Future<Output = Op<Arc<V>>>,
@@ -204,7 +209,7 @@ impl<V: Expiring, E: Clone + Send + Sync + 'static> ReadThrough<V, E> {
     }
 
     /// The remembered error for `key`, if any.
-    pub async fn rejected(&self, key: &Key) -> Option<E> {
+    pub(crate) async fn rejected(&self, key: &Key) -> Option<E> {
         let (error, until) = self.rejected.get(key).await?;
         if until > Instant::now() {
             return Some(error);
@@ -214,7 +219,7 @@ impl<V: Expiring, E: Clone + Send + Sync + 'static> ReadThrough<V, E> {
     }
 
     /// Remembers `error` for `key` if `remember` says so (and negative entries are on).
-    pub async fn reject(&self, key: Key, error: &E, remember: fn(&E) -> bool) {
+    pub(crate) async fn reject(&self, key: Key, error: &E, remember: fn(&E) -> bool) {
         if !self.negative_ttl.is_zero() && remember(error) {
             let until = Instant::now() + self.negative_ttl;
             self.rejected.insert(key, (error.clone(), until)).await;
@@ -222,17 +227,17 @@ impl<V: Expiring, E: Clone + Send + Sync + 'static> ReadThrough<V, E> {
     }
 
     /// Stores `value` for `key`, replacing what was there.
-    pub async fn insert(&self, key: Key, value: Arc<V>) {
+    pub(crate) async fn insert(&self, key: Key, value: Arc<V>) {
         self.entries.insert(key, value).await;
     }
 
     /// Drops the entry for `key`.
-    pub async fn evict(&self, key: &Key) {
+    pub(crate) async fn evict(&self, key: &Key) {
         self.entries.invalidate(key).await;
     }
 
     /// Refreshes the size gauge; called at scrape time.
-    pub async fn update_size_metric(&self) {
+    pub(crate) async fn update_size_metric(&self) {
         // moka counts lazily; settle pending inserts and evictions so the gauge is exact.
         self.entries.run_pending_tasks().await;
         self.counters

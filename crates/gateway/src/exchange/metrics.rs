@@ -15,7 +15,7 @@ use chaingate_core::metrics::latency_histogram;
 
 /// The `outcome` label of `chaingate_token_exchanges_total`.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// `issued`: the token server issued a usable token.
     Issued,
     /// `rejected`: the token server said no with an OAuth error response (RFC 6749 §5.2).
@@ -54,7 +54,7 @@ impl DomainLabel {
 
 /// `chaingate_token_exchanges_total{domain,outcome}` and `..._duration_seconds{domain}`.
 #[derive(Debug, Clone)]
-pub struct ExchangeMetrics {
+pub(crate) struct ExchangeMetrics {
     pub(super) exchanges: Family<DomainOutcome, Counter>,
     pub(super) duration: Family<DomainLabel, Histogram>,
     pub(super) retries: Family<DomainLabel, Counter>,
@@ -65,7 +65,7 @@ pub struct ExchangeMetrics {
 
 impl ExchangeMetrics {
     /// Registers the exchange families (and the reciprocal and registration ones) on `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let exchanges = Family::default();
         registry.register(
             "chaingate_token_exchanges",

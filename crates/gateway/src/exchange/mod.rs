@@ -34,10 +34,9 @@ use crate::metrics::DomainLabel;
 use chaingate_oauth::secret::Secret;
 
 use metrics::DomainExchangeMetrics;
-pub use metrics::{ExchangeMetrics, Outcome};
-pub use reciprocal::{Delivery, ReciprocalMetrics};
-pub use registration::RegistrationMetrics;
-pub use request::{CHAIN_GRANT, JWT_BEARER_GRANT, RECIPROCAL_GRANT, TOKEN_EXCHANGE_GRANT};
+pub(crate) use metrics::{ExchangeMetrics, Outcome};
+pub(crate) use reciprocal::ReciprocalMetrics;
+pub(crate) use registration::RegistrationMetrics;
 
 /// Token responses larger than this are refused rather than buffered.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -45,7 +44,7 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A token issued by a domain's token endpoint.
-pub struct Issued {
+pub(crate) struct Issued {
     /// The issued token (AT2); never logged.
     pub access_token: Secret,
     /// Its lifetime from `expires_in` (RFC 6749 §5.1), if the server gave one.
@@ -63,7 +62,7 @@ pub struct Issued {
 /// `Link` relations `ruri`/`duri` of a token response, and the discovery URL the exchange relied
 /// on. URLs, never secrets.
 #[derive(Debug, Clone, Default)]
-pub struct Links {
+pub(crate) struct Links {
     /// The resource the token is for (`ruri`).
     pub ruri: Option<String>,
     /// The discovery document the token server says it answers for (`duri`).
@@ -86,7 +85,7 @@ impl std::fmt::Debug for Issued {
 
 /// Where requests go: the token endpoint, and the issuer it was discovered from.
 #[derive(Debug, Clone)]
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     /// The token endpoint requests are sent to.
     pub token: Uri,
     /// The RFC 8414 `issuer` it was discovered from, if discovered.
@@ -106,7 +105,7 @@ pub(crate) struct Credentials {
 
 /// Exchanges tokens at one domain's token endpoint.
 #[derive(Debug)]
-pub struct Exchanger {
+pub(crate) struct Exchanger {
     domain: Arc<Domain>,
     client: HttpsClient,
     endpoints: ArcSwapOption<Endpoints>,
@@ -124,7 +123,7 @@ pub struct Exchanger {
 impl Exchanger {
     /// Builds the exchanger; with `issuer` configured, also starts discovery (and its refresh),
     /// which ends by itself once the exchanger is dropped.
-    pub fn new(
+    pub(crate) fn new(
         domain: Arc<Domain>,
         pool_idle: Duration,
         retry_after: Duration,
@@ -195,18 +194,18 @@ impl Exchanger {
     }
 
     /// The domain this exchanger serves, as configured.
-    pub fn domain(&self) -> &Arc<Domain> {
+    pub(crate) fn domain(&self) -> &Arc<Domain> {
         &self.domain
     }
 
     /// Whether the token endpoint is known (always, unless discovery has not succeeded yet) and
     /// the client credentials too (always, unless self-registration has not succeeded yet).
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.endpoints.load().is_some() && self.credentials.load().is_some()
     }
 
     /// Waits until the token endpoint is known.
-    pub async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         loop {
             let notified = self.discovered.notified();
             if self.is_ready() {
@@ -217,7 +216,11 @@ impl Exchanger {
     }
 
     /// Exchanges `subject` (the caller's token, or a previous hop's) for a token of this domain.
-    pub async fn exchange(&self, subject: &str, scope: Option<&str>) -> Result<Issued, Error> {
+    pub(crate) async fn exchange(
+        &self,
+        subject: &str,
+        scope: Option<&str>,
+    ) -> Result<Issued, Error> {
         let started = Instant::now();
         let result = match self.guard.admit(self.retry_after) {
             Err((error, reason)) => Err(Failure::error(error, reason)),

@@ -12,7 +12,7 @@ use crate::error::Error;
 use chaingate_oauth::util::{now_secs, random_id};
 
 use chaingate_oauth::grant::CLIENT_ASSERTION_TYPE;
-pub use chaingate_oauth::grant::{
+pub(crate) use chaingate_oauth::grant::{
     CHAIN_GRANT, JWT_BEARER_GRANT, RECIPROCAL_GRANT, TOKEN_EXCHANGE_GRANT,
 };
 

@@ -27,14 +27,14 @@ use metrics::{RequestMetrics, StatusCounters};
 
 /// The metric families every generation of the gateway records into; registered once.
 #[derive(Debug, Clone)]
-pub struct GatewayMetrics {
+pub(crate) struct GatewayMetrics {
     requests: RequestMetrics,
     tokens: TokensMetrics,
 }
 
 impl GatewayMetrics {
     /// Registers every family on `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         Self {
             requests: RequestMetrics::register(registry),
             tokens: TokensMetrics::register(registry),
@@ -44,7 +44,7 @@ impl GatewayMetrics {
 
 /// Everything a request needs, built once per config generation.
 #[derive(Debug)]
-pub struct Gateway {
+pub(crate) struct Gateway {
     routes: Vec<RouteRuntime>,
     domains: Vec<Arc<DomainTokens>>,
     shed: Shed,
@@ -73,7 +73,7 @@ pub(crate) struct RouteRuntime {
 impl Gateway {
     /// Builds clients, caches and metric handles from a validated config. Domains whose settings
     /// are unchanged from `previous` keep their exchanger and cached tokens (config reload).
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         metrics: &GatewayMetrics,
         previous: Option<&Gateway>,
@@ -133,7 +133,7 @@ impl Gateway {
     }
 
     /// Serves one request. Never fails: every error becomes its RFC 6750 / RFC 9110 response.
-    pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+    pub(crate) async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
         let mut outcome = Outcome::start(self.access_log, &request);
         let response = async {
             // route: the first configured prefix wins; nothing else about the request picks a
@@ -188,7 +188,7 @@ impl Gateway {
 
     /// Waits until every domain's token endpoint is known (discovery has succeeded once) and every
     /// validating route has its issuer's keys.
-    pub async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         for domain in &self.domains {
             domain.exchanger().ready().await;
         }
@@ -198,7 +198,7 @@ impl Gateway {
     }
 
     /// Whether [`Self::ready`] would return at once.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.domains.iter().all(|d| d.exchanger().is_ready())
             && self
                 .routes
@@ -208,13 +208,13 @@ impl Gateway {
     }
 
     /// Deletes self-registrations that asked for it (graceful shutdown), concurrently.
-    pub async fn deregister(&self) {
+    pub(crate) async fn deregister(&self) {
         let all = self.domains.iter().map(|d| d.exchanger().deregister());
         futures_util::future::join_all(all).await;
     }
 
     /// Refreshes scrape-time gauges (cache sizes).
-    pub async fn update_gauges(&self) {
+    pub(crate) async fn update_gauges(&self) {
         for domain in &self.domains {
             domain.update_gauges().await;
         }

@@ -14,11 +14,11 @@ use tokio::time::{Instant, Sleep};
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the upstream clients send.
-pub type UpstreamBody = Either<IdleTimeout<Incoming>, Empty<Bytes>>;
+pub(crate) type UpstreamBody = Either<IdleTimeout<Incoming>, Empty<Bytes>>;
 
 /// Fails the body if the caller sends nothing for `idle` while it is being forwarded, so a
 /// caller that stops mid-body cannot hold an upstream connection forever.
-pub struct IdleTimeout<B> {
+pub(crate) struct IdleTimeout<B> {
     inner: B,
     // Boxed so the body stays `Unpin`, as hyper-util's client requires.
     sleep: Pin<Box<Sleep>>,
@@ -35,7 +35,7 @@ impl<B> std::fmt::Debug for IdleTimeout<B> {
 
 impl<B> IdleTimeout<B> {
     /// Wraps `inner`; the deadline restarts with every frame the caller sends.
-    pub fn new(inner: B, idle: Duration) -> Self {
+    pub(crate) fn new(inner: B, idle: Duration) -> Self {
         Self {
             inner,
             sleep: Box::pin(tokio::time::sleep(idle)),
@@ -79,11 +79,11 @@ where
 }
 
 /// The caller's body, forwarded under the idle deadline.
-pub fn forwarded(body: Incoming, idle: Duration) -> UpstreamBody {
+pub(crate) fn forwarded(body: Incoming, idle: Duration) -> UpstreamBody {
     Either::Left(IdleTimeout::new(body, idle))
 }
 
 /// No body: for sending a bodyless request again.
-pub fn empty() -> UpstreamBody {
+pub(crate) fn empty() -> UpstreamBody {
     Either::Right(Empty::new())
 }

@@ -19,7 +19,7 @@ use crate::error::Error;
 /// spawned task that waits for the connection to become idle again. Here a connection goes back
 /// into the list as soon as its request is handed over, and checkout takes the most recently used
 /// one that is ready; one still streaming its previous response is skipped, never waited for.
-pub struct Http1Pool {
+pub(crate) struct Http1Pool {
     /// `host:port`, for connecting.
     target: String,
     /// `Host` for every request: the upstream's authority.

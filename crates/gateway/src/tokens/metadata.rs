@@ -46,13 +46,13 @@ struct DomainReason {
 
 /// `chaingate_response_metadata_refusals_total{domain,reason}`.
 #[derive(Debug, Clone)]
-pub struct MetadataMetrics {
+pub(crate) struct MetadataMetrics {
     refusals: Family<DomainReason, Counter>,
 }
 
 impl MetadataMetrics {
     /// Registers `chaingate_response_metadata_refusals_total` on `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let refusals = Family::default();
         registry.register(
             "chaingate_response_metadata_refusals",

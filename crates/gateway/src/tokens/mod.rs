@@ -30,9 +30,9 @@ use chaingate_oauth::scope::Scopes;
 mod incremental;
 mod metadata;
 mod token;
-pub use crate::cache::Lookup;
-pub use metadata::MetadataMetrics;
-pub use token::CachedToken;
+pub(crate) use crate::cache::Lookup;
+pub(crate) use metadata::MetadataMetrics;
+pub(crate) use token::CachedToken;
 
 #[cfg(test)]
 mod tests;
@@ -43,7 +43,7 @@ pub(crate) type TokenResult = Result<(Arc<CachedToken>, Lookup), Error>;
 /// The exchange's metrics, `chaingate_token_cache_*`, `chaingate_scope_upgrades_total` and the
 /// response-metadata refusals.
 #[derive(Debug, Clone)]
-pub struct TokensMetrics {
+pub(crate) struct TokensMetrics {
     exchange: ExchangeMetrics,
     cache: CacheMetrics,
     scope_upgrades: Family<DomainLabel, Counter>,
@@ -52,7 +52,7 @@ pub struct TokensMetrics {
 
 impl TokensMetrics {
     /// Registers the families on `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let exchange = ExchangeMetrics::register(registry);
         let cache = CacheMetrics::register(registry);
         let scope_upgrades = Family::default();

@@ -20,7 +20,7 @@ use crate::exchange::Issued;
 const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// A downstream token (AT2), ready to be sent upstream.
-pub struct CachedToken {
+pub(crate) struct CachedToken {
     /// `Bearer <AT2>`, marked sensitive so hyper never logs or indexes it.
     pub authorization: HeaderValue,
     /// When the token stops being used (its lifetime less the configured skew).
@@ -41,7 +41,7 @@ pub struct CachedToken {
 
 impl CachedToken {
     /// The token itself, e.g. as the subject token of the next hop.
-    pub fn token(&self) -> &str {
+    pub(crate) fn token(&self) -> &str {
         // Built from "Bearer " + a visible-ASCII token in `cached`.
         self.authorization.to_str().map_or("", |v| &v[7..])
     }

@@ -25,7 +25,7 @@ fn at1_for(sub: &str, jti: u32) -> String {
 /// Domain B: issues AT2 asking for `wanted` back, and accepts reciprocal codes with `code_status`.
 async fn party_b(wanted: &'static str, code_status: u16) -> TokenServer {
     TokenServer::scripted(move |n, request| {
-        if request.param("grant_type") == Some(chaingate_gateway::exchange::RECIPROCAL_GRANT) {
+        if request.param("grant_type") == Some(chaingate_oauth::grant::RECIPROCAL_GRANT) {
             return match code_status {
                 200 => Reply::raw(200, "{}"),
                 status => Reply::error(status, "invalid_grant"),
@@ -104,7 +104,7 @@ async fn until_outcome(gw: &chaingate_gateway::Running, outcome: &str, count: f6
 fn reciprocal_requests(b: &TokenServer) -> Vec<TokenRequest> {
     b.requests()
         .into_iter()
-        .filter(|r| r.param("grant_type") == Some(chaingate_gateway::exchange::RECIPROCAL_GRANT))
+        .filter(|r| r.param("grant_type") == Some(chaingate_oauth::grant::RECIPROCAL_GRANT))
         .collect()
 }
 

@@ -70,7 +70,7 @@ async fn no_token_secret_or_assertion_appears_in_logs_metrics_or_error_bodies() 
     })
     .await;
     let party_b = TokenServer::scripted(|n, req| {
-        if req.param("grant_type") == Some(chaingate_gateway::exchange::RECIPROCAL_GRANT) {
+        if req.param("grant_type") == Some(chaingate_oauth::grant::RECIPROCAL_GRANT) {
             return Reply::raw(200, "{}");
         }
         Reply::raw(200, &format!(r#"{{"access_token":"downstream-AT2-value-rc{n}","token_type":"Bearer","expires_in":60,"reciprocal":"a:read"}}"#))

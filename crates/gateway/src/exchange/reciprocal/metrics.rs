@@ -9,7 +9,9 @@ use prometheus_client::registry::Registry;
 
 /// How one offer ended: the label of `chaingate_reciprocal_deliveries_total`.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum Delivery {
+// Each variant reads as its `outcome` label value (`delivery_failed`), which is the contract.
+#[allow(clippy::enum_variant_names)]
+pub(crate) enum Delivery {
     /// Party B accepted the code.
     Delivered,
     /// Already delivered (or being delivered) for this caller and scope.
@@ -51,13 +53,13 @@ pub(super) struct DeliveryLabel {
 
 /// `chaingate_reciprocal_deliveries_total{domain,outcome}`.
 #[derive(Debug, Clone, Default)]
-pub struct ReciprocalMetrics {
+pub(crate) struct ReciprocalMetrics {
     pub(super) deliveries: Family<DeliveryLabel, Counter>,
 }
 
 impl ReciprocalMetrics {
     /// Registers `chaingate_reciprocal_deliveries_total` on `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         registry.register(
             "chaingate_reciprocal_deliveries",

@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 mod metrics;
 
 use metrics::DeliveryLabel;
-pub use metrics::{Delivery, ReciprocalMetrics};
+pub(crate) use metrics::{Delivery, ReciprocalMetrics};
 
 use super::{Credentials, Endpoints, HttpsClient};
 use crate::config::{ClientAuth, Domain, Reciprocal};

@@ -45,7 +45,7 @@ struct RegLabel {
 
 /// Self-registration results by domain, and whether issued credentials are in use.
 #[derive(Debug, Clone)]
-pub struct RegistrationMetrics {
+pub(crate) struct RegistrationMetrics {
     registrations: Family<RegLabel, Counter>,
     registered: Family<DomainLabel, Gauge>,
 }
@@ -53,7 +53,7 @@ pub struct RegistrationMetrics {
 impl RegistrationMetrics {
     /// Registers `chaingate_registrations_total{domain,outcome}` and `chaingate_registered{domain}`
     /// on `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let registrations = Family::default();
         registry.register(
             "chaingate_registrations",

@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use super::{Credentials, Exchanger};
 use crate::config::{basic_authorization, ClientAuth, Registration, TokenEndpoint};
 use client::{call, object, parse_uri, refusal};
-pub use metrics::RegistrationMetrics;
+pub(crate) use metrics::RegistrationMetrics;
 use metrics::{DomainRegistrationMetrics, RegOutcome};
 use state::Stored;
 
@@ -351,7 +351,7 @@ fn jitter(backoff: Duration) -> Duration {
 impl Exchanger {
     /// Takes over the issued credentials of the exchanger this one replaces (config reload), so
     /// requests need not wait while the registration is checked again.
-    pub fn inherit_registration(&self, previous: &Exchanger) {
+    pub(crate) fn inherit_registration(&self, previous: &Exchanger) {
         if let (Some(next), Some(prev)) = (&self.registration, &previous.registration) {
             // Only for the same server: credentials from another one would be refused there.
             let same_server = next.settings.state_file == prev.settings.state_file
@@ -373,7 +373,7 @@ impl Exchanger {
     }
 
     /// RFC 7592 DELETE of the registration if `delete_on_shutdown` (graceful shutdown).
-    pub async fn deregister(&self) {
+    pub(crate) async fn deregister(&self) {
         if let Some(registrar) = &self.registration {
             registrar.deregister(self).await;
         }
