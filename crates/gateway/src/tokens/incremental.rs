@@ -21,23 +21,14 @@ use crate::error::Error;
 pub(super) const UNION_MEMORY: Duration = Duration::from_secs(3600);
 
 impl DomainTokens {
-    /// An incremental domain's token: the caller's one grant, if it serves `scope`, else that
-    /// grant re-exchanged for the union of what it held and `scope`.
-    pub(super) async fn grown(
+    /// A miss of an incremental domain: the caller's grant re-exchanged for the union of what it
+    /// held and `needed` (the hit, a grant that serves `needed`, is checked by the caller).
+    pub(super) async fn grow(
         self: &Arc<Self>,
         key: Key,
-        scope: Option<&str>,
+        needed: Scopes,
         at1: InboundToken<'_>,
     ) -> TokenResult {
-        let needed = Scopes::parse(scope.unwrap_or(""));
-        if let Some(hit) = self.cache.get(&key, |t| t.serves(&needed)).await {
-            if self.subject.is_none() && hit.should_refresh(self.settings.refresh_ahead) {
-                // The renewal asks for the held union, so no route loses its scope.
-                let held = hit.scope.clone().unwrap_or_default();
-                self.refresh_ahead(key, at1, Some(held.to_string()), Some(held));
-            }
-            return Ok((hit, Lookup::Hit));
-        }
         let remembered = self.grown.get(&key).await;
         let needed = &needed;
         let grown = self

@@ -246,7 +246,17 @@ impl DomainTokens {
     async fn get(self: &Arc<Self>, scope: Option<&str>, at1: InboundToken<'_>) -> TokenResult {
         let key = self.key(scope, at1);
         if self.incremental() {
-            return Box::pin(self.grown(key, scope, at1)).await;
+            let needed = Scopes::parse(scope.unwrap_or(""));
+            if let Some(hit) = self.cache.get(&key, |t| t.serves(&needed)).await {
+                if self.subject.is_none() && hit.should_refresh(self.settings.refresh_ahead) {
+                    // The renewal asks for the held union, so no route loses its scope.
+                    let held = hit.scope.clone().unwrap_or_default();
+                    self.refresh_ahead(key, at1, Some(held.to_string()), Some(held));
+                }
+                return Ok((hit, Lookup::Hit));
+            }
+            // Boxed, like the per-scope miss below: only a miss carries the exchange's future.
+            return Box::pin(self.grow(key, needed, at1)).await;
         }
         if let Some(hit) = self.cache.get(&key, |_| true).await {
             // Refresh ahead: a token in use is renewed before it expires, so a steady caller
