@@ -73,7 +73,7 @@ impl TokensMetrics {
 /// What a domain's runtime was built from: equal means it, and its cached tokens, can be kept
 /// across a reload. The domain's fingerprint covers its settings and the contents of the files
 /// it names; the rest are the gateway-wide settings baked in at construction.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 struct BuiltFrom {
     domain: [u8; 32],
     cache: CacheSettings,
@@ -81,6 +81,16 @@ struct BuiltFrom {
     retry_after: Duration,
     /// The subject domain's, so a kept hop never points at a replaced domain.
     subject: Option<Box<BuiltFrom>>,
+}
+
+// The fingerprint digests the domain's secrets: never shown, not even as a digest.
+impl std::fmt::Debug for BuiltFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltFrom")
+            .field("cache", &self.cache)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One domain's tokens: its exchanger, its cache, its checks, and the domain whose token is its
