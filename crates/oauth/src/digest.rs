@@ -24,16 +24,14 @@ impl Sha256 {
     }
 
     /// Adds raw bytes (no length prefix).
-    pub fn update(&mut self, bytes: &[u8]) -> &mut Self {
+    pub fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
-        self
     }
 
     /// Adds one part, prefixed by its length, so parts cannot run into each other.
-    pub fn part(&mut self, bytes: &[u8]) -> &mut Self {
+    pub fn part(&mut self, bytes: &[u8]) {
         self.0.update(&(bytes.len() as u64).to_be_bytes());
         self.0.update(bytes);
-        self
     }
 
     /// The 32-byte digest.
@@ -69,9 +67,11 @@ mod tests {
     #[test]
     fn parts_are_length_prefixed() {
         let mut a = Sha256::new();
-        a.part(b"ab").part(b"c");
+        a.part(b"ab");
+        a.part(b"c");
         let mut b = Sha256::new();
-        b.part(b"a").part(b"bc");
+        b.part(b"a");
+        b.part(b"bc");
         assert_ne!(a.finish(), b.finish());
     }
 

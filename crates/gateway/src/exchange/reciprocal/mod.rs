@@ -319,14 +319,11 @@ fn remember_key(domain: &str, subject: &str, scope: &str) -> [u8; 32] {
         Some(sub) => ("sub", sub.as_str()),
         None => ("token", subject),
     };
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut digest = chaingate_oauth::digest::Sha256::new();
     for part in [domain, kind, who, scope] {
-        ctx.update(&(part.len() as u64).to_be_bytes());
-        ctx.update(part.as_bytes());
+        digest.part(part.as_bytes());
     }
-    let mut key = [0u8; 32];
-    key.copy_from_slice(ctx.finish().as_ref());
-    key
+    digest.finish()
 }
 
 #[cfg(test)]
