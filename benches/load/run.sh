@@ -39,12 +39,14 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v curl >/dev/null || need+=(curl)
+command -v haproxy >/dev/null || need+=(haproxy)
 if ((${#need[@]})); then
     [[ "${NO_INSTALL:-0}" == 1 ]] && { echo "missing: ${need[*]}" >&2; exit 1; }
     echo "installing ${need[*]}" >&2
     apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
 nginx_bin=$(command -v nginx)
+haproxy_bin=$(command -v haproxy)
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 echo "building (release)" >&2
@@ -75,9 +77,10 @@ trap 'exit 130' INT TERM
 
 UP_H1=19080 UP_H2=19081          # upstream: nginx serving a small fixed body
 NGX_H1=19180 NGX_H2=19181        # reference proxy: nginx, proxy_pass + fixed Authorization
+HAP_H1=19190 HAP_H2=19191        # second reference: haproxy, set-header Authorization
 STS_FAST=19300 STS_SLOW=19301    # token servers: TOKEN_LATENCY_MS, and 100 ms for the burst
-CG=19400 CG_ADMIN=19401          # chaingate, access log off (both protocols on one port)
-CGLOG=19410 CGLOG_ADMIN=19411    # chaingate, access log on (to /dev/null)
+CG=19400 CG_ADMIN=19401          # chaingate, default config: access log on (both protocols on one port)
+CGLOG=19410 CGLOG_ADMIN=19411    # chaingate-nolog: the default config with the access log off
 CGMEM=19420 CGMEM_ADMIN=19421    # chaingate for memory and startup, fresh
 CGBASE=19430 CGBASE_ADMIN=19431  # BASELINE binary, access log off
 CGCT=19440 CGCT_ADMIN=19441      # RUNTIMES=1: current-thread runtime
@@ -111,6 +114,7 @@ wait_http() { # url
 
 start direct "$dir/upstream.out" "${on_server[@]}" timeout "$LIFETIME" "$nginx_bin" -c "$dir/upstream.conf"
 start nginx "$dir/proxy.out" "${on_server[@]}" timeout "$LIFETIME" "$nginx_bin" -c "$dir/proxy.conf"
+start haproxy "$dir/haproxy.out" "${on_server[@]}" timeout "$LIFETIME" "$haproxy_bin" -db -f "$dir/haproxy.cfg"
 # Token servers sit with the load tool: the cold path measures chaingate's CPU, not theirs.
 start sts-fast "$dir/sts-fast.out" "${on_load[@]}" "$loadkit" token-server --listen 127.0.0.1:$STS_FAST \
     --latency-ms "$TOKEN_LATENCY_MS" --for-secs "$LIFETIME"
@@ -118,8 +122,7 @@ start sts-slow "$dir/sts-slow.out" "${on_load[@]}" "$loadkit" token-server --lis
     --latency-ms 100 --for-secs "$LIFETIME"
 RUST_LOG=${RUST_LOG:-info} start chaingate "$dir/cg.out" "${on_server[@]}" timeout "$LIFETIME" \
     "$chaingate" run --config "$dir/cg.toml"
-# The access log is formatted and written, to /dev/null: the cost of producing it, not of storing it.
-RUST_LOG=${RUST_LOG:-info} start chaingate+log /dev/null "${on_server[@]}" timeout "$LIFETIME" \
+RUST_LOG=${RUST_LOG:-info} start chaingate-nolog "$dir/cglog.out" "${on_server[@]}" timeout "$LIFETIME" \
     "$chaingate" run --config "$dir/cglog.toml"
 
 if [[ -n "${BASELINE:-}" ]]; then
@@ -140,6 +143,7 @@ if [[ "${RUNTIMES:-0}" == 1 ]]; then
 fi
 wait_http "http://127.0.0.1:$UP_H1/"
 wait_http "http://127.0.0.1:$NGX_H1/"
+wait_http "http://127.0.0.1:$HAP_H1/"
 for name in "${!started[@]}"; do
     server_pid[$name]=$(pgrep -P "${started[$name]}" | head -1 || true)
 done
@@ -205,9 +209,9 @@ cpu_ticks() { # pid
 
 # === warm path: interleaved A B C D / D C B A ===
 
-targets=(direct nginx chaingate chaingate+log)
-declare -A h1_port=([direct]=$UP_H1 [nginx]=$NGX_H1 [chaingate]=$CG [chaingate+log]=$CGLOG [baseline]=$CGBASE)
-declare -A h2_port=([direct]=$UP_H2 [nginx]=$NGX_H2 [chaingate]=$CG [chaingate+log]=$CGLOG [baseline]=$CGBASE)
+targets=(direct nginx haproxy chaingate chaingate-nolog)
+declare -A h1_port=([direct]=$UP_H1 [nginx]=$NGX_H1 [haproxy]=$HAP_H1 [chaingate]=$CG [chaingate-nolog]=$CGLOG [baseline]=$CGBASE)
+declare -A h2_port=([direct]=$UP_H2 [nginx]=$NGX_H2 [haproxy]=$HAP_H2 [chaingate]=$CG [chaingate-nolog]=$CGLOG [baseline]=$CGBASE)
 [[ -n "${BASELINE:-}" ]] && targets+=(baseline)
 if [[ "${RUNTIMES:-0}" == 1 ]]; then
     targets+=(cg-current-thread cg-2-workers)

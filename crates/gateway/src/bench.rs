@@ -4,6 +4,7 @@
 use http::Request;
 
 use crate::config::Config;
+use crate::access_log::AccessLog;
 use crate::gateway::{Gateway, GatewayMetrics};
 
 /// A gateway generation built from a config, for benchmarks.
@@ -17,8 +18,10 @@ impl HitPath {
     pub fn new(config: &Config) -> Result<Self, rustls::Error> {
         let metrics =
             GatewayMetrics::register(&mut prometheus_client::registry::Registry::default());
+        let access_log = AccessLog::start(config.log.format, 0, Box::new(std::io::sink()))
+            .expect("the access log thread starts");
         Ok(Self {
-            gateway: Gateway::new(config, &metrics, None)?,
+            gateway: Gateway::new(config, &metrics, None, &access_log)?,
         })
     }
 

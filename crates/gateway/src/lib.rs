@@ -19,6 +19,7 @@
 //! enum mapped to responses in one place (`error.rs`), `/live`, `/ready` and `/metrics`
 //! (`admin.rs`), and reload (`reload.rs`).
 
+mod access_log;
 mod admin;
 mod authn;
 #[doc(hidden)]
@@ -51,6 +52,7 @@ use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
+use crate::access_log::AccessLog;
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
 use crate::gateway::{Gateway, GatewayMetrics};
@@ -86,9 +88,30 @@ impl Running {
     }
 }
 
+/// Where access log lines go when not to stderr: any writer (an embedding program's, a test's).
+pub use access_log::Sink as AccessLogSink;
+
+/// What [`start`] takes beyond the config.
+#[derive(Default)]
+pub struct Options {
+    /// Re-read this source (if `reload.enabled`) to apply config changes.
+    pub reload: Option<ReloadSource>,
+    /// Where the access log is written; stderr when `None`.
+    pub access_log: Option<AccessLogSink>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("reload", &self.reload)
+            .field("access_log", &self.access_log.as_ref().map(|_| "custom sink"))
+            .finish()
+    }
+}
+
 /// Binds both listeners and starts serving; `/ready` is 200 when this returns.
 pub async fn spawn(config: Config) -> Result<Running, StartError> {
-    spawn_with_reload(config, None).await
+    start(config, Options::default()).await
 }
 
 /// Like [`spawn`], and re-reads `reload` (if given and `reload.enabled`) to apply config changes.
@@ -96,6 +119,25 @@ pub async fn spawn_with_reload(
     config: Config,
     reload: Option<ReloadSource>,
 ) -> Result<Running, StartError> {
+    start(
+        config,
+        Options {
+            reload,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// Like [`spawn`], with [`Options`].
+pub async fn start(config: Config, options: Options) -> Result<Running, StartError> {
+    let Options { reload, access_log } = options;
+    let access_log = AccessLog::start(
+        config.log.format,
+        config.log.access_log_buffer,
+        access_log.unwrap_or_else(|| Box::new(std::io::stderr())),
+    )?;
+    access_log.flush_every(config.log.access_log_flush);
     let mut registry = Registry::default();
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let data_listener = serve::bind(config.listen).await?;
@@ -111,7 +153,10 @@ pub async fn spawn_with_reload(
     let metrics = GatewayMetrics::register(&mut registry);
     let reloads = ReloadMetrics::register(&mut registry);
     let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(
-        &config, &metrics, None,
+        &config,
+        &metrics,
+        None,
+        &access_log,
     )?));
     let readiness = Readiness::default();
     let admin = Arc::new(Admin {
@@ -127,6 +172,7 @@ pub async fn spawn_with_reload(
             current: gateway.clone(),
             metrics,
             reloads,
+            access_log: access_log.clone(),
         };
         tokio::spawn(reloader.run(reload_stop_rx));
     }
@@ -198,6 +244,8 @@ pub async fn spawn_with_reload(
         }
         admin_stop.signal();
         let _ = admin_task.await;
+        // Every request has been answered: its line is written before the process may exit.
+        let _ = tokio::task::spawn_blocking(move || access_log.flush_and_wait()).await;
         tracing::info!("drained");
     });
     Ok(Running {

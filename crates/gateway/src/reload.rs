@@ -17,6 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::config::{read_file, Config};
+use crate::access_log::AccessLog;
 use crate::gateway::{Gateway, GatewayMetrics};
 
 /// Where a reloadable config comes from.
@@ -33,6 +34,8 @@ pub(crate) struct Reloader {
     pub(crate) applied: Config,
     pub(crate) current: Arc<ArcSwap<Gateway>>,
     pub(crate) metrics: GatewayMetrics,
+    /// The process's access log, handed to every generation.
+    pub(crate) access_log: AccessLog,
     pub(crate) reloads: ReloadMetrics,
 }
 
@@ -72,7 +75,7 @@ impl Reloader {
                 tracing::warn!(keys = ?restart_only, "these keys take effect only at restart; their running values stay");
             }
             let previous = self.current.load_full();
-            match Gateway::new(&next, &self.metrics, Some(&previous)) {
+            match Gateway::new(&next, &self.metrics, Some(&previous), &self.access_log) {
                 Ok(gateway) => {
                     self.current.store(Arc::new(gateway));
                     self.reloads.success.inc();

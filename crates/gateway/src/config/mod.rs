@@ -172,6 +172,11 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// `log.access_log`: one `chaingate::access` line per request.
     pub access_log: bool,
+    /// `log.access_log_buffer`: bytes of lines gathered before one write; 0 writes each line at
+    /// once (restart-only).
+    pub access_log_buffer: usize,
+    /// `log.access_log_flush`: the longest a line waits in the buffer (restart-only).
+    pub access_log_flush: Duration,
 }
 
 // === impl Config ===
@@ -300,6 +305,24 @@ impl Config {
             log: LogSettings {
                 format: file.log.format,
                 access_log: file.log.access_log,
+                access_log_buffer: match file.log.access_log_buffer {
+                    n if n > MAX_ACCESS_LOG_BUFFER => {
+                        return Err(ConfigError::key(
+                            "log.access_log_buffer",
+                            format!("at most {MAX_ACCESS_LOG_BUFFER} bytes"),
+                        ))
+                    }
+                    n => n,
+                },
+                access_log_flush: match file.log.access_log_flush {
+                    d if d.is_zero() || d > Duration::from_secs(60) => {
+                        return Err(ConfigError::key(
+                            "log.access_log_flush",
+                            "must be between 1ms and 60s",
+                        ))
+                    }
+                    d => d,
+                },
             },
             reload: ReloadSettings {
                 enabled: file.reload.enabled,
@@ -313,6 +336,9 @@ impl Config {
         })
     }
 }
+
+/// The largest access log batch: past a few MiB a batch only delays lines and holds memory.
+const MAX_ACCESS_LOG_BUFFER: usize = 16 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests;

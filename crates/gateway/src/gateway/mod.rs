@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
+use crate::access_log::{AccessLog, Entry};
 use crate::authn::Authn;
 use crate::config::{Config, Route};
 use crate::error::Error;
@@ -54,7 +55,7 @@ pub(crate) struct Gateway {
     max_uri_bytes: usize,
     upstream_timeout: Duration,
     body_idle: Duration,
-    access_log: bool,
+    access_log: Option<AccessLog>,
 }
 
 /// One route, with the runtime of each phase it goes through.
@@ -77,6 +78,7 @@ impl Gateway {
         config: &Config,
         metrics: &GatewayMetrics,
         previous: Option<&Gateway>,
+        access_log: &AccessLog,
     ) -> Result<Self, rustls::Error> {
         let kept = previous.map_or(&[][..], |p| &p.domains[..]);
         let domains = DomainTokens::build_all(config, &metrics.tokens, kept)?;
@@ -128,13 +130,17 @@ impl Gateway {
             max_uri_bytes: config.limits.max_uri_bytes,
             upstream_timeout: config.timeouts.upstream_response,
             body_idle: config.timeouts.body_idle,
-            access_log: config.log.access_log,
+            // `RUST_LOG` still decides, as when the lines were tracing events: read once here
+            // rather than per request.
+            access_log: (config.log.access_log
+                && tracing::enabled!(target: "chaingate::access", tracing::Level::INFO))
+            .then(|| access_log.clone()),
         })
     }
 
     /// Serves one request. Never fails: every error becomes its RFC 6750 / RFC 9110 response.
     pub(crate) async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
-        let mut outcome = Outcome::start(self.access_log, &request);
+        let mut outcome = Outcome::start(self.access_log.is_some(), &request);
         let response = async {
             // route: the first configured prefix wins; nothing else about the request picks a
             // target, and an oversized target is refused before anything reads it.
@@ -238,17 +244,16 @@ impl Gateway {
                 &self.unmatched
             }
         };
-        if let Some((method, uri)) = outcome.logged {
-            // The path only: a query string may carry credentials a caller should not have sent.
-            tracing::info!(
-                target: "chaingate::access",
-                route = %label.route,
-                %method,
-                path = uri.path(),
-                status = response.status().as_u16(),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                cache = outcome.lookup.map_or("none", Lookup::as_str),
-            );
+        if let (Some(log), Some((method, uri))) = (&self.access_log, outcome.logged) {
+            log.record(&Entry {
+                route: &label.route,
+                method: method.as_str(),
+                // The path only: a query string may carry credentials a caller should not have sent.
+                path: uri.path(),
+                status: response.status().as_u16(),
+                duration: elapsed,
+                cache: outcome.lookup.map_or("none", Lookup::as_str),
+            });
         }
     }
 }

@@ -89,7 +89,17 @@ async fn no_token_secret_or_assertion_appears_in_logs_metrics_or_error_bodies() 
         "[[routes]]\nname = \"default-later\"",
         1,
     );
-    let gw = gateway(&toml).await;
+    // The access log has a writer of its own; here it writes into the same captured buffer.
+    chaingate_core::tls::install_crypto_provider();
+    let gw = chaingate_gateway::start(
+        chaingate_gateway::config::Config::from_toml(&toml).unwrap(),
+        chaingate_gateway::Options {
+            access_log: Some(Box::new(captured.clone())),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     for _ in 0..400 {
         if get(gw.admin_addr, "/ready", None).await.status == 200 {
             break;
