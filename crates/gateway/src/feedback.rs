@@ -5,12 +5,11 @@
 
 use http::header::WWW_AUTHENTICATE;
 use http::{Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::authn::InboundToken;
 use crate::config::Route;
 use crate::error::Error;
-use crate::outbound::{self, Replay, UpstreamClient};
+use crate::outbound::{self, Replay, UpstreamClient, UpstreamResponseBody};
 use crate::tokens::DomainTokens;
 use crate::Body;
 
@@ -18,12 +17,23 @@ use crate::Body;
 pub(crate) async fn after(
     (route, tokens, client): (&Route, &std::sync::Arc<DomainTokens>, &UpstreamClient),
     replay: Option<Replay>,
-    response: Response<Incoming>,
+    response: Response<UpstreamResponseBody>,
     timeout: std::time::Duration,
 ) -> Result<Response<Body>, Error> {
     let Some(replay) = replay.filter(|_| refuses_token(&response)) else {
         return Ok(response.map(Body::Left));
     };
+    // Boxed: the retry (an exchange and a second send) is rare, and every request's future would
+    // otherwise be sized for it.
+    Box::pin(retry((route, tokens, client), replay, response, timeout)).await
+}
+
+async fn retry(
+    (route, tokens, client): (&Route, &std::sync::Arc<DomainTokens>, &UpstreamClient),
+    replay: Replay,
+    response: Response<UpstreamResponseBody>,
+    timeout: std::time::Duration,
+) -> Result<Response<Body>, Error> {
     let Some(at1) = replay
         .at1
         .to_str()
@@ -43,7 +53,7 @@ pub(crate) async fn after(
 }
 
 /// A 401 whose challenge says `error="invalid_token"` (RFC 6750 §3.1).
-fn refuses_token(response: &Response<Incoming>) -> bool {
+fn refuses_token(response: &Response<UpstreamResponseBody>) -> bool {
     response.status() == StatusCode::UNAUTHORIZED
         && response
             .headers()

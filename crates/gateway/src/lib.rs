@@ -48,7 +48,6 @@ use chaingate_core::drain;
 use chaingate_core::serve::{self, ServeLimits};
 use chaingate_core::tls;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
@@ -60,7 +59,8 @@ use crate::reload::{ReloadMetrics, ReloadSource, Reloader};
 use arc_swap::ArcSwap;
 
 /// Response bodies: streamed from the upstream, or a small synthetic one.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<UpstreamResponseBody, Full<Bytes>>;
+pub use outbound::{PooledBody, UpstreamResponseBody};
 
 /// A gateway whose listeners are bound and serving.
 #[derive(Debug)]

@@ -25,9 +25,14 @@ mod body;
 mod pool;
 pub(crate) use body::{empty, forwarded, UpstreamBody};
 pub(crate) use pool::Http1Pool;
+pub use pool::PooledBody;
+
+/// The upstream's response body: from the lean plain-http pool, or from hyper-util's client.
+pub type UpstreamResponseBody = http_body_util::Either<PooledBody, Incoming>;
 
 /// Removed from every forwarded request and response, listed or not (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// `Connection` first: [`strip`] reads its bit.
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -153,28 +158,45 @@ fn path_and_query(uri: &Uri) -> PathAndQuery {
         .unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
-/// Removes the fields named in `Connection`, the fixed hop-by-hop set and `extra`, looking each present field up once: most messages carry
-/// none of them, and a pass over a handful of fields is cheaper than 16 hashed removals.
+/// Removes the fields named in `Connection`, the fixed hop-by-hop set and `extra`, looking each
+/// present field up once: most messages carry none of them, and a pass over a handful of fields
+/// is cheaper than 16 hashed removals.
 fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
-    let doomed = |name: &HeaderName| HOP_BY_HOP.contains(name) || extra.contains(name);
-    if !headers.keys().any(doomed) {
+    // Which of the fixed set and `extra` are present, one bit each (`extra` is short).
+    let doomed = || HOP_BY_HOP.iter().chain(extra);
+    let present = headers.keys().fold(0u32, |bits, name| {
+        doomed()
+            .position(|d| d == name)
+            .map_or(bits, |i| bits | 1 << i)
+    });
+    if present == 0 {
         return;
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        // A caller must not be able to make us drop the credential we add ourselves.
-        if name != header::AUTHORIZATION {
-            headers.remove(&name);
+    if present & 1 != 0 {
+        // Almost always `Connection: keep-alive` or `close`, which name nothing beyond the
+        // fixed set: only other names are collected (and allocate).
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|name| {
+                !name.eq_ignore_ascii_case("keep-alive") && !name.eq_ignore_ascii_case("close")
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            // A caller must not be able to make us drop the credential we add ourselves.
+            if name != header::AUTHORIZATION {
+                headers.remove(&name);
+            }
         }
     }
-    for name in HOP_BY_HOP.iter().chain(extra) {
-        headers.remove(name);
+    for (i, name) in doomed().enumerate() {
+        if present & 1 << i != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -213,7 +235,7 @@ pub(crate) async fn forward(
     authorization: HeaderValue,
     peer: &Peer,
     limits: (Duration, Duration),
-) -> Result<(Response<Incoming>, Option<Replay>), Error> {
+) -> Result<(Response<UpstreamResponseBody>, Option<Replay>), Error> {
     let (body_idle, response_timeout) = limits;
     let at1 = request
         .body()
@@ -238,15 +260,24 @@ pub(crate) async fn send(
     client: &UpstreamClient,
     request: Request<UpstreamBody>,
     timeout: Duration,
-) -> Result<Response<Incoming>, Error> {
+) -> Result<Response<UpstreamResponseBody>, Error> {
+    use http_body_util::Either;
     let sent = match client {
-        UpstreamClient::Plain(pool) => tokio::time::timeout(timeout, pool.send(request)).await,
+        UpstreamClient::Plain(pool) => {
+            tokio::time::timeout(timeout, async {
+                Ok(pool.send(request).await?.map(Either::Left))
+            })
+            .await
+        }
         UpstreamClient::Tls(client) => {
             tokio::time::timeout(timeout, async {
-                client.request(request).await.map_err(|e| {
-                tracing::debug!(error = %e, connect = e.is_connect(), "upstream request failed");
-                Error::UpstreamUnavailable
-            })
+                match client.request(request).await {
+                    Ok(response) => Ok(response.map(Either::Right)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, connect = e.is_connect(), "upstream request failed");
+                        Err(Error::UpstreamUnavailable)
+                    }
+                }
             })
             .await
         }

@@ -15,3 +15,4 @@ mod registration;
 mod reload;
 mod response_metadata;
 mod secrets;
+mod upstream_pool;
