@@ -7,7 +7,7 @@
 #
 # Knobs (env): PROTO (h1|h2), SECS (per phase, default 5), CONFIG (default|nolog), CHAINGATE (a
 # binary instead of building one), OUT (where perf.data and the reports go; default a temp dir),
-# CALLGRAPH (perf record --call-graph mode, default "dwarf,16384").
+# CALLGRAPH (perf record --call-graph mode, default "dwarf,16384"), RECORD=0 (counters only).
 #
 # Prints: requests/s, perf stat counters per request (task-clock, context switches, syscalls by
 # name), and the top of `perf report --no-children` (self time by symbol) and of the caller view.
@@ -94,7 +94,12 @@ load() { # seconds; prints requests/s
 
 # 1. Counters per request: CPU and context switches, then (a second run, as tracepoints slow the
 # process down) every syscall the gateway makes, by name.
+switches() { # voluntary and involuntary context switches of every thread of the gateway
+    cat /proc/"$cg_pid"/task/*/status | awk '/^voluntary_ctxt/ { v += $2 } /^nonvoluntary_ctxt/ { n += $2 } END { print v, n }'
+}
 count() { # label, events
+    local before
+    before=$(switches)
     perf stat -x, -o "$dir/stat.csv" -p "$cg_pid" -e "$2" -- sleep "$SECS" &
     local stat_pid=$!
     local rps
@@ -103,6 +108,10 @@ count() { # label, events
     local requests
     requests=$(awk -v r="$rps" -v s="$SECS" 'BEGIN { printf "%.0f", r * s }')
     echo "$1: $rps requests/s over ${SECS}s; per request:"
+    read -r v0 n0 <<<"$before"
+    read -r v1 n1 <<<"$(switches)"
+    awk -v v=$((v1 - v0)) -v n=$((n1 - n0)) -v r="$requests" \
+        'BEGIN { printf "  %-32s %8.3f\n  %-32s %8.3f\n", "voluntary switches", v / r, "involuntary switches", n / r }'
     awk -F, -v n="$requests" '
         $1 ~ /^[0-9.]+$/ && $1 > 0 {
             name = $3; v = $1 / n
@@ -112,6 +121,8 @@ count() { # label, events
 }
 count "$PROTO $CONFIG" task-clock,context-switches,cpu-migrations
 count "syscalls (traced, slower)" 'syscalls:sys_enter_*'
+
+[[ "${RECORD:-1}" == 1 ]] || exit 0
 
 # 2. Where the CPU goes.
 perf record -q -o "$OUT/perf.data" --call-graph "$CALLGRAPH" -F 1999 -p "$cg_pid" -- sleep "$SECS" \

@@ -3,8 +3,8 @@
 
 use http::Request;
 
-use crate::config::Config;
 use crate::access_log::AccessLog;
+use crate::config::Config;
 use crate::gateway::{Gateway, GatewayMetrics};
 
 /// A gateway generation built from a config, for benchmarks.

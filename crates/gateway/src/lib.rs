@@ -59,8 +59,7 @@ use crate::reload::{ReloadMetrics, ReloadSource, Reloader};
 use arc_swap::ArcSwap;
 
 /// Response bodies: streamed from the upstream, or a small synthetic one.
-pub type Body = Either<UpstreamResponseBody, Full<Bytes>>;
-pub use outbound::{PooledBody, UpstreamResponseBody};
+pub type Body = Either<hyper::body::Incoming, Full<Bytes>>;
 
 /// A gateway whose listeners are bound and serving.
 #[derive(Debug)]
@@ -104,7 +103,10 @@ impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")
             .field("reload", &self.reload)
-            .field("access_log", &self.access_log.as_ref().map(|_| "custom sink"))
+            .field(
+                "access_log",
+                &self.access_log.as_ref().map(|_| "custom sink"),
+            )
             .finish()
     }
 }

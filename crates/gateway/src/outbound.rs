@@ -25,10 +25,9 @@ mod body;
 mod pool;
 pub(crate) use body::{empty, forwarded, UpstreamBody};
 pub(crate) use pool::Http1Pool;
-pub use pool::PooledBody;
 
-/// The upstream's response body: from the lean plain-http pool, or from hyper-util's client.
-pub type UpstreamResponseBody = http_body_util::Either<PooledBody, Incoming>;
+/// The upstream's response body, as either client streams it.
+pub(crate) type UpstreamResponseBody = Incoming;
 
 /// Removed from every forwarded request and response, listed or not (RFC 9110 §7.6.1).
 /// `Connection` first: [`strip`] reads its bit.
@@ -261,26 +260,15 @@ pub(crate) async fn send(
     request: Request<UpstreamBody>,
     timeout: Duration,
 ) -> Result<Response<UpstreamResponseBody>, Error> {
-    use http_body_util::Either;
     let sent = match client {
-        UpstreamClient::Plain(pool) => {
-            tokio::time::timeout(timeout, async {
-                Ok(pool.send(request).await?.map(Either::Left))
+        UpstreamClient::Plain(pool) => tokio::time::timeout(timeout, pool.send(request)).await,
+        UpstreamClient::Tls(client) => tokio::time::timeout(timeout, async {
+            client.request(request).await.map_err(|e| {
+                tracing::debug!(error = %e, connect = e.is_connect(), "upstream request failed");
+                Error::UpstreamUnavailable
             })
-            .await
-        }
-        UpstreamClient::Tls(client) => {
-            tokio::time::timeout(timeout, async {
-                match client.request(request).await {
-                    Ok(response) => Ok(response.map(Either::Right)),
-                    Err(e) => {
-                        tracing::debug!(error = %e, connect = e.is_connect(), "upstream request failed");
-                        Err(Error::UpstreamUnavailable)
-                    }
-                }
-            })
-            .await
-        }
+        })
+        .await,
     };
     match sent {
         Ok(Ok(mut response)) => {

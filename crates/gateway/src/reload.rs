@@ -16,8 +16,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use crate::config::{read_file, Config};
 use crate::access_log::AccessLog;
+use crate::config::{read_file, Config};
 use crate::gateway::{Gateway, GatewayMetrics};
 
 /// Where a reloadable config comes from.

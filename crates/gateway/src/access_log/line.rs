@@ -103,7 +103,7 @@ pub(super) fn millis(duration: Duration, out: &mut Vec<u8>) {
         return;
     }
     let mut digits = 6;
-    while fraction % 10 == 0 {
+    while fraction.is_multiple_of(10) {
         fraction /= 10;
         digits -= 1;
     }

@@ -64,7 +64,11 @@ impl std::fmt::Debug for AccessLog {
 
 impl AccessLog {
     /// Starts the writer thread for `sink`.
-    pub(crate) fn start(format: LogFormat, batch_bytes: usize, sink: Sink) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        format: LogFormat,
+        batch_bytes: usize,
+        sink: Sink,
+    ) -> std::io::Result<Self> {
         let (writer, messages) = sync_channel(QUEUED_BATCHES);
         std::thread::Builder::new()
             .name("access-log".into())
@@ -161,7 +165,11 @@ impl Shared {
 /// The last clone gone (the process is exiting): what is buffered is written before it returns.
 impl Drop for Shared {
     fn drop(&mut self) {
-        let rest = std::mem::take(self.buffer.get_mut().unwrap_or_else(PoisonError::into_inner));
+        let rest = std::mem::take(
+            self.buffer
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         if !rest.is_empty() {
             let _ = self.writer.send(Message::Batch(rest));
             self.written();

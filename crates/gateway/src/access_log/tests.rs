@@ -80,11 +80,17 @@ fn plain_lines_read_as_tracing_wrote_them() {
         ("/q\"uote\\d", 3_000_000),
     ] {
         let e = entry(path, nanos);
-        let (old, new) = (via_tracing(LogFormat::Plain, &e), ours(LogFormat::Plain, &e));
+        let (old, new) = (
+            via_tracing(LogFormat::Plain, &e),
+            ours(LogFormat::Plain, &e),
+        );
         // Everything after the timestamp is the same, byte for byte.
         let after = |line: &str| line.split_once(' ').unwrap().1.to_string();
         assert_eq!(after(&new), after(&old), "{path}");
-        assert_eq!(new.split_once(' ').unwrap().0.len(), "2026-12-02T00:33:34.863409Z".len());
+        assert_eq!(
+            new.split_once(' ').unwrap().0.len(),
+            "2026-12-02T00:33:34.863409Z".len()
+        );
     }
 }
 
@@ -96,9 +102,8 @@ fn json_lines_hold_what_tracing_wrote() {
             serde_json::from_str(&via_tracing(LogFormat::Json, &e)).unwrap();
         let new: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&ours(LogFormat::Json, &e)).unwrap();
-        let keys = |m: &serde_json::Map<String, serde_json::Value>| {
-            m.keys().cloned().collect::<Vec<_>>()
-        };
+        let keys =
+            |m: &serde_json::Map<String, serde_json::Value>| m.keys().cloned().collect::<Vec<_>>();
         assert_eq!(keys(&new), keys(&old), "same fields in the same order");
         for (key, value) in &old {
             if key != "timestamp" {
@@ -127,7 +132,17 @@ fn timestamps_are_rfc3339_utc_with_microseconds() {
 
 #[test]
 fn durations_print_as_f64_millis_would() {
-    for nanos in [0, 100, 999, 1_000, 412_000, 1_000_000, 4_187_957, 12_345_678_901, 7_000_001] {
+    for nanos in [
+        0,
+        100,
+        999,
+        1_000,
+        412_000,
+        1_000_000,
+        4_187_957,
+        12_345_678_901,
+        7_000_001,
+    ] {
         let mut out = Vec::new();
         super::line::millis(Duration::from_nanos(nanos), &mut out);
         assert_eq!(
@@ -144,7 +159,11 @@ fn lines_wait_for_a_full_batch_or_a_flush_and_all_reach_the_sink_at_shutdown() {
     let log = AccessLog::start(LogFormat::Plain, 1024, Box::new(out.clone())).unwrap();
     log.record(&entry("/one", 1_000));
     log.flush_and_wait();
-    assert_eq!(out.text().lines().count(), 1, "a flush writes what is buffered");
+    assert_eq!(
+        out.text().lines().count(),
+        1,
+        "a flush writes what is buffered"
+    );
 
     // Below the batch size nothing is written until the next flush.
     log.record(&entry("/two", 1_000));
@@ -163,7 +182,9 @@ fn lines_wait_for_a_full_batch_or_a_flush_and_all_reach_the_sink_at_shutdown() {
     drop(log);
     let text = out.text();
     assert_eq!(text.lines().count(), 22, "{text}");
-    assert!(text.lines().all(|l| l.contains("chaingate::access: route=billing")));
+    assert!(text
+        .lines()
+        .all(|l| l.contains("chaingate::access: route=billing")));
 }
 
 #[test]
@@ -186,5 +207,9 @@ async fn a_quiet_log_is_written_within_the_flush_interval() {
     assert_eq!(out.text(), "", "not before the interval");
     tokio::time::sleep(Duration::from_millis(200)).await;
     log.shared.written();
-    assert_eq!(out.text().lines().count(), 1, "written by the periodic flush");
+    assert_eq!(
+        out.text().lines().count(),
+        1,
+        "written by the periodic flush"
+    );
 }

@@ -63,10 +63,8 @@ impl RawUpstream {
                         } else {
                             b"hello".to_vec()
                         };
-                        let response = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
-                            body.len()
-                        );
+                        let response =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
                         if socket.write_all(response.as_bytes()).await.is_err()
                             || socket.write_all(&body).await.is_err()
                         {
@@ -97,7 +95,12 @@ impl RawUpstream {
 async fn setup() -> (TokenServer, RawUpstream, chaingate_gateway::Running) {
     let sts = TokenServer::start().await;
     let upstream = RawUpstream::start().await;
-    let gw = gateway(&config(&sts.url(), &format!("http://{}", upstream.addr), "")).await;
+    let gw = gateway(&config(
+        &sts.url(),
+        &format!("http://{}", upstream.addr),
+        "",
+    ))
+    .await;
     (sts, upstream, gw)
 }
 
@@ -106,7 +109,10 @@ async fn sequential_requests_share_one_upstream_connection() {
     let (_sts, upstream, gw) = setup().await;
     for _ in 0..5 {
         let answer = get(gw.addr, "/one", Some("caller-token")).await;
-        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "hello"));
+        assert_eq!(
+            (answer.status.as_u16(), answer.body.as_str()),
+            (200, "hello")
+        );
     }
     assert_eq!(upstream.connections(), 1, "kept alive and reused");
 }
@@ -114,13 +120,23 @@ async fn sequential_requests_share_one_upstream_connection() {
 #[tokio::test]
 async fn an_idle_connection_the_upstream_closed_is_replaced_without_an_error() {
     let (_sts, mut upstream, gw) = setup().await;
-    assert_eq!(get(gw.addr, "/first", Some("caller-token")).await.status, 200);
+    assert_eq!(
+        get(gw.addr, "/first", Some("caller-token")).await.status,
+        200
+    );
     // The upstream closes the idle connection the gateway still holds.
     upstream.close_idle();
     upstream.closed.recv().await.unwrap();
     let answer = get(gw.addr, "/after", Some("caller-token")).await;
-    assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "hello"));
-    assert_eq!(upstream.connections(), 2, "a new connection for the second request");
+    assert_eq!(
+        (answer.status.as_u16(), answer.body.as_str()),
+        (200, "hello")
+    );
+    assert_eq!(
+        upstream.connections(),
+        2,
+        "a new connection for the second request"
+    );
 }
 
 #[tokio::test]
@@ -139,7 +155,10 @@ async fn a_response_the_caller_abandons_does_not_poison_the_next_request() {
     // The gateway closes that upstream connection rather than reuse it half-read.
     upstream.closed.recv().await.unwrap();
     let answer = get(gw.addr, "/after", Some("caller-token")).await;
-    assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "hello"));
+    assert_eq!(
+        (answer.status.as_u16(), answer.body.as_str()),
+        (200, "hello")
+    );
     assert_eq!(upstream.connections(), 2);
 }
 
@@ -150,5 +169,9 @@ async fn a_large_response_is_streamed_whole_and_its_connection_reused() {
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body.len(), BIG);
     assert_eq!(get(gw.addr, "/one", Some("caller-token")).await.status, 200);
-    assert_eq!(upstream.connections(), 1, "read to the end, so back in the pool");
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "read to the end, so back in the pool"
+    );
 }
