@@ -262,13 +262,15 @@ pub(crate) async fn send(
 ) -> Result<Response<UpstreamResponseBody>, Error> {
     let sent = match client {
         UpstreamClient::Plain(pool) => tokio::time::timeout(timeout, pool.send(request)).await,
-        UpstreamClient::Tls(client) => tokio::time::timeout(timeout, async {
-            client.request(request).await.map_err(|e| {
+        UpstreamClient::Tls(client) => {
+            tokio::time::timeout(timeout, async {
+                client.request(request).await.map_err(|e| {
                 tracing::debug!(error = %e, connect = e.is_connect(), "upstream request failed");
                 Error::UpstreamUnavailable
             })
-        })
-        .await,
+            })
+            .await
+        }
     };
     match sent {
         Ok(Ok(mut response)) => {

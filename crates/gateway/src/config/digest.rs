@@ -72,6 +72,14 @@ impl Config {
             "shutdown.drain_timeout",
         );
         check(self.log.format != next.log.format, "log.format");
+        check(
+            self.log.access_log_buffer != next.log.access_log_buffer,
+            "log.access_log_buffer",
+        );
+        check(
+            self.log.access_log_flush != next.log.access_log_flush,
+            "log.access_log_flush",
+        );
         check(self.reload != next.reload, "reload");
         check(self.worker_threads != next.worker_threads, "worker_threads");
         changed

@@ -231,3 +231,22 @@ fn typed_sections_keep_their_messages_and_key_paths() {
     assert_eq!(config.limits.max_connections, 16_384);
     assert!(config.reload.enabled && config.log.access_log);
 }
+
+#[test]
+fn access_log_batching_has_nginx_like_defaults_and_bounds() {
+    let config = Config::from_toml(MINIMAL).unwrap();
+    assert_eq!(config.log.access_log_buffer, 64 * 1024);
+    assert_eq!(config.log.access_log_flush, Duration::from_secs(1));
+    let with = |log: &str| format!("{MINIMAL}\n[log]\n{log}\n");
+    let config =
+        Config::from_toml(&with("access_log_buffer = 0\naccess_log_flush = \"250ms\"")).unwrap();
+    assert_eq!(
+        config.log.access_log_buffer, 0,
+        "0 writes each line at once"
+    );
+    assert_eq!(config.log.access_log_flush, Duration::from_millis(250));
+    assert!(error_for(&with("access_log_flush = \"0s\"")).contains("log.access_log_flush"));
+    assert!(error_for(&with("access_log_flush = \"2m\"")).contains("log.access_log_flush"));
+    assert!(error_for(&with("access_log_buffer = 99999999")).contains("log.access_log_buffer"));
+    assert!(error_for(&with("access_log_buffer = \"64k\"")).contains("log.access_log_buffer"));
+}
