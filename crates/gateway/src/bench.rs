@@ -18,8 +18,7 @@ impl HitPath {
     pub fn new(config: &Config) -> Result<Self, rustls::Error> {
         let metrics =
             GatewayMetrics::register(&mut prometheus_client::registry::Registry::default());
-        let access_log = AccessLog::start(config.log.format, 0, Box::new(std::io::sink()))
-            .expect("the access log thread starts");
+        let access_log = AccessLog::start(config.log.format, 0, Box::new(std::io::sink()));
         Ok(Self {
             gateway: Gateway::new(config, &metrics, None, &access_log)?,
         })

@@ -138,7 +138,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
         config.log.format,
         config.log.access_log_buffer,
         access_log.unwrap_or_else(|| Box::new(std::io::stderr())),
-    )?;
+    );
     access_log.flush_every(config.log.access_log_flush);
     let mut registry = Registry::default();
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;

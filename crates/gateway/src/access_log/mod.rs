@@ -14,7 +14,7 @@
 
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crate::config::LogFormat;
@@ -44,7 +44,10 @@ struct Shared {
     /// A batch is handed over once it holds this many bytes; 0 hands over every line.
     batch_bytes: usize,
     buffer: Mutex<Vec<u8>>,
-    writer: SyncSender<Message>,
+    /// Started with the first batch, so a gateway with the log off (or no traffic yet) has no
+    /// writer thread and no buffer.
+    writer: OnceLock<SyncSender<Message>>,
+    sink: Mutex<Option<Sink>>,
 }
 
 enum Message {
@@ -63,24 +66,17 @@ impl std::fmt::Debug for AccessLog {
 }
 
 impl AccessLog {
-    /// Starts the writer thread for `sink`.
-    pub(crate) fn start(
-        format: LogFormat,
-        batch_bytes: usize,
-        sink: Sink,
-    ) -> std::io::Result<Self> {
-        let (writer, messages) = sync_channel(QUEUED_BATCHES);
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_batches(messages, sink))?;
-        Ok(Self {
+    /// An access log writing to `sink`; its thread starts with the first batch.
+    pub(crate) fn start(format: LogFormat, batch_bytes: usize, sink: Sink) -> Self {
+        Self {
             shared: Arc::new(Shared {
                 format,
                 batch_bytes,
-                buffer: Mutex::new(Vec::with_capacity(batch_bytes + 512)),
-                writer,
+                buffer: Mutex::new(Vec::new()),
+                writer: OnceLock::new(),
+                sink: Mutex::new(Some(sink)),
             }),
-        })
+        }
     }
 
     /// Appends one request's line; hands the batch to the writer once it is full.
@@ -88,6 +84,9 @@ impl AccessLog {
         let now = SystemTime::now();
         let full = {
             let mut buffer = self.lock();
+            if buffer.capacity() == 0 {
+                buffer.reserve(self.capacity());
+            }
             match self.shared.format {
                 LogFormat::Plain => entry.plain(now, &mut buffer),
                 LogFormat::Json => entry.json(now, &mut buffer),
@@ -139,8 +138,7 @@ impl AccessLog {
     }
 
     fn hand_over(&self, batch: Vec<u8>) {
-        // The writer only stops when every sender is gone, so this cannot fail while we hold one.
-        let _ = self.shared.writer.send(Message::Batch(batch));
+        self.shared.send(Message::Batch(batch));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
@@ -153,12 +151,34 @@ impl AccessLog {
 }
 
 impl Shared {
+    /// Hands `message` to the writer thread, starting it first if need be.
+    fn send(&self, message: Message) {
+        let writer = self.writer.get_or_init(|| {
+            let (writer, messages) = sync_channel(QUEUED_BATCHES);
+            let sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let started = sink.map(|sink| {
+                std::thread::Builder::new()
+                    .name("access-log".into())
+                    .spawn(move || write_batches(messages, sink))
+            });
+            if let Some(Err(e)) = started {
+                // Out of threads: the lines have nowhere to go; say so once.
+                tracing::error!(error = %e, "cannot start the access log writer; lines are dropped");
+            }
+            writer
+        });
+        // The writer only stops when every sender is gone, so this fails only if it never started.
+        let _ = writer.send(message);
+    }
+
     /// Blocks until the writer has written every batch handed to it so far.
     fn written(&self) {
-        let (done, written) = sync_channel(1);
-        if self.writer.send(Message::Written(done)).is_ok() {
-            let _ = written.recv();
+        if self.writer.get().is_none() {
+            return;
         }
+        let (done, written) = sync_channel(1);
+        self.send(Message::Written(done));
+        let _ = written.recv();
     }
 }
 
@@ -171,7 +191,7 @@ impl Drop for Shared {
                 .unwrap_or_else(PoisonError::into_inner),
         );
         if !rest.is_empty() {
-            let _ = self.writer.send(Message::Batch(rest));
+            self.send(Message::Batch(rest));
             self.written();
         }
     }

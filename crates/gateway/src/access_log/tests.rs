@@ -156,7 +156,7 @@ fn durations_print_as_f64_millis_would() {
 #[test]
 fn lines_wait_for_a_full_batch_or_a_flush_and_all_reach_the_sink_at_shutdown() {
     let out = Captured::default();
-    let log = AccessLog::start(LogFormat::Plain, 1024, Box::new(out.clone())).unwrap();
+    let log = AccessLog::start(LogFormat::Plain, 1024, Box::new(out.clone()));
     log.record(&entry("/one", 1_000));
     log.flush_and_wait();
     assert_eq!(
@@ -190,7 +190,7 @@ fn lines_wait_for_a_full_batch_or_a_flush_and_all_reach_the_sink_at_shutdown() {
 #[test]
 fn a_batch_size_of_zero_writes_every_line_at_once() {
     let out = Captured::default();
-    let log = AccessLog::start(LogFormat::Json, 0, Box::new(out.clone())).unwrap();
+    let log = AccessLog::start(LogFormat::Json, 0, Box::new(out.clone()));
     log.record(&entry("/one", 1_000));
     log.shared.written();
     assert_eq!(out.text().lines().count(), 1);
@@ -199,7 +199,7 @@ fn a_batch_size_of_zero_writes_every_line_at_once() {
 #[tokio::test(start_paused = true)]
 async fn a_quiet_log_is_written_within_the_flush_interval() {
     let out = Captured::default();
-    let log = AccessLog::start(LogFormat::Plain, 64 * 1024, Box::new(out.clone())).unwrap();
+    let log = AccessLog::start(LogFormat::Plain, 64 * 1024, Box::new(out.clone()));
     log.flush_every(Duration::from_secs(1));
     log.record(&entry("/quiet", 1_000));
     tokio::time::sleep(Duration::from_millis(900)).await;
