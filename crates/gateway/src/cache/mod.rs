@@ -1,4 +1,4 @@
-//! A generic read-through cache: digest keys, per-entry lifetimes, negative entries and
+//! A generic read-through cache: keyed-hash keys, per-entry lifetimes, negative entries and
 //! coalesced misses, over moka. It knows nothing of OAuth or HTTP: `tokens` decides what a value
 //! is, how long it lives and which errors are worth remembering.
 //!
@@ -15,7 +15,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 
-use chaingate_oauth::digest::Sha256;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::LazyLock;
 
 mod metrics;
 pub(crate) use metrics::{CacheMetrics, Lookup};
@@ -25,10 +26,17 @@ pub(crate) use moka::ops::compute::Op;
 /// `benches/load`: about 590 bytes per entry in all).
 const ENTRY_OVERHEAD_BYTES: usize = 512;
 
-/// A SHA-256 digest of the parts that identify an entry: the cache never holds what it was
-/// keyed by.
+/// A keyed 128-bit hash of the parts that identify an entry: the cache never holds what it was
+/// keyed by, and without the process's random key no one can compute, let alone collide, a key.
+/// SipHash (std's `RandomState`) rather than SHA-256: a key never leaves the process, and the
+/// digest was 8 % of a warm request's user-space instructions (`benches/load/callgrind.sh`).
+/// A tier shared between processes needs a digest they agree on (`chaingate_oauth::digest`).
 #[derive(Clone, Copy, Hash, PartialEq, Eq)]
-pub(crate) struct Key([u8; 32]);
+pub(crate) struct Key([u64; 2]);
+
+/// The process's secret hash key, drawn from the OS at first use. One for the process, not per
+/// cache: keys are compared across config generations, which keep their caches.
+static HASH_KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,17 +47,23 @@ impl std::fmt::Debug for Key {
 impl Key {
     /// The key of `parts`, length-prefixed so that shifting a boundary changes the key.
     pub(crate) fn of(parts: &[&[u8]]) -> Self {
-        let mut d = Sha256::new();
-        for part in parts {
-            d.part(part);
-        }
-        Self(d.finish())
+        // Two 64-bit lanes of one keyed PRF, told apart by a leading byte.
+        let lane = |lane: u8| {
+            let mut hasher = HASH_KEY.build_hasher();
+            hasher.write_u8(lane);
+            for part in parts {
+                hasher.write_usize(part.len());
+                hasher.write(part);
+            }
+            hasher.finish()
+        };
+        Self([lane(0), lane(1)])
     }
 
     /// A key derived from this one and `extra` (e.g. one request of an entry, for its own
     /// negative entry).
     pub(crate) fn with(&self, extra: &[u8]) -> Self {
-        Self::of(&[&self.0, extra])
+        Self::of(&[&self.0[0].to_le_bytes(), &self.0[1].to_le_bytes(), extra])
     }
 }
 

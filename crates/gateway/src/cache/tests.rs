@@ -57,7 +57,7 @@ fn value(n: usize, ttl: Duration) -> Arc<Value> {
 }
 
 #[test]
-fn keys_are_length_prefixed_digests() {
+fn keys_are_length_prefixed_keyed_hashes() {
     assert_eq!(Key::of(&[b"a", b"b"]), Key::of(&[b"a", b"b"]));
     assert_ne!(Key::of(&[b"ab", b"c"]), Key::of(&[b"a", b"bc"]));
     assert_ne!(Key::of(&[b"a"]).with(b"x"), Key::of(&[b"a"]));

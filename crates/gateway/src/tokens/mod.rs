@@ -327,7 +327,7 @@ impl DomainTokens {
     }
 }
 
-/// The digest of (domain, scope, AT1): the raw token is never kept. A scope of "" and no scope
+/// The keyed hash of (domain, scope, AT1): the raw token is never kept. A scope of "" and no scope
 /// must not share an entry.
 fn token_key(domain: &str, scope: Option<&str>, at1: InboundToken<'_>) -> Key {
     Key::of(&[
