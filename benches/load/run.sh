@@ -5,7 +5,8 @@
 #   benches/load/run.sh            # full: 3 interleaved rounds of 10 s per cell
 #   QUICK=1 benches/load/run.sh    # quick: 1 round of 3 s per cell
 #
-# Knobs (env): ROUNDS, DUR (s), CONNS (wrk), H2_CONNS, H2_STREAMS, COLD_DUR, TOKEN_LATENCY_MS,
+# Knobs (env): ROUNDS, DUR (s), CONNS (wrk), H2_CONNS, H2_STREAMS, RATE (req/s of the fixed-rate
+# h1 cell, 0 = none), COLD_DUR, TOKEN_LATENCY_MS,
 # FILL_N, BURSTS ("100 1000"), PIN (0 = no taskset), LOAD_CPU, SERVER_CPU, CHAINGATE (a binary to
 # use instead of building one), BASELINE (a second chaingate binary, e.g. before a change: it joins
 # the warm-path rounds as "baseline"), RUNTIMES=1 (adds chaingate on a current-thread runtime,
@@ -23,7 +24,8 @@ fi
 CONNS=${CONNS:-32}
 H2_CONNS=${H2_CONNS:-16}
 H2_STREAMS=${H2_STREAMS:-4}
-TOKEN_LATENCY_MS=${TOKEN_LATENCY_MS:-2}
+RATE=${RATE:-2000}
+TOKEN_LATENCY_MS=${TOKEN_LATENCY_MS:-5}
 FILL_N=${FILL_N:-100000}
 BURSTS=${BURSTS:-"100 1000"}
 PIN=${PIN:-1}
@@ -185,6 +187,15 @@ run_h2() { # port, seconds
         END { printf "%.0f %.3f %.3f %d\n", rps, v[int(NR * 0.50)] / 1000, v[int(NR * 0.99)] / 1000, err }'
 }
 
+# Fixed rate: RATE/80 connections, each waiting 10 ms after every response (wrk's `delay()` hook)
+# and about 2 ms more for wake-ups on this VM, so the offered load is near RATE whatever the
+# target; the table shows the rate reached. Latency counts from the write of each request.
+rate_conns=$(((RATE + 79) / 80))
+echo 'function delay() return 10 end' >"$dir/rate.lua"
+run_rate() { # port, seconds
+    CONNS=$rate_conns run_h1 "$1" "$2" -s "$dir/rate.lua"
+}
+
 metric() { # admin port, metric name, label regex
     curl -fsS "http://127.0.0.1:$1/metrics" |
         awk -v name="$2" -v re="$3" '$1 ~ "^" name "\\{" && $1 ~ re { s += $2 } END { print s + 0 }'
@@ -219,6 +230,8 @@ if [[ "${RUNTIMES:-0}" == 1 ]]; then
     h1_port[cg-2-workers]=$CG2W h2_port[cg-2-workers]=$CG2W
 fi
 declare -A res
+protos=(h1 h2)
+((RATE > 0)) && protos+=(rate)
 
 echo "warm path: $ROUNDS round(s) x ${DUR}s per cell" >&2
 for round in $(seq 1 "$ROUNDS"); do
@@ -227,11 +240,13 @@ for round in $(seq 1 "$ROUNDS"); do
         order=()
         for ((i = ${#targets[@]} - 1; i >= 0; i--)); do order+=("${targets[$i]}"); done
     fi
-    for proto in h1 h2; do
+    for proto in "${protos[@]}"; do
         for target in "${order[@]}"; do
             cpu_before=$(cpu_ticks "${server_pid[$target]}")
             if [[ $proto == h1 ]]; then
                 line=$(run_h1 "${h1_port[$target]}" "$DUR")
+            elif [[ $proto == rate ]]; then
+                line=$(run_rate "${h1_port[$target]}" "$DUR")
             else
                 line=$(run_h2 "${h2_port[$target]}" "$DUR")
             fi
@@ -262,13 +277,17 @@ ratio() { # proto, target, reference target, [field]
 warm_table() {
     echo "| test | target | req/s | p50 ms | p99 ms | errors | × nginx | × direct | p99 − nginx p99 ms | CPU µs/req | CPU × nginx |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for proto in h1 h2; do
+    for proto in "${protos[@]}"; do
         n_p99=$(med $proto nginx 3)
         for target in "${targets[@]}"; do
             rps=$(med $proto "$target" 1) p50=$(med $proto "$target" 2) p99=$(med $proto "$target" 3)
             err=$(med $proto "$target" 4)
             dp99=$(awk -v a="$p99" -v b="$n_p99" 'BEGIN { printf "%+.3f", a - b }')
-            label=$([[ $proto == h1 ]] && echo "warm h1 (wrk)" || echo "warm h2c (h2load)")
+            case $proto in
+            h1) label="warm h1 (wrk)" ;;
+            h2) label="warm h2c (h2load)" ;;
+            rate) label="warm h1 at ${RATE} req/s (wrk, $rate_conns conns)" ;;
+            esac
             echo "| $label | $target | $rps | $p50 | $p99 | $err | $(ratio $proto "$target" nginx) | $(ratio $proto "$target" direct) | $dp99 | $(med $proto "$target" 5) | $(ratio $proto "$target" nginx 5) |"
         done
     done
@@ -296,10 +315,19 @@ EOF
 echo "cold path: ${COLD_DUR}s of distinct tokens" >&2
 ex_re='domain="fast"'
 before=$(metric $CG_ADMIN chaingate_token_exchanges_total "$ex_re")
+cold_cpu_before=$(cpu_ticks "${server_pid[chaingate]}")
 cold=$(run_h1 $CG "$COLD_DUR" -s "$dir/cold.lua")
+cold_cpu=$(($(cpu_ticks "${server_pid[chaingate]}") - cold_cpu_before))
 after=$(metric $CG_ADMIN chaingate_token_exchanges_total "$ex_re")
 cold_exchanges=$((after - before))
-echo "  cold: $cold exchanges=$cold_exchanges" >&2
+# chaingate's own CPU per exchange (the token server runs on the load CPU): client auth, the
+# token request and its JSON, the cache insert, and the forwarded request around it.
+cold_cpu_us=$(awk -v t="$cold_cpu" -v hz="$(getconf CLK_TCK)" -v e="$cold_exchanges" \
+    'BEGIN { printf "%.1f", (e > 0 ? t / hz * 1e6 / e : 0) }')
+# With CONNS callers each waiting TOKEN_LATENCY_MS per exchange, the token server alone allows
+# at most this many exchanges per second.
+cold_bound=$(awk -v c="$CONNS" -v l="$TOKEN_LATENCY_MS" 'BEGIN { printf "%.0f", c * 1000 / l }')
+echo "  cold: $cold exchanges=$cold_exchanges cpu_us_per_exchange=$cold_cpu_us" >&2
 
 burst_rows=()
 for n in $BURSTS; do
@@ -351,7 +379,7 @@ echo "chaingate load bench, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPU ($cpu), mo
 echo
 warm_table
 read -r c_rps c_p50 c_p99 c_err <<<"$cold"
-echo "| cold: distinct tokens, STS ${TOKEN_LATENCY_MS} ms | chaingate | $c_rps | $c_p50 | $c_p99 | $c_err | | | | | exchanges/s $(awk -v e="$cold_exchanges" -v d="$COLD_DUR" 'BEGIN { printf "%.0f", e / d }') |"
+echo "| cold: distinct tokens, STS ${TOKEN_LATENCY_MS} ms | chaingate | $c_rps | $c_p50 | $c_p99 | $c_err | | | | | exchanges/s $(awk -v e="$cold_exchanges" -v d="$COLD_DUR" 'BEGIN { printf "%.0f", e / d }') (the token server's bound: $cold_bound), chaingate CPU **$cold_cpu_us µs per exchange** |"
 for row in "${burst_rows[@]}"; do
     IFS='|' read -r n ex miss out <<<"$row"
     echo "| burst: $n concurrent, 1 new token, STS 100 ms | chaingate | | | | | | | | | exchanges = **$ex**, misses = $miss, ${out#burst }|"

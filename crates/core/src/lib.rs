@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod drain;
+mod linger;
 pub mod metrics;
 mod pem;
 pub mod serve;

@@ -3,6 +3,7 @@
 //!
 //! Connections are tracked by hyper-util's `GracefulShutdown`, so a drain sends HTTP/1
 //! `Connection: close` on the next response and an HTTP/2 GOAWAY, then waits for in-flight work.
+//! A connection the server ends while the client may still be sending lingers (see `linger`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::drain::Watch;
+use crate::linger::Lingering;
 
 /// Where a request came from, as the listener saw it.
 #[derive(Debug, Clone)]
@@ -103,8 +105,9 @@ pub async fn serve<S, F, B>(
                     let watcher = graceful.watcher();
                     let tls = tls.clone();
                     tokio::spawn(async move {
-                        let _slot = slot;
                         let _ = stream.set_nodelay(true);
+                        // The slot goes with the socket: held until it is really closed.
+                        let stream = Lingering::new(stream, slot);
                         match tls {
                             None => connection.serve(TokioIo::new(stream), watcher).await,
                             Some(acceptor) => {

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{
+    HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use http::{Response, StatusCode};
 
 use crate::Body;
@@ -32,6 +34,11 @@ pub(crate) enum Error {
     /// (`insufficient_claims`, a step-up); relayed so the caller's client can act on it.
     #[error("the token server needs the user: {0}")]
     ChallengeRelayed(&'static str),
+    /// Caller: the request's body framing is ambiguous (RFC 9112 §6.1: `chunked` applied more
+    /// than once). Answered 400 with `Connection: close`: the rest of the connection cannot be
+    /// parsed safely (RFC 9112 §6.3).
+    #[error("bad message framing: {0}")]
+    BadFraming(&'static str),
     /// Caller: the request target is longer than `limits.max_uri_bytes`.
     #[error("request target too long")]
     UriTooLong,
@@ -117,6 +124,9 @@ impl Error {
                 "the access token does not allow this request",
             )
             .challenge("Bearer realm=\"chaingate\", error=\"insufficient_scope\""),
+            Self::BadFraming(why) => {
+                respond(StatusCode::BAD_REQUEST, "invalid_request", why).close()
+            }
             Self::UriTooLong => respond(
                 StatusCode::URI_TOO_LONG,
                 "uri_too_long",
@@ -198,6 +208,14 @@ impl Synthetic {
     }
 
     fn done(self) -> Response<Body> {
+        self.0
+    }
+
+    /// The connection ends after this response (hyper closes it on `Connection: close`).
+    fn close(mut self) -> Response<Body> {
+        self.0
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
         self.0
     }
 }

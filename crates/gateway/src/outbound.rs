@@ -249,7 +249,21 @@ pub(crate) async fn forward(
         version: request.version(),
         headers: request.headers().clone(),
     });
-    let request = request.map(|body| forwarded(body, body_idle));
+    // hyper removed Content-Length when Transfer-Encoding came with it (RFC 9112 §6.3), so a
+    // body without a length is the chunked one.
+    let chunked = !request.headers().contains_key(header::CONTENT_LENGTH);
+    let (parts, body) = request.into_parts();
+    let mut body = forwarded(body, body_idle);
+    if chunked && !body.is_end_stream() {
+        // Boxed: the rare chunked upload should not grow every request's future.
+        body = Box::pin(body::first_frame(body, body_idle))
+            .await
+            .map_err(|e| {
+                tracing::debug!(error = %e, source = %e.0, "request body refused");
+                Error::BadFraming("malformed chunked body")
+            })?;
+    }
+    let request = Request::from_parts(parts, body);
     let response = send(client, request, response_timeout).await?;
     Ok((response, replay))
 }

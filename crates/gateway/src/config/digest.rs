@@ -56,6 +56,10 @@ impl Config {
             "limits.max_headers",
         );
         check(
+            self.limits.max_header_bytes != next.limits.max_header_bytes,
+            "limits.max_header_bytes",
+        );
+        check(
             self.limits.max_connections != next.limits.max_connections,
             "limits.max_connections",
         );

@@ -264,6 +264,7 @@ pub(crate) struct FileLimits {
     pub(crate) max_uri_bytes: usize,
     pub(crate) max_token_bytes: usize,
     pub(crate) max_headers: usize,
+    pub(crate) max_header_bytes: usize,
     pub(crate) max_h2_streams: u32,
     #[serde(deserialize_with = "duration")]
     pub(crate) retry_after: Duration,
@@ -277,6 +278,8 @@ impl Default for FileLimits {
             max_uri_bytes: 8 * 1024,
             max_token_bytes: 8 * 1024,
             max_headers: 100,
+            // Envoy's default (`max_request_headers_kb` = 60).
+            max_header_bytes: 60 * 1024,
             max_h2_streams: 256,
             retry_after: Duration::from_secs(5),
         }

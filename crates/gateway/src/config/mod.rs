@@ -129,6 +129,9 @@ pub struct Limits {
     pub max_token_bytes: usize,
     /// Header fields in an HTTP/1 request; more get 431 (restart-only).
     pub max_headers: usize,
+    /// Bytes in a request head (request line and all fields; HTTP/2: the header list); more get
+    /// 431 before authentication or exchange (restart-only).
+    pub max_header_bytes: usize,
     /// Concurrent HTTP/2 streams per inbound connection (restart-only).
     pub max_h2_streams: u32,
     /// `Retry-After` sent with 503s that have no better estimate.
@@ -295,6 +298,15 @@ impl Config {
                 max_uri_bytes: limits.max_uri_bytes,
                 max_token_bytes: limits.max_token_bytes,
                 max_headers: limits.max_headers,
+                max_header_bytes: match limits.max_header_bytes {
+                    n if (MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) => n,
+                    _ => {
+                        return Err(ConfigError::key(
+                            "limits.max_header_bytes",
+                            format!("between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES} bytes"),
+                        ))
+                    }
+                },
                 max_h2_streams: limits.max_h2_streams,
                 retry_after: limits.retry_after,
             },
@@ -336,6 +348,11 @@ impl Config {
         })
     }
 }
+
+/// hyper's smallest HTTP/1 read buffer, which bounds the request head.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+/// Past this a head is an attack, not a request (nginx's largest default is 4 × 8 KiB).
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
 
 /// The largest access log batch: past a few MiB a batch only delays lines and holds memory.
 const MAX_ACCESS_LOG_BUFFER: usize = 16 * 1024 * 1024;

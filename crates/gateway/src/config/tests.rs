@@ -250,3 +250,24 @@ fn access_log_batching_has_nginx_like_defaults_and_bounds() {
     assert!(error_for(&with("access_log_buffer = 99999999")).contains("log.access_log_buffer"));
     assert!(error_for(&with("access_log_buffer = \"64k\"")).contains("log.access_log_buffer"));
 }
+
+#[test]
+fn max_header_bytes_defaults_to_envoys_60_kib_and_is_bounded() {
+    assert_eq!(
+        Config::from_toml(MINIMAL).unwrap().limits.max_header_bytes,
+        60 * 1024
+    );
+    let with = |v: &str| format!("{MINIMAL}\n[limits]\nmax_header_bytes = {v}\n");
+    assert_eq!(
+        Config::from_toml(&with("16384"))
+            .unwrap()
+            .limits
+            .max_header_bytes,
+        16384
+    );
+    // Below hyper's smallest read buffer, or past any real head.
+    for bad in ["4096", "2000000"] {
+        let e = error_for(&with(bad));
+        assert!(e.contains("limits.max_header_bytes"), "{e}");
+    }
+}

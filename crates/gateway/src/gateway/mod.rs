@@ -1,4 +1,4 @@
-//! The request path: route → shed → authn → tokens → outbound → feedback, in one function
+//! The request path: route → framing → shed → authn → tokens → outbound → feedback, in one function
 //! ([`Gateway::handle`]). Each phase is a module of its own; this one only puts them in order
 //! and records what happened.
 
@@ -20,7 +20,7 @@ use crate::outbound::{self, Peer, UpstreamClient};
 use crate::shed::Shed;
 use crate::tokens::{DomainTokens, Lookup, TokensMetrics};
 use crate::validate::InboundValidator;
-use crate::{feedback, Body};
+use crate::{feedback, inbound, Body};
 use chaingate_oauth::remote::SharedClient;
 
 mod metrics;
@@ -146,6 +146,9 @@ impl Gateway {
             // target, and an oversized target is refused before anything reads it.
             let route = self.route(&request)?;
             outcome.route = Some(route);
+            // framing: a body two parsers could delimit differently is refused here, before
+            // any phase spends work on it or a byte goes upstream (RFC 9112 §6.1).
+            inbound::framing(&request)?;
             // shed: refuse at once rather than queue when too many requests are in flight.
             let _permit = self.shed.admit()?;
             // authn: exactly one bearer token (RFC 6750 §2.1), optionally validated locally.

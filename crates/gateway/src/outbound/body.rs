@@ -19,6 +19,8 @@ pub(crate) type UpstreamBody = Either<IdleTimeout<Incoming>, Empty<Bytes>>;
 /// Fails the body if the caller sends nothing for `idle` while it is being forwarded, so a
 /// caller that stops mid-body cannot hold an upstream connection forever.
 pub(crate) struct IdleTimeout<B> {
+    /// A frame already read from `inner` (see [`first_frame`]), sent before the rest.
+    first: Option<Frame<Bytes>>,
     inner: B,
     // Boxed so the body stays `Unpin`, as hyper-util's client requires.
     sleep: Pin<Box<Sleep>>,
@@ -37,6 +39,7 @@ impl<B> IdleTimeout<B> {
     /// Wraps `inner`; the deadline restarts with every frame the caller sends.
     pub(crate) fn new(inner: B, idle: Duration) -> Self {
         Self {
+            first: None,
             inner,
             sleep: Box::pin(tokio::time::sleep(idle)),
             idle,
@@ -61,6 +64,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             this.sleep.as_mut().reset(Instant::now() + this.idle);
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
@@ -70,7 +76,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.first.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -85,6 +91,35 @@ pub(crate) fn forwarded(body: Incoming, idle: Duration) -> UpstreamBody {
         return empty();
     }
     Either::Left(IdleTimeout::new(body, idle))
+}
+
+/// The caller's chunked body failed to parse before its first frame (e.g. a chunk size that
+/// overflows, RFC 9112 §7.1): the caller's fault, known before anything went upstream.
+#[derive(Debug, thiserror::Error)]
+#[error("the chunked request body is malformed")]
+pub(crate) struct MalformedBody(#[source] pub(crate) hyper::Error);
+
+/// Reads the first frame of a chunked body before the request goes upstream, so a malformed
+/// chunk size is refused with 400 rather than found after the upstream request started (then
+/// the only answer left would be 502 on a half-sent request). Only for bodies without a
+/// `Content-Length`: those with one had their framing checked with the head, and their size hint
+/// must stay exact for the upstream request's own framing. Waits at most `idle`, as the
+/// forwarding would; a caller that sends nothing by then is forwarded and times out as before.
+pub(crate) async fn first_frame(
+    body: UpstreamBody,
+    idle: Duration,
+) -> Result<UpstreamBody, MalformedBody> {
+    let Either::Left(mut body) = body else {
+        return Ok(body);
+    };
+    let next = std::future::poll_fn(|cx| Pin::new(&mut body.inner).poll_frame(cx));
+    match tokio::time::timeout(idle, next).await {
+        Ok(Some(Ok(frame))) => body.first = Some(frame),
+        Ok(Some(Err(e))) => return Err(MalformedBody(e)),
+        Ok(None) | Err(_) => {}
+    }
+    body.sleep.as_mut().reset(Instant::now() + idle);
+    Ok(Either::Left(body))
 }
 
 /// No body: for sending a bodyless request again.

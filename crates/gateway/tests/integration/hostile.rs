@@ -56,50 +56,63 @@ fn canary() -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ambiguous_framing_is_refused_or_reframed_never_smuggled() {
-    let (_sts, upstream, gw) = setup().await;
-    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: gw\r\n\r\n";
-    let cases: Vec<(&str, String)> = vec![
-        // CL + TE (RFC 9112 §6.3): TE wins or the request is refused.
-        ("cl+te", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}", auth())),
+    let (sts, upstream, gw) = setup().await;
+    // The smuggled request carries a valid token: if any case desynchronised the gateway's parse
+    // from the bytes sent, it would be forwarded and the upstream would record /smuggled.
+    let smuggled = format!("GET /smuggled HTTP/1.1\r\nHost: gw\r\n{}\r\n", auth());
+    // (name, bytes, the exact statuses answered, requests the upstream receives from the case)
+    let cases: Vec<(&str, String, &[u16], usize)> = vec![
+        // CL + TE (RFC 9112 §6.1): the body is framed by TE alone and the connection closes after
+        // the answer, so what CL would have framed is never read as a request.
+        ("cl+te", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}", auth()), &[200], 1),
+        ("te+cl", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\n{smuggled}", auth()), &[200], 1),
         // Two different Content-Lengths (CVE-2021-32715 family).
-        ("double cl", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Content-Length: 5\r\nContent-Length: 40\r\n\r\nhello{smuggled}", auth())),
-        ("plus cl", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Content-Length: +5\r\n\r\nhello{smuggled}", auth())),
-        ("hex cl", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Content-Length: 0x5\r\n\r\nhello{smuggled}", auth())),
-        // Transfer-Encoding twice, or not ending in chunked (CVE-2021-21299).
-        ("te twice", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}", auth())),
-        ("te identity", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{smuggled}", auth())),
-        // Chunk-size overflow (CVE-2021-32714) and funky chunk extensions (CVE-2025-55315).
-        ("chunk overflow", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF1\r\nx\r\n0\r\n\r\n{smuggled}", auth())),
-        ("bare lf chunk ext", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\n\r\n5;a=b\nhello\r\n0\r\n\r\n{smuggled}", auth())),
+        ("double cl", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Content-Length: 5\r\nContent-Length: 40\r\n\r\nhello{smuggled}", auth()), &[400], 0),
+        ("plus cl", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Content-Length: +5\r\n\r\nhello{smuggled}", auth()), &[400], 0),
+        ("hex cl", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Content-Length: 0x5\r\n\r\nhello{smuggled}", auth()), &[400], 0),
+        // chunked applied twice (RFC 9112 §6.1; CVE-2021-21299): refused before the upstream.
+        ("te twice", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}", auth()), &[400], 0),
+        ("te chunked, chunked", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n{smuggled}", auth()), &[400], 0),
+        ("te identity", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{smuggled}", auth()), &[400], 0),
+        // Chunk-size overflow (CVE-2021-32714) and funky chunk extensions (CVE-2025-55315):
+        // found in the first chunk, so refused before the upstream sees the request at all.
+        ("chunk overflow", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF1\r\nx\r\n0\r\n\r\n{smuggled}", auth()), &[400], 0),
+        ("bare lf chunk ext", format!("POST /a HTTP/1.1\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\n\r\n5;a=b\nhello\r\n0\r\n\r\n{smuggled}", auth()), &[400], 0),
         // TE on HTTP/1.0 (CVE-2026-2835).
-        ("te on 1.0", format!("POST /a HTTP/1.0\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}", auth())),
+        ("te on 1.0", format!("POST /a HTTP/1.0\r\nHost: gw\r\n{}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}", auth()), &[400], 0),
         // Bad bytes in fields (CVE-2019-9900) and obsolete line folding.
-        ("nul in value", format!("GET /a HTTP/1.1\r\nHost: gw\r\n{}X-Bad: a\0b\r\n\r\n{smuggled}", auth())),
-        ("obs-fold", format!("GET /a HTTP/1.1\r\nHost: gw\r\n{}X-Folded: a\r\n b\r\n\r\n{smuggled}", auth())),
+        ("nul in value", format!("GET /a HTTP/1.1\r\nHost: gw\r\n{}X-Bad: a\0b\r\n\r\n{smuggled}", auth()), &[400], 0),
+        ("obs-fold", format!("GET /a HTTP/1.1\r\nHost: gw\r\n{}X-Folded: a\r\n b\r\n\r\n{smuggled}", auth()), &[400], 0),
     ];
-    for (name, raw) in cases {
+    for (name, raw, expected, forwarded) in cases {
+        let before = upstream.received().len();
         let answer = exchange_raw(gw.addr, raw.as_bytes()).await;
-        let codes = statuses(&answer);
-        assert!(!codes.is_empty(), "{name}: no answer at all");
-        eprintln!("{name}: {codes:?}");
-        // 400: refused at the head. 502: a body framing error found while streaming aborts the
-        // upstream request (the upstream sees a truncated request, never a second one). 200: the
-        // request was re-framed and forwarded once.
-        assert!(
-            matches!(codes[0], 400 | 502 | 200),
-            "{name}: first answer {codes:?}\n{answer}"
+        assert_eq!(statuses(&answer), expected, "{name}:\n{answer}");
+        let seen = upstream.received();
+        assert_eq!(
+            seen.len() - before,
+            forwarded,
+            "{name}: {:?}",
+            &seen[before..]
         );
+        for seen in &seen[before..] {
+            assert_eq!(seen.uri, "/a", "{name}: {seen:?}");
+            assert!(
+                seen.header("transfer-encoding").is_none()
+                    || seen.header("content-length").is_none(),
+                "{name}: both framings forwarded: {seen:?}"
+            );
+        }
     }
-    for seen in upstream.received() {
-        assert!(
-            !seen.uri.contains("smuggled"),
-            "a smuggled request reached the upstream: {seen:?}"
-        );
-        assert!(
-            seen.header("transfer-encoding").is_none() || seen.header("content-length").is_none(),
-            "both framings forwarded: {seen:?}"
-        );
-    }
+    assert!(
+        upstream
+            .received()
+            .iter()
+            .all(|r| !r.uri.contains("smuggled")),
+        "a smuggled request reached the upstream"
+    );
+    // Only the two forwarded cases cost an exchange (the same token, so one), never a refusal.
+    assert_eq!(sts.calls(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -173,6 +186,61 @@ async fn oversized_heads_are_refused_with_431() {
         &answer[..answer.len().min(200)]
     );
     assert_eq!(sts.calls(), 0);
+}
+
+fn with_field(bytes: usize) -> String {
+    format!(
+        "GET /a HTTP/1.1\r\nHost: gw\r\n{}X-Big: {}\r\nConnection: close\r\n\r\n",
+        auth(),
+        "a".repeat(bytes)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_past_max_header_bytes_gets_431_before_authn_and_exchange() {
+    // The default (60 KiB, as Envoy): a 100 KB field is refused, a 40 KB one forwarded.
+    let (sts, upstream, gw) = setup().await;
+    let answer = exchange_raw(gw.addr, with_field(100 * 1024).as_bytes()).await;
+    assert_eq!(
+        statuses(&answer),
+        [431],
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert_eq!((sts.calls(), upstream.received().len()), (0, 0));
+    let answer = exchange_raw(gw.addr, with_field(40 * 1024).as_bytes()).await;
+    assert_eq!(
+        statuses(&answer),
+        [200],
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert_eq!((sts.calls(), upstream.received().len()), (1, 1));
+
+    // Configured lower: the key moves the line.
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&config(
+        &sts.url(),
+        &upstream.url(),
+        "[limits]\nmax_header_bytes = 16384\n",
+    ))
+    .await;
+    let answer = exchange_raw(gw.addr, with_field(20 * 1024).as_bytes()).await;
+    assert_eq!(
+        statuses(&answer),
+        [431],
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert_eq!((sts.calls(), upstream.received().len()), (0, 0));
+    let answer = exchange_raw(gw.addr, with_field(10 * 1024).as_bytes()).await;
+    assert_eq!(
+        statuses(&answer),
+        [200],
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
