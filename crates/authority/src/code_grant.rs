@@ -104,7 +104,14 @@ pub(crate) fn authorization_code(
                 state.refresh.revoke_family(family);
             }
             if let Some((jti, exp)) = used.jti {
-                let _ = state.revoked.insert(jti, exp);
+                // Never skipped: a full revocation list gives up the entry closest to expiry.
+                if let Some(until) = state.revoked.insert_evicting(jti, exp) {
+                    tracing::error!(
+                        client_id = %client.id,
+                        reinstated_for_secs = until.saturating_sub(chaingate_oauth::util::now_secs()),
+                        "revocation list full: an older revocation was dropped to record this one"
+                    );
+                }
             }
             tracing::warn!(client_id = %client.id, "authorization code replayed; its tokens are revoked");
             return Err(OAuthError::invalid_grant("code was already used"));

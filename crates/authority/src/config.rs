@@ -369,3 +369,50 @@ fn check_issuer(issuer: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every inline secret an authority config can hold.
+    const WITH_SECRETS: &str = r#"
+listen = "127.0.0.1:0"
+users = [{ username = "alice", password = "user-password-value" }]
+
+[[clients]]
+client_id = "gw"
+client_secret = "client-secret-value"
+
+[[trusted_issuers]]
+issuer = "https://a.example"
+audiences = ["x"]
+introspection_client_secret = "introspection-secret-value"
+
+[registration]
+initial_access_tokens = ["initial-access-token-value"]
+
+[reciprocal]
+token_endpoint = "https://b.example/token"
+client_id = "agent"
+client_secret = "reciprocal-secret-value"
+"#;
+
+    #[test]
+    fn raw_config_debug_shows_no_secret() {
+        let raw: RawConfig = parse_toml(WITH_SECRETS).unwrap();
+        let shown = format!("{raw:?}");
+        for value in [
+            "user-password",
+            "client-secret",
+            "introspection-secret",
+            "initial-access",
+            "reciprocal-secret",
+        ] {
+            assert!(!shown.contains(value), "{value}: {shown}");
+        }
+        assert!(
+            shown.contains("alice") && shown.contains("redacted"),
+            "{shown}"
+        );
+    }
+}

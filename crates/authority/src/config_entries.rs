@@ -10,7 +10,7 @@ use super::config::{
     KeySource, TrustedIssuer,
 };
 use super::parties::{check_redirect_uri, Parties};
-use chaingate_core::config::ConfigError;
+use chaingate_core::config::{ConfigError, SecretText};
 use chaingate_oauth::keys::{parse_asymmetric_alg, KeySet, DEFAULT_ALGORITHMS};
 use chaingate_oauth::secret::Secret;
 use chaingate_oauth::util::{join_scope, parse_scope};
@@ -19,7 +19,7 @@ use chaingate_oauth::util::{join_scope, parse_scope};
 #[serde(deny_unknown_fields)]
 pub(super) struct RawClient {
     client_id: String,
-    client_secret: Option<String>,
+    client_secret: Option<SecretText>,
     client_secret_file: Option<PathBuf>,
     jwks_file: Option<PathBuf>,
     auth_method: Option<String>,
@@ -57,7 +57,7 @@ pub(super) struct RawIssuer {
     allow_insecure_http: bool,
     introspection_endpoint: Option<String>,
     introspection_client_id: Option<String>,
-    introspection_client_secret: Option<String>,
+    introspection_client_secret: Option<SecretText>,
     introspection_cache_ttl: Option<String>,
 }
 
@@ -78,7 +78,7 @@ pub(super) fn validate_client(
                 "set client_secret or client_secret_file, not both",
             ))
         }
-        (Some(s), None) => Some(Secret::new(s.as_str())),
+        (Some(s), None) => Some(Secret::new(s.expose())),
         (None, Some(path)) => {
             let text = read_relative(base, &key("client_secret_file"), path)?;
             Some(Secret::new(text.trim_end_matches(['\r', '\n'])))
@@ -102,29 +102,40 @@ pub(super) fn validate_client(
             "public = true goes with auth_method = \"none\" (and only with it)",
         ));
     }
-    let auth = match (method, secret, &c.jwks_file) {
-        ("none", None, None) => ClientAuthMethod::None,
-        ("none", _, _) => {
-            return Err(ConfigError::key(key("public"), "a public client has no secret and no jwks_file"))
-        }
-        ("client_secret_basic", Some(s), None) => ClientAuthMethod::SecretBasic(s),
-        ("client_secret_post", Some(s), None) => ClientAuthMethod::SecretPost(s),
-        ("private_key_jwt", None, Some(path)) => {
-            let text = read_relative(base, &key("jwks_file"), path)?;
-            let set = KeySet::from_jwks(text.as_bytes(), DEFAULT_ALGORITHMS)
-                .map_err(|m| ConfigError::key(key("jwks_file"), m))?;
-            ClientAuthMethod::PrivateKeyJwt(set)
-        }
-        ("client_secret_basic" | "client_secret_post", _, _) => {
-            return Err(ConfigError::key(key("auth_method"), format!("{method} needs client_secret or client_secret_file and no jwks_file")))
-        }
-        ("private_key_jwt", _, _) => {
-            return Err(ConfigError::key(key("auth_method"), "private_key_jwt needs jwks_file and no client secret"))
-        }
-        _ => {
-            return Err(ConfigError::key(key("auth_method"), format!("unknown method `{method}` (client_secret_basic, client_secret_post, private_key_jwt, none)")))
-        }
-    };
+    let auth =
+        match (method, secret, &c.jwks_file) {
+            ("none", None, None) => ClientAuthMethod::None,
+            ("none", _, _) => {
+                return Err(ConfigError::key(
+                    key("public"),
+                    "a public client has no secret and no jwks_file",
+                ))
+            }
+            ("client_secret_basic", Some(s), None) => ClientAuthMethod::SecretBasic(s),
+            ("client_secret_post", Some(s), None) => ClientAuthMethod::SecretPost(s),
+            ("private_key_jwt", None, Some(path)) => {
+                let text = read_relative(base, &key("jwks_file"), path)?;
+                let set = KeySet::from_jwks(text.as_bytes(), DEFAULT_ALGORITHMS)
+                    .map_err(|m| ConfigError::key(key("jwks_file"), m))?;
+                ClientAuthMethod::PrivateKeyJwt(set)
+            }
+            ("client_secret_basic" | "client_secret_post", _, _) => {
+                return Err(ConfigError::key(
+                    key("auth_method"),
+                    format!("{method} needs client_secret or client_secret_file and no jwks_file"),
+                ))
+            }
+            ("private_key_jwt", _, _) => {
+                return Err(ConfigError::key(
+                    key("auth_method"),
+                    "private_key_jwt needs jwks_file and no client secret",
+                ))
+            }
+            _ => return Err(ConfigError::key(
+                key("auth_method"),
+                "unknown method (client_secret_basic, client_secret_post, private_key_jwt, none)",
+            )),
+        };
     let mut grants = BTreeSet::new();
     for (g, name) in c.grants.iter().enumerate() {
         grants.insert(match name.as_str() {
@@ -137,10 +148,10 @@ pub(super) fn validate_client(
             "authorization_code" => Grant::AuthorizationCode,
             "refresh_token" => Grant::RefreshToken,
             "reciprocal" | super::reciprocal::RECIPROCAL => Grant::Reciprocal,
-            other => {
+            _ => {
                 return Err(ConfigError::key(
                     key(&format!("grants[{g}]")),
-                    format!("unknown grant `{other}` (client_credentials, chain, token-exchange, jwt-bearer, authorization_code, refresh_token, reciprocal)"),
+                    "unknown grant (client_credentials, chain, token-exchange, jwt-bearer, authorization_code, refresh_token, reciprocal)",
                 ))
             }
         });
@@ -259,7 +270,7 @@ pub(super) fn validate_issuer(
             KeySource::Introspection(IntrospectionSource {
                 endpoint,
                 client_id: id.clone(),
-                client_secret: Secret::new(secret.as_str()),
+                client_secret: Secret::new(secret.expose()),
                 cache_ttl: duration(
                     &key("introspection_cache_ttl"),
                     t.introspection_cache_ttl.as_deref(),

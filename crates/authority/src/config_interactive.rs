@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::config::{duration, read_relative, Client, Grant};
-use chaingate_core::config::ConfigError;
+use chaingate_core::config::{ConfigError, SecretText};
 use chaingate_oauth::secret::Secret;
 use chaingate_oauth::util::parse_scope;
 
@@ -16,7 +16,7 @@ use chaingate_oauth::util::parse_scope;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUser {
     username: String,
-    password: Option<String>,
+    password: Option<SecretText>,
     password_file: Option<PathBuf>,
 }
 
@@ -24,7 +24,7 @@ pub(super) struct RawUser {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRegistration {
     #[serde(default)]
-    initial_access_tokens: Vec<String>,
+    initial_access_tokens: Vec<SecretText>,
     initial_access_token_file: Option<PathBuf>,
     #[serde(default)]
     scope: String,
@@ -107,7 +107,7 @@ pub(super) fn validate_interactive(
             return Err(ConfigError::key(key("username"), "duplicate username"));
         }
         let password = match (u.password, &u.password_file) {
-            (Some(p), None) => p,
+            (Some(p), None) => p.expose().to_string(),
             (None, Some(path)) => read_relative(base, &key("password_file"), path)?
                 .trim_end_matches(['\r', '\n'])
                 .to_string(),
@@ -174,7 +174,7 @@ fn validate_registration(
     let mut tokens: Vec<Secret> = r
         .initial_access_tokens
         .iter()
-        .map(|t| Secret::new(t.as_str()))
+        .map(|t| Secret::new(t.expose()))
         .collect();
     if let Some(path) = &r.initial_access_token_file {
         let text = read_relative(base, "registration.initial_access_token_file", path)?;

@@ -78,8 +78,10 @@ pub(crate) struct Session {
     pub(crate) user: Option<String>,
 }
 
-/// A validated authorization request waiting for sign-in and consent.
-#[derive(Debug, Clone)]
+/// A validated authorization request waiting for sign-in and consent. Its `Debug` leaves out the
+/// session id and the anti-CSRF token (either lets a holder act as the user's browser) and the
+/// client's `state` and PKCE challenge.
+#[derive(Clone)]
 pub(crate) struct Pending {
     /// The session it was started in: forms must come with that session's cookie.
     pub(crate) session: String,
@@ -96,6 +98,26 @@ pub(crate) struct Pending {
     /// A reciprocal consent (`GET /reciprocal/consent`): approval records the consent for
     /// `client_id` (the recipient) and shows a page; no code, no redirect.
     pub(crate) reciprocal: bool,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("session", &"[redacted]")
+            .field("csrf", &"[redacted]")
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("redirect_given", &self.redirect_given)
+            .field("state", &self.state.as_ref().map(|_| "[redacted]"))
+            .field("scope", &self.scope)
+            .field("include_granted", &self.include_granted)
+            .field(
+                "code_challenge",
+                &self.code_challenge.as_ref().map(|_| "[redacted]"),
+            )
+            .field("reciprocal", &self.reciprocal)
+            .finish()
+    }
 }
 
 /// An issued authorization code (stored by digest).
@@ -209,5 +231,26 @@ mod tests {
         assert!(map.insert("b".into(), 3, now_secs() + 60));
         assert!(map.insert("c".into(), 4, now_secs() + 60));
         assert!(!map.insert("d".into(), 5, now_secs() + 60));
+    }
+
+    #[test]
+    fn pending_debug_shows_no_session_csrf_or_state() {
+        let pending = Pending {
+            session: "session-id-value".into(),
+            csrf: "csrf-token-value".into(),
+            client_id: "web".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            redirect_given: true,
+            state: Some("state-value".into()),
+            scope: BTreeSet::from(["read".to_string()]),
+            include_granted: false,
+            code_challenge: Some("challenge-value".into()),
+            reciprocal: false,
+        };
+        let shown = format!("{pending:?}");
+        for value in ["session-id", "csrf-token", "state-value", "challenge-value"] {
+            assert!(!shown.contains(value), "{shown}");
+        }
+        assert!(shown.contains("web") && shown.contains("read"), "{shown}");
     }
 }

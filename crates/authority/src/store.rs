@@ -46,6 +46,32 @@ impl ExpiringSet {
         Ok(())
     }
 
+    /// Remembers `key` until `expires_at` whatever the fill: a revocation that must not be lost
+    /// (a replayed authorization code, RFC 6749 §4.1.2). When the set is full of live entries,
+    /// the one closest to its own expiry makes room, and its expiry is returned so the caller can
+    /// say so: that token is valid again for at most that long.
+    pub(crate) fn insert_evicting(&self, key: String, expires_at: u64) -> Option<u64> {
+        let now = now_secs();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut evicted = None;
+        if !entries.contains_key(&key) && entries.len() >= self.capacity {
+            entries.retain(|_, exp| *exp >= now);
+            if entries.len() >= self.capacity {
+                let soonest = entries
+                    .iter()
+                    .min_by_key(|(_, exp)| **exp)
+                    .map(|(k, exp)| (k.clone(), *exp));
+                if let Some((k, exp)) = soonest {
+                    entries.remove(&k);
+                    evicted = Some(exp);
+                }
+            }
+        }
+        let exp = entries.entry(key).or_insert(expires_at);
+        *exp = (*exp).max(expires_at);
+        evicted
+    }
+
     pub(crate) fn contains(&self, key: &str) -> bool {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.get(key).is_some_and(|&exp| exp >= now_secs())
@@ -77,5 +103,19 @@ mod tests {
             set.insert("w".into(), now_secs() + 60),
             Err(InsertError::Full)
         );
+    }
+
+    #[test]
+    fn a_revocation_that_must_take_evicts_the_soonest_to_expire() {
+        let set = ExpiringSet::new(2);
+        let now = now_secs();
+        set.insert("far".into(), now + 600).unwrap();
+        set.insert("near".into(), now + 60).unwrap();
+        assert_eq!(set.insert("new".into(), now + 300), Err(InsertError::Full));
+        assert_eq!(set.insert_evicting("new".into(), now + 300), Some(now + 60));
+        assert!(set.contains("new") && set.contains("far") && !set.contains("near"));
+        // Room, or already there: nothing is evicted.
+        assert_eq!(set.insert_evicting("new".into(), now + 300), None);
+        assert!(set.contains("far"));
     }
 }

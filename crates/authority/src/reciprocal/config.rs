@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::super::config::{duration, read_relative, Client, Grant};
 use super::super::config_entries::check_remote_uri;
-use chaingate_core::config::ConfigError;
+use chaingate_core::config::{ConfigError, SecretText};
 use chaingate_oauth::secret::Secret;
 use chaingate_oauth::util::parse_scope;
 
@@ -20,7 +20,7 @@ use chaingate_oauth::util::parse_scope;
 pub(crate) struct RawReciprocal {
     token_endpoint: String,
     client_id: String,
-    client_secret: Option<String>,
+    client_secret: Option<SecretText>,
     client_secret_file: Option<PathBuf>,
     auth_method: Option<String>,
     ca_file: Option<PathBuf>,
@@ -71,7 +71,7 @@ pub(crate) fn validate_redeemer(
         ));
     }
     let client_secret = match (raw.client_secret, &raw.client_secret_file) {
-        (Some(s), None) => Secret::new(s),
+        (Some(s), None) => Secret::new(s.expose()),
         (None, Some(path)) => Secret::new(
             read_relative(base, "reciprocal.client_secret_file", path)?
                 .trim_end_matches(['\r', '\n']),
@@ -92,10 +92,10 @@ pub(crate) fn validate_redeemer(
     let secret_in_body = match raw.auth_method.as_deref() {
         None | Some("client_secret_basic") => false,
         Some("client_secret_post") => true,
-        Some(other) => {
+        Some(_) => {
             return Err(ConfigError::key(
                 "reciprocal.auth_method",
-                format!("unknown method `{other}` (client_secret_basic, client_secret_post)"),
+                "unknown method (client_secret_basic, client_secret_post)",
             ))
         }
     };

@@ -68,6 +68,49 @@ fn check_accepts_a_valid_config_and_names_the_bad_key_otherwise() {
     assert_eq!(out.status.code(), Some(64));
 }
 
+#[test]
+fn secrets_set_from_the_environment_load_and_config_errors_never_echo_a_value() {
+    let good = config("http://127.0.0.1:1/token", "http://127.0.0.1:2", "");
+    let (_dir, path) = write_config(&good);
+    // Numbers, hex, floats and booleans are secrets too when the key wants a string.
+    for secret in ["12345678", "0x1f", "1e9", "inf", "true"] {
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .env("CHAINGATE_DOMAINS__BILLING__CLIENT_SECRET", secret)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{secret}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A secret pasted into the wrong key: the error names the key and leaves the value out.
+    for (var, value) in [
+        ("CHAINGATE_CACHE__MAX_ENTRIES", "hunter2-pasted-here"),
+        ("CHAINGATE_DOMAINS__BILLING__GRANT", "hunter2-pasted-here"),
+        ("CHAINGATE_LIMITS__MAX_HEADERS", "99999999999999999999999"),
+    ] {
+        for command in ["check", "run"] {
+            let out = Command::new(BIN)
+                .args([command, "--config"])
+                .arg(&path)
+                .env(var, value)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(64), "{command} {var}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !stderr.contains("hunter2") && !stderr.contains("9999999999"),
+                "{stderr}"
+            );
+            let key = var.trim_start_matches("CHAINGATE_").replace("__", ".");
+            assert!(stderr.contains(&key.to_ascii_lowercase()), "{stderr}");
+        }
+    }
+}
+
 /// A running `chaingate run` process with its log lines collected.
 struct Process {
     child: Child,

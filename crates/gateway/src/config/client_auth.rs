@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::digest::Digest;
 use super::domain::{AssertionAudience, AssertionKey, ClientAuth};
-use super::file::FileDomain;
+use super::file::{FileDomain, SecretText};
 use super::{load_identity, ConfigError};
 pub(crate) use chaingate_oauth::client_auth::basic_authorization;
 use chaingate_oauth::keys::{parse_asymmetric_alg, SigningKey};
@@ -23,16 +23,21 @@ pub(super) fn client_auth(name: &str, d: &FileDomain) -> Result<ClientAuth, Conf
         Ok(())
     };
     match d.auth_method.as_str() {
-        "client_secret_basic" => Ok(ClientAuth::Basic(basic_authorization(d.client_id.as_deref().unwrap_or_default(), &secret(name, d)?))),
+        "client_secret_basic" => Ok(ClientAuth::Basic(basic_authorization(
+            d.client_id.as_deref().unwrap_or_default(),
+            &secret(name, d)?,
+        ))),
         "client_secret_post" => Ok(ClientAuth::Post(secret(name, d)?)),
         "private_key_jwt" => {
             no_secret("private_key_jwt")?;
-            let path = d
-                .client_key_file
-                .as_ref()
-                .ok_or_else(|| ConfigError::key(key("client_key_file"), "required for private_key_jwt"))?;
+            let path = d.client_key_file.as_ref().ok_or_else(|| {
+                ConfigError::key(key("client_key_file"), "required for private_key_jwt")
+            })?;
             let pem = std::fs::read(path).map_err(|e| {
-                ConfigError::key(key("client_key_file"), format!("cannot read {}: {e}", path.display()))
+                ConfigError::key(
+                    key("client_key_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
             })?;
             let alg = d
                 .client_assertion_alg
@@ -40,7 +45,8 @@ pub(super) fn client_auth(name: &str, d: &FileDomain) -> Result<ClientAuth, Conf
                 .map(parse_asymmetric_alg)
                 .transpose()
                 .map_err(|e| ConfigError::key(key("client_assertion_alg"), e))?;
-            let mut signing = SigningKey::from_pem(&pem, alg).map_err(|e| ConfigError::key(key("client_key_file"), e))?;
+            let mut signing = SigningKey::from_pem(&pem, alg)
+                .map_err(|e| ConfigError::key(key("client_key_file"), e))?;
             if let Some(kid) = &d.client_key_id {
                 signing = signing.with_kid(kid.clone());
             }
@@ -50,23 +56,39 @@ pub(super) fn client_auth(name: &str, d: &FileDomain) -> Result<ClientAuth, Conf
                 Some(url) => AssertionAudience::Fixed(url.to_string()),
             };
             if audience == AssertionAudience::Issuer && d.issuer.is_none() {
-                return Err(ConfigError::key(key("client_assertion_audience"), "\"issuer\" needs the domain's issuer"));
+                return Err(ConfigError::key(
+                    key("client_assertion_audience"),
+                    "\"issuer\" needs the domain's issuer",
+                ));
             }
             let mut digest = Digest::new();
             digest.part(&pem);
-            Ok(ClientAuth::PrivateKeyJwt(Arc::new(AssertionKey { key: signing, audience, pem_digest: digest.finish() })))
+            Ok(ClientAuth::PrivateKeyJwt(Arc::new(AssertionKey {
+                key: signing,
+                audience,
+                pem_digest: digest.finish(),
+            })))
         }
         "tls_client_auth" => {
             no_secret("tls_client_auth")?;
-            let (Some(cert), Some(cert_key)) = (&d.client_cert_file, &d.client_cert_key_file) else {
-                return Err(ConfigError::key(key("client_cert_file"), "tls_client_auth needs client_cert_file and client_cert_key_file"));
+            let (Some(cert), Some(cert_key)) = (&d.client_cert_file, &d.client_cert_key_file)
+            else {
+                return Err(ConfigError::key(
+                    key("client_cert_file"),
+                    "tls_client_auth needs client_cert_file and client_cert_key_file",
+                ));
             };
-            let identity = load_identity(cert, cert_key, &key("client_cert_file"), &key("client_cert_key_file"))?;
+            let identity = load_identity(
+                cert,
+                cert_key,
+                &key("client_cert_file"),
+                &key("client_cert_key_file"),
+            )?;
             Ok(ClientAuth::TlsClientAuth(Arc::new(identity)))
         }
-        other => Err(ConfigError::key(
+        _ => Err(ConfigError::key(
             key("auth_method"),
-            format!("`{other}` is not client_secret_basic, client_secret_post, private_key_jwt or tls_client_auth"),
+            "not client_secret_basic, client_secret_post, private_key_jwt or tls_client_auth",
         )),
     }
 }
@@ -74,7 +96,7 @@ pub(super) fn client_auth(name: &str, d: &FileDomain) -> Result<ClientAuth, Conf
 fn secret(name: &str, d: &FileDomain) -> Result<Secret, ConfigError> {
     read_secret(
         &format!("domains.{name}"),
-        d.client_secret.as_deref(),
+        d.client_secret.as_ref().map(SecretText::expose),
         d.client_secret_file.as_deref(),
     )
 }

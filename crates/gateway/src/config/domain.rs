@@ -254,7 +254,7 @@ pub(super) fn validate_domain(
         extra_params: d
             .extra_params
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
             .collect(),
         subject_domain: d.subject_domain.as_deref().map(Arc::from),
         ca_certs: d

@@ -1,6 +1,7 @@
 //! Environment overrides (`CHAINGATE_A__B`) and the effective config with secrets redacted.
 
 use super::{parse_toml_with_env, Config, ConfigError};
+use chaingate_core::config::secrets_of;
 
 /// Environment variables with this prefix override config keys.
 pub const ENV_PREFIX: &str = "CHAINGATE_";
@@ -22,26 +23,36 @@ pub fn effective_toml(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<String, ConfigError> {
     let env: Vec<_> = config_env(env).collect();
-    Config::from_toml_with_env(text, env.clone())?;
+    // The validated load says which values are secrets: every one deserialized as a secret type.
+    let (loaded, secrets) = secrets_of(|| Config::from_toml_with_env(text, env.clone()));
+    loaded?;
     let mut table: toml::Table = parse_toml_with_env(text, ENV_PREFIX, env)?;
-    redact(&mut table);
+    redact_table(&mut table, &secrets);
     Ok(toml::to_string_pretty(&table).unwrap_or_default())
 }
 
-fn redact(table: &mut toml::Table) {
+/// Replaces every string that is one of `secrets` (wherever it sits), and any inline value of a
+/// key named like a secret, with `[redacted]`.
+fn redact_table(table: &mut toml::Table, secrets: &[String]) {
     for (key, value) in table.iter_mut() {
-        match value {
-            toml::Value::Table(t) => redact(t),
-            toml::Value::Array(items) => items.iter_mut().for_each(|item| {
-                if let toml::Value::Table(t) = item {
-                    redact(t);
-                }
-            }),
-            // Paths to secret files are fine to show; inline secrets are not.
-            _ if key.contains("secret") && !key.ends_with("_file") => {
-                *value = toml::Value::String("[redacted]".to_string());
-            }
-            _ => {}
+        // Paths to secret files are fine to show; inline secrets are not.
+        if key.contains("secret") && !key.ends_with("_file") && !value.is_table() {
+            *value = redacted();
+        } else {
+            redact_value(value, secrets);
         }
     }
+}
+
+fn redact_value(value: &mut toml::Value, secrets: &[String]) {
+    match value {
+        toml::Value::Table(t) => redact_table(t, secrets),
+        toml::Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, secrets)),
+        toml::Value::String(s) if secrets.iter().any(|secret| secret == s) => *value = redacted(),
+        _ => {}
+    }
+}
+
+fn redacted() -> toml::Value {
+    toml::Value::String("[redacted]".to_string())
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub(crate) use chaingate_core::config::SecretText;
 use chaingate_core::config::{duration, listen_addr};
 
 #[derive(Debug, Deserialize)]
@@ -76,7 +77,7 @@ pub(crate) struct FileDomain {
     pub(crate) grant: String,
     /// Optional with `registration` (then issued by the server).
     pub(crate) client_id: Option<String>,
-    pub(crate) client_secret: Option<String>,
+    pub(crate) client_secret: Option<SecretText>,
     pub(crate) client_secret_file: Option<PathBuf>,
     #[serde(default = "default_auth_method")]
     pub(crate) auth_method: String,
@@ -102,7 +103,7 @@ pub(crate) struct FileDomain {
     pub(crate) actor_token_type: Option<String>,
     /// Extra form parameters for provider quirks (e.g. `requested_token_use = "on_behalf_of"`).
     #[serde(default)]
-    pub(crate) extra_params: BTreeMap<String, String>,
+    pub(crate) extra_params: BTreeMap<String, SecretText>,
     /// Another domain whose token (exchanged from the caller's) is this domain's subject token.
     pub(crate) subject_domain: Option<String>,
     #[serde(default)]

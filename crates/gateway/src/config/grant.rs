@@ -59,9 +59,9 @@ fn token_type_urn(key: &str, value: &str) -> Result<String, ConfigError> {
             Ok(format!("{TOKEN_TYPE_PREFIX}{value}"))
         }
         v if v.contains(':') => Ok(v.to_string()),
-        other => Err(ConfigError::key(
+        _ => Err(ConfigError::key(
             key,
-            format!("`{other}` is not a token type (access_token, jwt, or a URN)"),
+            "not a token type (access_token, jwt, or a URN)",
         )),
     }
 }
@@ -81,10 +81,10 @@ pub(super) fn parse_grant(name: &str, d: &FileDomain) -> Result<Grant, ConfigErr
             oauth_token_format: match d.oauth_token_format.as_deref() {
                 None | Some("bare") => OAuthTokenFormat::Bare,
                 Some("authorization") => OAuthTokenFormat::AuthorizationValue,
-                Some(other) => {
+                Some(_) => {
                     return Err(ConfigError::key(
                         key("oauth_token_format"),
-                        format!("`{other}` is not bare or authorization"),
+                        "not bare or authorization",
                     ))
                 }
             },
@@ -120,10 +120,10 @@ pub(super) fn parse_grant(name: &str, d: &FileDomain) -> Result<Grant, ConfigErr
             })
         }
         "jwt-bearer" => Grant::JwtBearer,
-        other => {
+        _ => {
             return Err(ConfigError::key(
                 key("grant"),
-                format!("`{other}` is not a supported grant (chain, token-exchange, jwt-bearer)"),
+                "not a supported grant (chain, token-exchange, jwt-bearer)",
             ))
         }
     };

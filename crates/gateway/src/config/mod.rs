@@ -161,9 +161,7 @@ impl<'de> serde::Deserialize<'de> for LogFormat {
         match String::deserialize(d)?.as_str() {
             "plain" => Ok(Self::Plain),
             "json" => Ok(Self::Json),
-            other => Err(serde::de::Error::custom(format!(
-                "`{other}` is not plain or json"
-            ))),
+            _ => Err(serde::de::Error::custom("not plain or json")),
         }
     }
 }

@@ -25,7 +25,7 @@ pub(crate) struct FileReciprocal {
     recipient: String,
     /// chaingate's own client at party A, allowed to ask for codes on a caller's behalf.
     client_id: String,
-    client_secret: Option<String>,
+    client_secret: Option<super::file::SecretText>,
     client_secret_file: Option<PathBuf>,
     auth_method: Option<String>,
     /// The reciprocal scopes chaingate agrees to pass on; anything else is declined.
@@ -99,7 +99,9 @@ pub(super) fn validate(
     }
     let secret = read_secret(
         &prefix,
-        r.client_secret.as_deref(),
+        r.client_secret
+            .as_ref()
+            .map(super::file::SecretText::expose),
         r.client_secret_file.as_deref(),
     )?;
     let client_auth = match r.auth_method.as_deref() {
@@ -107,10 +109,10 @@ pub(super) fn validate(
             ClientAuth::Basic(basic_authorization(&r.client_id, &secret))
         }
         Some("client_secret_post") => ClientAuth::Post(secret),
-        Some(other) => {
+        Some(_) => {
             return Err(ConfigError::key(
                 key("auth_method"),
-                format!("`{other}` is not client_secret_basic or client_secret_post"),
+                "not client_secret_basic or client_secret_post",
             ))
         }
     };

@@ -150,12 +150,10 @@ pub(super) fn validate_registration(
     let secret_in_body = match d.auth_method.as_str() {
         "client_secret_basic" => false,
         "client_secret_post" => true,
-        other => {
+        _ => {
             return Err(ConfigError::key(
                 domain_key("auth_method"),
-                format!(
-                    "`{other}` cannot be registered (client_secret_basic or client_secret_post)"
-                ),
+                "cannot be registered (client_secret_basic or client_secret_post)",
             ))
         }
     };

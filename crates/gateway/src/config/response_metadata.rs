@@ -32,9 +32,9 @@ pub(super) fn response_metadata(
             "\"verify\" needs `issuer` (RFC 8414 discovery) instead of token_endpoint: duri is compared with the discovery URL",
         )),
         Some("verify") => Ok(ResponseMetadata::Verify),
-        Some(other) => Err(ConfigError::key(
+        Some(_) => Err(ConfigError::key(
             key,
-            format!("`{other}` is not \"ignore\" or \"verify\""),
+            "not \"ignore\" or \"verify\"",
         )),
     }
 }

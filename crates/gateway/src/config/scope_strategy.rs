@@ -20,9 +20,9 @@ pub(super) fn scope_strategy(
     match value {
         None | Some("per-route") => Ok(ScopeStrategy::PerRoute),
         Some("incremental") => Ok(ScopeStrategy::Incremental),
-        Some(other) => Err(ConfigError::key(
+        Some(_) => Err(ConfigError::key(
             format!("domains.{domain}.scope_strategy"),
-            format!("`{other}` is not \"per-route\" or \"incremental\""),
+            "not \"per-route\" or \"incremental\"",
         )),
     }
 }

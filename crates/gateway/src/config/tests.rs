@@ -197,24 +197,24 @@ fn typed_sections_keep_their_messages_and_key_paths() {
     let text = format!("{MINIMAL}\n[timeouts]\nheader_read = \"5x\"\n");
     assert_eq!(
         error_for(&text),
-        "config key `timeouts.header_read`: `5x` has no unit; use ms, s, m, h or d"
+        "config key `timeouts.header_read`: has no unit; use ms, s, m, h or d"
     );
     let err =
         Config::from_toml_with_env(MINIMAL, env(&[("CHAINGATE_LIMITS__RETRY_AFTER", "soon")]))
             .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "config key `limits.retry_after`: `soon` is not a duration like 250ms, 30s, 5m, 1h or 1d"
+        "config key `limits.retry_after`: not a duration like 250ms, 30s, 5m, 1h or 1d"
     );
     let text = MINIMAL.replace("\"127.0.0.1:9901\"", "\"localhost\"");
     assert_eq!(
         error_for(&text),
-        "config key `admin_listen`: `localhost` is not an address like 127.0.0.1:8080"
+        "config key `admin_listen`: not an address like 127.0.0.1:8080"
     );
     let text = format!("{MINIMAL}\n[log]\nformat = \"xml\"\n");
     assert_eq!(
         error_for(&text),
-        "config key `log.format`: `xml` is not plain or json"
+        "config key `log.format`: not plain or json"
     );
     let text = format!("{MINIMAL}\n[limits]\nmax_connections = 0\n");
     assert_eq!(
@@ -270,4 +270,73 @@ fn max_header_bytes_defaults_to_envoys_60_kib_and_is_bounded() {
         let e = error_for(&with(bad));
         assert!(e.contains("limits.max_header_bytes"), "{e}");
     }
+}
+
+#[test]
+fn a_client_secret_from_the_environment_is_taken_as_written() {
+    for raw in ["12345678", "0x1f", "1e9", "inf", "true"] {
+        let config = Config::from_toml_with_env(
+            MINIMAL,
+            env(&[("CHAINGATE_DOMAINS__BILLING__CLIENT_SECRET", raw)]),
+        )
+        .unwrap_or_else(|e| panic!("{raw}: {e}"));
+        let ClientAuth::Basic(value) = &config.domains[0].client_auth else {
+            panic!("basic");
+        };
+        assert_eq!(*value, basic_authorization("gateway-a", &Secret::new(raw)));
+    }
+}
+
+#[test]
+fn config_errors_name_the_key_never_the_value() {
+    let cases = [
+        env(&[("CHAINGATE_CACHE__MAX_ENTRIES", "s3cr3t-in-the-wrong-key")]),
+        env(&[("CHAINGATE_LIMITS__RETRY_AFTER", "s3cr3t-in-the-wrong-key")]),
+        env(&[("CHAINGATE_LOG__FORMAT", "s3cr3t-in-the-wrong-key")]),
+        env(&[(
+            "CHAINGATE_DOMAINS__BILLING__GRANT",
+            "s3cr3t-in-the-wrong-key",
+        )]),
+        env(&[(
+            "CHAINGATE_DOMAINS__BILLING__AUTH_METHOD",
+            "s3cr3t-in-the-wrong-key",
+        )]),
+        env(&[("CHAINGATE_ADMIN_LISTEN", "s3cr3t-in-the-wrong-key")]),
+        env(&[("CHAINGATE_LIMITS__MAX_HEADERS", "987654321987654321987")]),
+    ];
+    for vars in cases {
+        let e = Config::from_toml_with_env(MINIMAL, vars.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cr3t") && !e.contains("987654321"), "{e}");
+        let key = vars[0]
+            .0
+            .trim_start_matches("CHAINGATE_")
+            .replace("__", ".");
+        assert!(e.contains(&key.to_ascii_lowercase()), "{e}");
+    }
+}
+
+#[test]
+fn config_print_redacts_every_secret_by_type_not_by_name() {
+    let text = MINIMAL.replace(
+        "scope = \"invoices.read\"\n",
+        "scope = \"invoices.read\"\nextra_params = { api_key = \"param-value-1\", resource_hint = \"param-value-2\" }\n",
+    );
+    let shown = effective_toml(
+        &text,
+        env(&[("CHAINGATE_DOMAINS__BILLING__CLIENT_SECRET", "424242")]),
+    )
+    .unwrap();
+    for value in ["s3cret", "424242", "param-value-1", "param-value-2"] {
+        assert!(!shown.contains(value), "{value} shown:\n{shown}");
+    }
+    assert!(
+        shown.contains("api_key") && shown.contains("resource_hint"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("gateway-a") && shown.contains("invoices.read"),
+        "{shown}"
+    );
 }
