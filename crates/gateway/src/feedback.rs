@@ -10,6 +10,7 @@ use crate::authn::InboundToken;
 use crate::config::Route;
 use crate::error::Error;
 use crate::outbound::{self, Replay, UpstreamClient, UpstreamResponseBody};
+use crate::shed::InFlight;
 use crate::tokens::DomainTokens;
 use crate::Body;
 
@@ -21,7 +22,7 @@ pub(crate) async fn after(
     timeout: std::time::Duration,
 ) -> Result<Response<Body>, Error> {
     let Some(replay) = replay.filter(|_| refuses_token(&response)) else {
-        return Ok(response.map(Body::Left));
+        return Ok(response.map(streamed));
     };
     // Boxed: the retry (an exchange and a second send) is rare, and every request's future would
     // otherwise be sized for it.
@@ -41,7 +42,7 @@ async fn retry(
         .and_then(|v| v.split_once(' '))
         .map(|(_, t)| t.to_owned())
     else {
-        return Ok(response.map(Body::Left));
+        return Ok(response.map(streamed));
     };
     // Accepted by authn when this request arrived.
     let at1 = InboundToken::already_accepted(&at1);
@@ -49,7 +50,11 @@ async fn retry(
     tracing::debug!(route = %route.name, "upstream refused the token; exchanged a fresh one");
     let retry = replay.with(fresh.authorization.clone());
     let response = outbound::send(client, retry, timeout).await?;
-    Ok(response.map(Body::Left))
+    Ok(response.map(streamed))
+}
+
+fn streamed(body: UpstreamResponseBody) -> Body {
+    Body::Left(InFlight::new(body))
 }
 
 /// A 401 whose challenge says `error="invalid_token"` (RFC 6750 §3.1).

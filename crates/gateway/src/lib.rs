@@ -58,8 +58,9 @@ use crate::gateway::{Gateway, GatewayMetrics};
 use crate::reload::{ReloadMetrics, ReloadSource, Reloader};
 use arc_swap::ArcSwap;
 
-/// Response bodies: streamed from the upstream, or a small synthetic one.
-pub type Body = Either<hyper::body::Incoming, Full<Bytes>>;
+/// Response bodies: streamed from the upstream (holding the request's place under
+/// `limits.max_concurrent_requests` until it ends), or a small synthetic one.
+pub(crate) type Body = Either<shed::InFlight<hyper::body::Incoming>, Full<Bytes>>;
 
 /// A gateway whose listeners are bound and serving.
 #[derive(Debug)]

@@ -20,6 +20,8 @@ use hyper_util::client::legacy::Client;
 
 use crate::config::Upstream;
 use crate::error::Error;
+use crate::shed::Permit;
+use http_body_util::Either;
 
 mod body;
 mod pool;
@@ -233,6 +235,7 @@ pub(crate) async fn forward(
     mut request: Request<Incoming>,
     authorization: HeaderValue,
     peer: &Peer,
+    permit: &mut Option<Permit>,
     limits: (Duration, Duration),
 ) -> Result<(Response<UpstreamResponseBody>, Option<Replay>), Error> {
     let (body_idle, response_timeout) = limits;
@@ -254,6 +257,13 @@ pub(crate) async fn forward(
     let chunked = !request.headers().contains_key(header::CONTENT_LENGTH);
     let (parts, body) = request.into_parts();
     let mut body = forwarded(body, body_idle);
+    if let Either::Left(upload) = &mut body {
+        // The upload counts as in flight until its last byte has gone upstream.
+        if let Some((request, upload_half)) = permit.take().map(Permit::share) {
+            upload.hold(upload_half);
+            *permit = Some(request);
+        }
+    }
     if chunked && !body.is_end_stream() {
         // Boxed: the rare chunked upload should not grow every request's future.
         body = Box::pin(body::first_frame(body, body_idle))

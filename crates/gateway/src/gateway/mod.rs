@@ -17,7 +17,7 @@ use crate::config::{Config, Route};
 use crate::error::Error;
 use crate::metrics::RouteLabel;
 use crate::outbound::{self, Peer, UpstreamClient};
-use crate::shed::Shed;
+use crate::shed::{self, Shed};
 use crate::tokens::{DomainTokens, Lookup, TokensMetrics};
 use crate::validate::InboundValidator;
 use crate::{feedback, inbound, Body};
@@ -150,7 +150,8 @@ impl Gateway {
             // any phase spends work on it or a byte goes upstream (RFC 9112 §6.1).
             inbound::framing(&request)?;
             // shed: refuse at once rather than queue when too many requests are in flight.
-            let _permit = self.shed.admit()?;
+            // The place is held until both bodies have ended (`shed::InFlight`).
+            let mut permit = Some(self.shed.admit()?);
             // authn: exactly one bearer token (RFC 6750 §2.1), optionally validated locally.
             let at1 = route.authn.authenticate(&request).await?;
             // tokens: AT1 → AT2 for the route's domain and scope, from the cache or exchanged
@@ -165,13 +166,15 @@ impl Gateway {
                 request,
                 at2.authorization.clone(),
                 &peer,
+                &mut permit,
                 limits,
             )
             .await?;
             // feedback: an upstream 401 invalid_token (RFC 6750 §3.1) evicts, re-exchanges and
             // retries a bodyless request once.
             let route = (&route.config, &route.tokens, &route.client);
-            feedback::after(route, replay, response, self.upstream_timeout).await
+            let response = feedback::after(route, replay, response, self.upstream_timeout).await?;
+            Ok(shed::until_body_ends(response, permit))
         }
         .await
         .unwrap_or_else(Error::into_response);

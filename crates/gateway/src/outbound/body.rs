@@ -11,10 +11,13 @@ use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::shed::InFlight;
+
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What the upstream clients send.
-pub(crate) type UpstreamBody = Either<IdleTimeout<Incoming>, Empty<Bytes>>;
+/// What the upstream clients send: the caller's body (holding the request's place until it has
+/// gone upstream), or none.
+pub(crate) type UpstreamBody = Either<InFlight<IdleTimeout<Incoming>>, Empty<Bytes>>;
 
 /// Fails the body if the caller sends nothing for `idle` while it is being forwarded, so a
 /// caller that stops mid-body cannot hold an upstream connection forever.
@@ -90,7 +93,7 @@ pub(crate) fn forwarded(body: Incoming, idle: Duration) -> UpstreamBody {
     if body.is_end_stream() {
         return empty();
     }
-    Either::Left(IdleTimeout::new(body, idle))
+    Either::Left(InFlight::new(IdleTimeout::new(body, idle)))
 }
 
 /// The caller's chunked body failed to parse before its first frame (e.g. a chunk size that
@@ -109,9 +112,10 @@ pub(crate) async fn first_frame(
     body: UpstreamBody,
     idle: Duration,
 ) -> Result<UpstreamBody, MalformedBody> {
-    let Either::Left(mut body) = body else {
+    let Either::Left(mut upload) = body else {
         return Ok(body);
     };
+    let body = upload.get_mut();
     let next = std::future::poll_fn(|cx| Pin::new(&mut body.inner).poll_frame(cx));
     match tokio::time::timeout(idle, next).await {
         Ok(Some(Ok(frame))) => body.first = Some(frame),
@@ -119,7 +123,7 @@ pub(crate) async fn first_frame(
         Ok(None) | Err(_) => {}
     }
     body.sleep.as_mut().reset(Instant::now() + idle);
-    Ok(Either::Left(body))
+    Ok(Either::Left(upload))
 }
 
 /// No body: for sending a bodyless request again.

@@ -6,6 +6,7 @@ mod fuzz_corpus;
 mod gateway;
 mod h2_floods;
 mod hostile;
+mod in_flight;
 mod inbound_validation;
 mod incremental_scopes;
 mod profiles;
