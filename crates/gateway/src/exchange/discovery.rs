@@ -59,7 +59,9 @@ pub(super) async fn discover(
         match tokio::time::timeout(timeout, fetch(client, &url)).await {
             Ok(Ok(Some(body))) => {
                 let mut found = endpoints(&body, issuer, allow_insecure_http, mtls)?;
-                found.discovery = Some(url);
+                // Either of the issuer's metadata URLs is as trustworthy as the one read: both
+                // are derived from the configured issuer, so `duri` may name either.
+                found.discovery = metadata_urls(issuer).into();
                 return Ok(found);
             }
             Ok(Ok(None)) => last_error = format!("{url}: not found"),
@@ -132,7 +134,7 @@ fn endpoints(
         token: uri,
         issuer: Some(issuer.to_string()),
         registration,
-        discovery: None,
+        discovery: Arc::from([]),
     })
 }
 

@@ -67,8 +67,9 @@ pub(crate) struct Links {
     pub ruri: Option<String>,
     /// The discovery document the token server says it answers for (`duri`).
     pub duri: Option<String>,
-    /// The RFC 8414 metadata URL the token endpoint was read from; `None` if configured.
-    pub discovery: Option<String>,
+    /// The issuer's metadata URLs (RFC 8414 §3.1 and OpenID Connect Discovery §4) when the token
+    /// endpoint was discovered; empty if it is configured.
+    pub discovery: Arc<[String]>,
 }
 
 impl std::fmt::Debug for Issued {
@@ -92,8 +93,8 @@ pub(crate) struct Endpoints {
     pub issuer: Option<String>,
     /// RFC 7591 `registration_endpoint` from discovery, if the server has one.
     pub registration: Option<Uri>,
-    /// The metadata URL discovery read (`duri` must name it).
-    pub discovery: Option<String>,
+    /// The issuer's RFC 8414 and OpenID Discovery metadata URLs (`duri` must name one).
+    pub discovery: Arc<[String]>,
 }
 
 /// Who chaingate is at the token endpoint: configured, or issued by registration.
@@ -155,7 +156,7 @@ impl Exchanger {
                 token: uri.clone(),
                 issuer: None,
                 registration: None,
-                discovery: None,
+                discovery: Arc::from([]),
             })),
             TokenEndpoint::Discover { .. } => None,
         };

@@ -90,8 +90,9 @@ impl MetadataCheck {
         Error::ResponseMetadataRefused
     }
 
-    /// Once per exchange, before the token is cached: both links present, `duri` the metadata
-    /// URL discovery read, `ruri` an http(s) URL.
+    /// Once per exchange, before the token is cached: both links present, `duri` one of the
+    /// issuer's two metadata URLs (RFC 8414's or OpenID Discovery's, whichever discovery read),
+    /// `ruri` an http(s) URL.
     pub(super) fn check_issued(&self, issued: Issued) -> Result<Issued, Error> {
         if !self.verify {
             return Ok(issued);
@@ -102,7 +103,7 @@ impl MetadataCheck {
             tracing::warn!(domain = %self.domain, ruri = ?links.ruri, duri = ?links.duri, "token response lacks its ruri/duri links; token refused");
             return Err(self.refuse(Reason::Missing));
         };
-        if links.discovery.as_deref() != Some(duri.as_str()) {
+        if !links.discovery.iter().any(|url| url == duri) {
             tracing::warn!(domain = %self.domain, %duri, expected = ?links.discovery, "token response names another discovery document (duri); token refused");
             return Err(self.refuse(Reason::DuriMismatch));
         }

@@ -302,9 +302,9 @@ async fn a_duri_naming_another_discovery_document_is_refused_and_not_cached() {
         assert_eq!(answer.status, 502, "{}", answer.body);
     }
     assert_eq!(server.calls(), 2, "a refused token is not cached");
-    // The same server's other discovery location is not the document chaingate read either.
+    // A URL on the issuer's own host that is neither of its metadata documents.
     server.set_link(&format!(
-        "<https://api.b.example>; rel=\"ruri\", <{issuer}/.well-known/openid-configuration>; rel=\"duri\""
+        "<https://api.b.example>; rel=\"ruri\", <{issuer}/.well-known/oauth-authorization-server/other>; rel=\"duri\""
     ));
     assert_eq!(get(gw.addr, "/strict/x", Some("caller")).await.status, 502);
     // ruri without duri (the relations may come split; here one is missing).
@@ -328,6 +328,15 @@ async fn a_duri_naming_another_discovery_document_is_refused_and_not_cached() {
     let calls = server.calls();
     assert_eq!(get(gw.addr, "/strict/x", Some("caller")).await.status, 200);
     assert_eq!(server.calls(), calls, "the verified token is cached");
+
+    // The issuer's OpenID Discovery URL, where discovery read its RFC 8414 one: both derive from
+    // the configured issuer, so either names this server.
+    server.set_link(&format!(
+        "<https://api.b.example>; rel=\"ruri\", <{issuer}/.well-known/openid-configuration>; rel=\"duri\""
+    ));
+    let answer = get(gw.addr, "/strict/x", Some("another-caller")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(reached(&upstream, "strict"), 4);
 
     let scrape = metrics(&gw).await;
     assert_eq!(refusals(&scrape, "strict", "duri_mismatch"), 3.0);
