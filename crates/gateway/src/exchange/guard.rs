@@ -223,8 +223,17 @@ mod tests {
         // The floor refills 10 per second; without time passing the budget runs dry.
         let granted = (0..50).filter(|_| g.retry_delay(1, None).is_some()).count();
         assert!(granted < 15, "{granted}");
-        assert!(g
-            .retry_delay(1, Some(Duration::from_secs(2)))
-            .is_none_or(|d| d >= Duration::from_secs(2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_hint_is_waited_for_in_full() {
+        // A fresh budget, so a delay is granted: it is the server's hint, never the shorter
+        // jittered backoff (BACKOFF_BASE is far below 2 s).
+        let g = guard(2, 5);
+        let delay = g.retry_delay(1, Some(Duration::from_secs(2)));
+        assert_eq!(delay, Some(Duration::from_secs(2)));
+        // Without a hint, the jittered backoff of the first retry stays under its ceiling.
+        let backoff = g.retry_delay(1, None).expect("budget left");
+        assert!(backoff <= BACKOFF_BASE, "{backoff:?}");
     }
 }

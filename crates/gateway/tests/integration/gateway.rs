@@ -482,6 +482,44 @@ async fn token_server_outages_are_503_with_retry_after_and_slowness_is_504() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_retry_after_that_fits_the_deadline_is_waited_for_then_the_retry_serves() {
+    // 429 with Retry-After: 1 on the first call; the domain's deadline (3 s) leaves room, so the
+    // gateway waits the whole second and retries instead of answering 503.
+    let sts = TokenServer::scripted(|n, _| {
+        if n == 0 {
+            let mut throttled = Reply::error(429, "slow_down");
+            throttled.retry_after = Some("1");
+            throttled
+        } else {
+            Reply::issue(n, Some(60))
+        }
+    })
+    .await;
+    let upstream = Upstream::start().await;
+    let toml =
+        config(&sts.url(), &upstream.url(), "").replace("timeout = \"500ms\"", "timeout = \"3s\"");
+    let gw = gateway(&toml).await;
+    let started = std::time::Instant::now();
+    let answer = get(gw.addr, "/", Some(AT1)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(sts.calls(), 2, "one throttled call, one retry");
+    // The wait was the server's, not the jittered backoff's few milliseconds.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let scrape = metrics(&gw).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            r#"chaingate_token_exchange_retries_total{domain="billing"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn errors_are_not_cached_as_successes() {
     let sts = TokenServer::scripted(|n, _| {
         if n == 0 {

@@ -350,8 +350,14 @@ async fn a_rotated_key_is_picked_up_on_its_first_unknown_kid() {
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_waits_for_the_jwks_and_a_redirecting_jwks_is_not_followed() {
     let issuer = Issuer::start().await;
+    // The redirect points at the issuer's live key set, which counts its fetches: following the
+    // redirect would fetch it, and the gateway would turn ready.
+    let target = format!("{}/jwks", issuer.url);
+    let redirects = Arc::new(AtomicUsize::new(0));
+    let counter = redirects.clone();
     let redirect = serve(move |_req| {
-        let target = format!("{}/jwks", "http://127.0.0.1:9");
+        counter.fetch_add(1, Ordering::SeqCst);
+        let target = target.clone();
         async move {
             let mut response = http::Response::new(http_body_util::Full::new(Bytes::new()));
             *response.status_mut() = http::StatusCode::FOUND;
@@ -365,9 +371,22 @@ async fn readiness_waits_for_the_jwks_and_a_redirecting_jwks_is_not_followed() {
     let sts = TokenServer::start().await;
     let upstream = Upstream::start().await;
     let toml = config(&sts.url(), &upstream.url(), "")
-        + &format!("\n[routes.validate]\nissuer = \"{}\"\njwks_uri = \"http://{redirect}/jwks\"\naudience = \"{AUDIENCE}\"\nallow_insecure_http = true\n", issuer.url);
+        + &format!("\n[routes.validate]\nissuer = \"{}\"\njwks_uri = \"http://{redirect}/jwks\"\naudience = \"{AUDIENCE}\"\nallow_insecure_http = true\njwks_min_refetch_interval = \"10ms\"\n", issuer.url);
     let gw = gateway(&toml).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Three attempts answered with the redirect: each has finished (followed or not) before the
+    // next began.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while redirects.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the gateway keeps retrying its key set");
+    assert_eq!(
+        issuer.fetches.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
     assert_eq!(
         get(gw.admin_addr, "/ready", None).await.status,
         503,
