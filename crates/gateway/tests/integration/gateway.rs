@@ -499,7 +499,7 @@ async fn a_retry_after_that_fits_the_deadline_is_waited_for_then_the_retry_serve
     let toml =
         config(&sts.url(), &upstream.url(), "").replace("timeout = \"500ms\"", "timeout = \"3s\"");
     let gw = gateway(&toml).await;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let answer = get(gw.addr, "/", Some(AT1)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(sts.calls(), 2, "one throttled call, one retry");
