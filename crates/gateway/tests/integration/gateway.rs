@@ -418,6 +418,28 @@ async fn token_server_refusals_map_to_caller_errors() {
         .unwrap()
         .contains("error=\"insufficient_scope\""));
 
+    // RFC 8693 §2.2.2: the target (audience/resource) is refused: the caller may not reach it.
+    let invalid_target = status_when_sts_says(Reply::error(400, "invalid_target")).await;
+    assert_eq!(invalid_target.status, 403);
+    assert_eq!(
+        invalid_target.header("www-authenticate"),
+        Some("Bearer realm=\"chaingate\", error=\"insufficient_scope\"")
+    );
+    assert_eq!(invalid_target.json()["error"], "insufficient_scope");
+
+    // The token server wants the user back, or more claims (a step-up): relayed as 401 with the
+    // same error code, so the caller's client can act on it.
+    for code in ["interaction_required", "insufficient_claims"] {
+        let answer = status_when_sts_says(Reply::error(400, code)).await;
+        assert_eq!(answer.status, 401, "{code}");
+        assert_eq!(
+            answer.header("www-authenticate"),
+            Some(format!("Bearer realm=\"chaingate\", error=\"{code}\"").as_str()),
+            "{code}"
+        );
+        assert_eq!(answer.json()["error"], code);
+    }
+
     for code in [
         "invalid_client",
         "unauthorized_client",

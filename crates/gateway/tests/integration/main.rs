@@ -1,6 +1,8 @@
 //! The gateway end to end over real sockets: one test binary, a module per stage or feature.
 //! Helpers (token servers, upstreams, clients, PKI) come from `chaingate-test-support`.
 
+mod access_log;
+mod claims;
 mod drain;
 mod fuzz_corpus;
 mod gateway;

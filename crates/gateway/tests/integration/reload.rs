@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chaingate_gateway::config::Config;
 use chaingate_gateway::reload::ReloadSource;
+use support::logs::Logs;
 use support::*;
 
 const AT1: &str = "reload-caller-token";
@@ -225,5 +226,59 @@ async fn reloads_apply_atomically_keep_unchanged_tokens_and_reject_bad_configs()
             r#"chaingate_config_reloads_total{result="error"}"#
         ),
         Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_only_key_is_named_in_a_warning_and_keeps_its_running_value() {
+    chaingate_core::tls::install_crypto_provider();
+    let logs = Logs::global();
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let mut volume = Volume::new("", "s3cret-for-restart-test");
+    let secret_file = volume.secret_path();
+    let base = gateway_config(&sts, &upstream, &secret_file, false);
+    volume.publish(&base, "s3cret-for-restart-test");
+    let config = Config::load(&volume.config_path(), std::iter::empty()).unwrap();
+    let source = ReloadSource {
+        path: volume.config_path(),
+        env: Vec::new(),
+    };
+    let gw = chaingate_gateway::spawn_with_reload(config, Some(source))
+        .await
+        .unwrap();
+    // 60 header fields pass under the running limit (100).
+    let many = |n: usize| {
+        let mut request = http::Request::get(format!("http://{}/", gw.addr))
+            .header("authorization", format!("Bearer {AT1}"));
+        for i in 0..n {
+            request = request.header(format!("x-field-{i}"), "v");
+        }
+        request.body(Default::default()).unwrap()
+    };
+    assert_eq!(send(&client(), many(60)).await.status, 200);
+
+    // The new file lowers it to 50: the reload succeeds, warns that the key needs a restart,
+    // and the running limit stays.
+    let lowered = base.replace(
+        "[reload]\ninterval = \"50ms\"\n",
+        "[reload]\ninterval = \"50ms\"\n\n[limits]\nmax_headers = 50\n",
+    );
+    volume.publish(&lowered, "s3cret-for-restart-test");
+    wait_for(
+        &gw,
+        r#"chaingate_config_reloads_total{result="success"}"#,
+        1.0,
+    )
+    .await;
+    let warned = logs
+        .text()
+        .lines()
+        .any(|l| l.contains("take effect only at restart") && l.contains("limits.max_headers"));
+    assert!(warned, "no warning naming limits.max_headers");
+    assert_eq!(
+        send(&client(), many(60)).await.status,
+        200,
+        "the running value stays"
     );
 }

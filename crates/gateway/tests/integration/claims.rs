@@ -1,0 +1,131 @@
+//! Behaviours the README and docs/configuration.md promise, each checked where a user would
+//! notice it: `cache.default_ttl`, `cache.max_entries`, `timeouts.tls_handshake`.
+
+use chaingate_test_support as support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::AsyncReadExt;
+
+/// Exchanges the token server has answered so far.
+fn exchanges(sts: &TokenServer) -> usize {
+    sts.calls()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_without_expires_in_lives_for_default_ttl() {
+    let sts = TokenServer::scripted(|n, _| Reply::issue(n, None)).await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&config(&sts.url(), &upstream.url(), "").replace(
+        "[cache]\nexpiry_skew = \"0s\"\n",
+        "[cache]\nexpiry_skew = \"0s\"\ndefault_ttl = \"90s\"\nrefresh_ahead = 0.0\n",
+    ))
+    .await;
+    let caller = Some("default-ttl-caller");
+    assert_eq!(get(gw.addr, "/", caller).await.status, 200);
+    tokio::time::sleep(Duration::from_secs(89)).await;
+    assert_eq!(get(gw.addr, "/", caller).await.status, 200);
+    assert_eq!(exchanges(&sts), 1, "still cached just before default_ttl");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(get(gw.addr, "/", caller).await.status, 200);
+    assert_eq!(
+        exchanges(&sts),
+        2,
+        "exchanged again once default_ttl passed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_holds_at_most_max_entries_tokens() {
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&config(&sts.url(), &upstream.url(), "").replace(
+        "[cache]\nexpiry_skew = \"0s\"\n",
+        "[cache]\nexpiry_skew = \"0s\"\nmax_entries = 10\n",
+    ))
+    .await;
+    for i in 0..200 {
+        let token = format!("bounded-caller-{i}");
+        assert_eq!(get(gw.addr, "/", Some(&token)).await.status, 200);
+    }
+    // moka applies its bound on its own maintenance schedule: wait for it (bounded), then the
+    // gauge must sit at the bound or below, never at the 200 tokens seen.
+    let mut entries = f64::MAX;
+    for _ in 0..200 {
+        let scrape = metrics(&gw).await;
+        entries = sample(
+            &scrape,
+            r#"chaingate_token_cache_entries{domain="billing"}"#,
+        )
+        .expect("the entries gauge");
+        if entries <= 10.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        entries <= 10.0,
+        "{entries} entries cached with max_entries = 10"
+    );
+    assert_eq!(exchanges(&sts), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tls_handshake_that_does_not_finish_is_dropped_at_tls_handshake() {
+    let pki = support::tls::pki();
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let extra = pki.gateway_tls_section() + "[timeouts]\ntls_handshake = \"3s\"\n";
+    let toml = config(&sts.url(), &upstream.url(), &extra);
+    let gw = gateway(&toml).await;
+    // Connect and send nothing: no ClientHello, so the handshake never finishes.
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 1];
+    let read = silent.read(&mut buf).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(10),
+        "closed after {waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_that_never_accepts_the_connection_is_given_upstream_connect() {
+    // A listener with a backlog of one that never accepts: once its queue is full, the kernel
+    // drops further SYNs and a connect hangs, as against a black-holed address.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = socket.listen(1).unwrap();
+    let addr = full.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_millis(50),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            queued.push(stream);
+        }
+    }
+    let sts = TokenServer::start().await;
+    let gw = gateway(&config(
+        &sts.url(),
+        &format!("http://{addr}"),
+        "[timeouts]\nupstream_connect = \"700ms\"\n",
+    ))
+    .await;
+    let started = tokio::time::Instant::now();
+    let answer = get(gw.addr, "/", Some("connect-timeout-caller")).await;
+    let waited = started.elapsed();
+    assert_eq!(answer.status, 502, "{}", answer.body);
+    // The configured 700 ms, not the 2 s default or the 30 s response timeout.
+    assert!(
+        waited >= Duration::from_millis(700) && waited < Duration::from_secs(2),
+        "answered after {waited:?}"
+    );
+    drop(queued);
+}
