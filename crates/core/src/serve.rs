@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::HeaderValue;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -161,10 +162,11 @@ where
             handler,
             peer,
         } = self;
-        let service = service_fn(move |request| {
-            let response = handler(request, peer.clone());
-            async move { Ok::<_, Infallible>(response.await) }
-        });
+        // `map`, not `async move { Ok(response.await) }`: an async block keeps the captured
+        // future and the awaited one side by side, doubling what hyper moves into its
+        // connection state for every request.
+        let service =
+            service_fn(move |request| handler(request, peer.clone()).map(Ok::<_, Infallible>));
         let connection = builder.serve_connection(io, service).into_owned();
         if let Err(e) = watcher.watch(connection).await {
             tracing::debug!(error = %e, "connection closed with an error");

@@ -210,8 +210,8 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
         data_stop_rx,
         move |request, peer| {
             // The generation current when the request arrived serves it to the end.
-            let gateway = gateway.load_full();
-            async move { gateway.handle(request, peer).await }
+            // The future is `handle`'s own (it holds the `Arc`): no wrapper around it.
+            gateway.load_full().handle(request, peer)
         },
     ));
     let admin_task = tokio::spawn(serve::serve(

@@ -139,7 +139,11 @@ impl Gateway {
     }
 
     /// Serves one request. Never fails: every error becomes its RFC 6750 / RFC 9110 response.
-    pub(crate) async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: Peer,
+    ) -> Response<Body> {
         let mut outcome = Outcome::start(self.access_log.is_some(), &request);
         let response = async {
             // route: the first configured prefix wins; nothing else about the request picks a
