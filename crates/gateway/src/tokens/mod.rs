@@ -261,7 +261,7 @@ impl DomainTokens {
                 if self.subject.is_none() && hit.should_refresh(self.settings.refresh_ahead) {
                     // The renewal asks for the held union, so no route loses its scope.
                     let held = hit.scope.clone().unwrap_or_default();
-                    self.refresh_ahead(key, at1, Some(held.to_string()), Some(held));
+                    self.refresh_ahead(&hit, key, at1, Some(held.to_string()), Some(held));
                 }
                 return Ok((hit, Lookup::Hit));
             }
@@ -272,7 +272,7 @@ impl DomainTokens {
             // Refresh ahead: a token in use is renewed before it expires, so a steady caller
             // never waits on the token server; if the renewal fails, this one keeps serving.
             if self.subject.is_none() && hit.should_refresh(self.settings.refresh_ahead) {
-                self.refresh_ahead(key, at1, scope.map(str::to_owned), None);
+                self.refresh_ahead(&hit, key, at1, scope.map(str::to_owned), None);
             }
             return Ok((hit, Lookup::Hit));
         }
@@ -298,10 +298,13 @@ impl DomainTokens {
         self.metadata.check_issued(issued)
     }
 
-    /// Renews a cached token in the background; on any failure the one in use keeps serving.
-    /// `held`: an incremental entry's scope, asked for whole so no route loses its scope.
+    /// Renews a cached token in the background; on any failure the one in use keeps serving,
+    /// and a later request tries again after [`CachedToken::renewal_backoff`], so an outage
+    /// shorter than the time left never expires a token in use. `held`: an incremental entry's
+    /// scope, asked for whole so no route loses its scope.
     fn refresh_ahead(
         self: &Arc<Self>,
+        current: &Arc<CachedToken>,
         key: Key,
         at1: InboundToken<'_>,
         scope: Option<String>,
@@ -309,6 +312,7 @@ impl DomainTokens {
     ) {
         let at1 = at1.expose().to_owned();
         let domain = self.clone();
+        let current = current.clone();
         tokio::spawn(async move {
             let scope = scope.filter(|s| !s.is_empty());
             let Ok(issued) = domain
@@ -317,6 +321,8 @@ impl DomainTokens {
                 .await
                 .and_then(|issued| domain.metadata.check_issued(issued))
             else {
+                tokio::time::sleep(current.renewal_backoff()).await;
+                current.renewal_failed();
                 return;
             };
             let token = InboundToken::already_accepted(&at1);

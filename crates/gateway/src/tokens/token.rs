@@ -35,7 +35,7 @@ pub(crate) struct CachedToken {
     /// The response's `ruri` as an origin (`scheme://host:port`), if it had a usable one.
     pub ruri: Option<Arc<str>>,
     ttl: Duration,
-    /// Set once a background renewal has started for this entry.
+    /// Set while a background renewal runs, or backs off after a failed one.
     refreshing: AtomicBool,
 }
 
@@ -106,6 +106,19 @@ impl CachedToken {
         };
         let left = self.expires_at.saturating_duration_since(Instant::now());
         left < self.ttl.mul_f64(1.0 - ahead) && !self.refreshing.swap(true, Ordering::AcqRel)
+    }
+
+    /// After a failed renewal: how long until a request may try again. A tenth of the time
+    /// left (so a token has several tries before it expires), between 250 ms and 5 s (so a
+    /// flapping token server is neither hammered nor waited out).
+    pub(super) fn renewal_backoff(&self) -> Duration {
+        let left = self.expires_at.saturating_duration_since(Instant::now());
+        (left / 10).clamp(Duration::from_millis(250), Duration::from_secs(5))
+    }
+
+    /// Lets the next request after a failed renewal start another one.
+    pub(super) fn renewal_failed(&self) {
+        self.refreshing.store(false, Ordering::Release);
     }
 }
 

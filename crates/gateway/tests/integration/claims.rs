@@ -129,3 +129,67 @@ async fn an_upstream_that_never_accepts_the_connection_is_given_upstream_connect
     );
     drop(queued);
 }
+
+/// The last `Authorization` the upstream received.
+fn last_token(upstream: &Upstream) -> String {
+    let received = upstream.received();
+    let last = received.last().expect("the upstream received a request");
+    last.header("authorization").unwrap_or("").to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_renewal_is_tried_again_before_the_token_in_use_expires() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // Lifetime 100 s, renewed from half of it. The token server is down (503, retries and all)
+    // when the first renewal runs; the token in use keeps serving, and once the server is back a
+    // later request renews it, well before it expires.
+    let down = Arc::new(AtomicBool::new(false));
+    let outage = down.clone();
+    let sts = TokenServer::scripted(move |n, _| {
+        if outage.load(Ordering::SeqCst) {
+            Reply::error(503, "temporarily_unavailable")
+        } else {
+            Reply::issue(n, Some(100))
+        }
+    })
+    .await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&config(&sts.url(), &upstream.url(), "").replace(
+        "[cache]\nexpiry_skew = \"0s\"\n",
+        "[cache]\nexpiry_skew = \"0s\"\nrefresh_ahead = 0.5\n",
+    ))
+    .await;
+    let caller = Some("renewing-caller");
+    let issued = tokio::time::Instant::now();
+    assert_eq!(get(gw.addr, "/", caller).await.status, 200);
+    assert_eq!(last_token(&upstream), "Bearer at2-0");
+    tokio::time::sleep(Duration::from_secs(51)).await;
+    down.store(true, Ordering::SeqCst);
+    // Past half-life: served with at2-0, and a renewal starts and fails.
+    assert_eq!(get(gw.addr, "/", caller).await.status, 200);
+    while sts.calls() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    down.store(false, Ordering::SeqCst);
+    let before = sts.calls();
+    // The server is back: requests are served with at2-0 until one of them renews it.
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(get(gw.addr, "/", caller).await.status, 200);
+        if last_token(&upstream) != "Bearer at2-0" {
+            break;
+        }
+        assert!(
+            issued.elapsed() < Duration::from_secs(100),
+            "at2-0 expired before a second renewal was tried"
+        );
+    }
+    assert!(issued.elapsed() < Duration::from_secs(100));
+    assert_eq!(
+        sts.calls(),
+        before + 1,
+        "one renewal once the server was back"
+    );
+}
