@@ -2,7 +2,7 @@
 """Chaos run: chaingate under steady load while its token server misbehaves and its upstream
 resets connections mid-body. Not part of CI (it runs for a minute or more); see the README.
 
-Usage: python3 benches/chaos/chaos.py [--binary target/release/chaingate] [--seconds 60]
+Usage: python3 benches/chaos/chaos.py [--binary target/release/chaingate] [--seconds 120]
                                       [--phase 3] [--warm 4] [--cold 2]
 
 The token server cycles through phases of --phase seconds each:
@@ -10,7 +10,7 @@ The token server cycles through phases of --phase seconds each:
   the domain's 1 s timeout), up, reset (accepts, then resets the connection unanswered), up,
   error (503 temporarily_unavailable).
 Callers, all on loopback:
-  warm  --warm threads over 20 tokens exchanged before the run (lifetime 20 s less a 2 s skew,
+  warm  --warm threads over 20 tokens exchanged before the run (lifetime 60 s less a 2 s skew,
         renewed in the background from half of it, so each is renewed several times during the
         run, through the faults): every answer must be 200, whatever the token server does;
   cold  --cold threads, a never-seen token per request: 200 when the server is up, else 503
@@ -88,7 +88,7 @@ class TokenServer:
                     status, body = "503 Service Unavailable", b'{"error":"temporarily_unavailable"}'
                 else:
                     status = "200 OK"
-                    body = json.dumps({"access_token": "at2-%016x" % random.getrandbits(64), "token_type": "Bearer", "expires_in": 20}).encode()
+                    body = json.dumps({"access_token": "at2-%016x" % random.getrandbits(64), "token_type": "Bearer", "expires_in": 60}).encode()
                 conn.sendall(f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
         except OSError:
             pass
@@ -140,7 +140,7 @@ def exchanges(admin):
 
 def main():
     p = argparse.ArgumentParser(); p.add_argument("--binary", default="target/release/chaingate")
-    p.add_argument("--seconds", type=int, default=60); p.add_argument("--phase", type=float, default=3)
+    p.add_argument("--seconds", type=int, default=120); p.add_argument("--phase", type=float, default=3)
     p.add_argument("--warm", type=int, default=4); p.add_argument("--cold", type=int, default=2)
     a = p.parse_args()
     upstream = Upstream()

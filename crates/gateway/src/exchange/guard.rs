@@ -34,6 +34,8 @@ struct Breaker {
     consecutive_failures: u32,
     open_until: Option<Instant>,
     probing: bool,
+    /// A background renewal is going through the open breaker as its probe.
+    renewal_probing: bool,
 }
 
 #[derive(Debug)]
@@ -96,9 +98,51 @@ impl Guard {
         Ok(Admission { _permit: permit })
     }
 
+    /// For a background renewal: as [`Self::admit`], except that while the breaker is open one
+    /// renewal at a time goes through as its probe. A token in use must get its chances to be
+    /// renewed before it expires, and a storm of failing callers (new tokens during an outage)
+    /// must not take them away; one at a time keeps an outage's extra load at one request.
+    pub(super) fn admit_renewal(
+        &self,
+        fallback_retry_after: Duration,
+    ) -> Result<Admission<'_>, (Error, &'static str)> {
+        let probe = {
+            let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            if breaker.open_until.is_some() {
+                if breaker.renewal_probing {
+                    return Err((
+                        Error::ExchangeUnavailable {
+                            retry_after: self.settings.breaker_open,
+                        },
+                        "circuit open, a renewal is probing",
+                    ));
+                }
+                breaker.renewal_probing = true;
+            }
+            breaker.renewal_probing
+        };
+        let permit = self.in_flight.try_acquire().map_err(|_| {
+            if probe {
+                self.breaker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .renewal_probing = false;
+            }
+            (
+                Error::ExchangeUnavailable {
+                    retry_after: fallback_retry_after,
+                },
+                "too many exchanges in flight",
+            )
+        })?;
+        self.deposit();
+        Ok(Admission { _permit: permit })
+    }
+
     /// Records how an exchange ended: `true` if the token server answered at all.
     pub(super) fn record(&self, server_answered: bool) {
         let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        breaker.renewal_probing = false;
         if server_answered {
             *breaker = Breaker::default();
             return;
@@ -171,6 +215,42 @@ mod tests {
             breaker_open: Duration::from_secs(5),
             max_in_flight: 2,
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewals_probe_an_open_breaker_one_at_a_time() {
+        let g = guard(0, 3);
+        for _ in 0..3 {
+            let _admitted = g.admit(Duration::from_secs(1)).unwrap();
+            g.record(false);
+        }
+        assert!(
+            g.admit(Duration::from_secs(1)).is_err(),
+            "callers fail fast"
+        );
+        let probe = g
+            .admit_renewal(Duration::from_secs(1))
+            .expect("a renewal probes");
+        assert!(
+            g.admit_renewal(Duration::from_secs(1)).is_err(),
+            "one renewal at a time"
+        );
+        assert!(
+            g.admit(Duration::from_secs(1)).is_err(),
+            "callers still fail fast"
+        );
+        drop(probe);
+        // It failed: the breaker stays open, and the next renewal may probe again.
+        g.record(false);
+        assert!(g.is_open());
+        let probe = g
+            .admit_renewal(Duration::from_secs(1))
+            .expect("the next renewal probes");
+        drop(probe);
+        // It succeeded: closed for everyone.
+        g.record(true);
+        assert!(!g.is_open());
+        assert!(g.admit(Duration::from_secs(1)).is_ok());
     }
 
     #[tokio::test(start_paused = true)]

@@ -222,8 +222,28 @@ impl Exchanger {
         subject: &str,
         scope: Option<&str>,
     ) -> Result<Issued, Error> {
+        self.exchange_for(subject, scope, false).await
+    }
+
+    /// As [`Self::exchange`], for a background renewal of a token in use: it may go through an
+    /// open breaker as its probe (one at a time), so callers' failures cannot starve renewals.
+    pub(crate) async fn renew(&self, subject: &str, scope: Option<&str>) -> Result<Issued, Error> {
+        self.exchange_for(subject, scope, true).await
+    }
+
+    async fn exchange_for(
+        &self,
+        subject: &str,
+        scope: Option<&str>,
+        renewal: bool,
+    ) -> Result<Issued, Error> {
         let started = Instant::now();
-        let result = match self.guard.admit(self.retry_after) {
+        let admitted = if renewal {
+            self.guard.admit_renewal(self.retry_after)
+        } else {
+            self.guard.admit(self.retry_after)
+        };
+        let result = match admitted {
             Err((error, reason)) => Err(Failure::error(error, reason)),
             Ok(_admission) => {
                 let attempts = self.attempts(subject, scope, started + self.domain.timeout);

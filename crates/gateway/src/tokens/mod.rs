@@ -317,7 +317,7 @@ impl DomainTokens {
             let scope = scope.filter(|s| !s.is_empty());
             let Ok(issued) = domain
                 .exchanger
-                .exchange(&at1, scope.as_deref())
+                .renew(&at1, scope.as_deref())
                 .await
                 .and_then(|issued| domain.metadata.check_issued(issued))
             else {
