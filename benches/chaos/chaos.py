@@ -142,6 +142,7 @@ def main():
     p = argparse.ArgumentParser(); p.add_argument("--binary", default="target/release/chaingate")
     p.add_argument("--seconds", type=int, default=120); p.add_argument("--phase", type=float, default=3)
     p.add_argument("--warm", type=int, default=4); p.add_argument("--cold", type=int, default=2)
+    p.add_argument("--log", help="write chaingate's log (RUST_LOG applies) to this file")
     a = p.parse_args()
     upstream = Upstream()
     sts = TokenServer(a.phase)
@@ -165,7 +166,8 @@ upstream = "http://127.0.0.1:{upstream.port}"
 domain = "chaos"
 '''
     path = os.path.join(tempfile.mkdtemp(), "chaos.toml"); open(path, "w").write(cfg)
-    gw = subprocess.Popen([a.binary, "run", "--config", path], stderr=subprocess.DEVNULL)
+    log = open(a.log, "w") if a.log else subprocess.DEVNULL
+    gw = subprocess.Popen([a.binary, "run", "--config", path], stderr=log)
     for _ in range(200):
         try:
             c = http.client.HTTPConnection("127.0.0.1", admin, timeout=1); c.request("GET", "/ready")
