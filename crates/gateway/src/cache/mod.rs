@@ -274,6 +274,19 @@ impl<V: Expiring> Expiry<Key, Arc<V>> for EntryLifetime {
     ) -> Option<Duration> {
         Some(value.ttl())
     }
+
+    /// A replaced value (a renewal) lives for its own TTL from now. moka's default keeps the
+    /// old deadline, which evicted every renewed token when the token it replaced would have
+    /// expired (found by the chaos run: warm callers failed one lifetime in).
+    fn expire_after_update(
+        &self,
+        _key: &Key,
+        value: &Arc<V>,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl())
+    }
 }
 
 #[cfg(test)]

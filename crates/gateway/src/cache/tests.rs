@@ -187,3 +187,21 @@ async fn a_zero_negative_ttl_remembers_nothing() {
         .await;
     assert!(cache.rejected(&key).await.is_none());
 }
+
+/// moka evicts on its own clock, so this asks the expiry policy directly: a replaced value (a
+/// renewal) gets its own lifetime, not what was left of the one it replaced.
+#[test]
+#[allow(clippy::disallowed_types)]
+fn a_replaced_value_lives_for_its_own_lifetime() {
+    let key = Key::of(&[b"k"]);
+    let renewed = value(2, Duration::from_secs(3600));
+    let left_of_old = Some(Duration::from_secs(1));
+    assert_eq!(
+        EntryLifetime.expire_after_update(&key, &renewed, std::time::Instant::now(), left_of_old),
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(
+        EntryLifetime.expire_after_create(&key, &renewed, std::time::Instant::now()),
+        Some(Duration::from_secs(3600))
+    );
+}
