@@ -67,8 +67,8 @@ impl Guard {
         &self,
         fallback_retry_after: Duration,
     ) -> Result<Admission<'_>, (Error, &'static str)> {
-        {
-            let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        let probe = {
+            let mut breaker = self.lock_breaker();
             if let Some(until) = breaker.open_until {
                 let now = Instant::now();
                 if now < until {
@@ -76,26 +76,16 @@ impl Guard {
                     return Err((Error::ExchangeUnavailable { retry_after }, "circuit open"));
                 }
                 if breaker.probing {
-                    return Err((
-                        Error::ExchangeUnavailable {
-                            retry_after: self.settings.breaker_open,
-                        },
-                        "circuit half-open",
-                    ));
+                    return Err(self.busy_probe("circuit half-open"));
                 }
                 breaker.probing = true;
             }
-        }
-        let permit = self.in_flight.try_acquire().map_err(|_| {
-            (
-                Error::ExchangeUnavailable {
-                    retry_after: fallback_retry_after,
-                },
-                "too many exchanges in flight",
-            )
-        })?;
-        self.deposit();
-        Ok(Admission { _permit: permit })
+            breaker.probing
+        };
+        self.in_flight_slot(
+            fallback_retry_after,
+            probe.then_some(|b: &mut Breaker| b.probing = false),
+        )
     }
 
     /// For a background renewal: as [`Self::admit`], except that while the breaker is open one
@@ -107,41 +97,55 @@ impl Guard {
         fallback_retry_after: Duration,
     ) -> Result<Admission<'_>, (Error, &'static str)> {
         let probe = {
-            let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let mut breaker = self.lock_breaker();
             if breaker.open_until.is_some() {
                 if breaker.renewal_probing {
-                    return Err((
-                        Error::ExchangeUnavailable {
-                            retry_after: self.settings.breaker_open,
-                        },
-                        "circuit open, a renewal is probing",
-                    ));
+                    return Err(self.busy_probe("circuit open, a renewal is probing"));
                 }
                 breaker.renewal_probing = true;
             }
             breaker.renewal_probing
         };
-        let permit = self.in_flight.try_acquire().map_err(|_| {
-            if probe {
-                self.breaker
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .renewal_probing = false;
+        self.in_flight_slot(
+            fallback_retry_after,
+            probe.then_some(|b: &mut Breaker| b.renewal_probing = false),
+        )
+    }
+
+    fn lock_breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn busy_probe(&self, reason: &'static str) -> (Error, &'static str) {
+        let retry_after = self.settings.breaker_open;
+        (Error::ExchangeUnavailable { retry_after }, reason)
+    }
+
+    /// One of the `max_in_flight` places. When they are all taken, `undo` gives back the probe
+    /// this admission claimed: no `record` will come for it, and a probe left claimed would keep
+    /// the breaker half-open for good.
+    fn in_flight_slot(
+        &self,
+        fallback_retry_after: Duration,
+        undo: Option<fn(&mut Breaker)>,
+    ) -> Result<Admission<'_>, (Error, &'static str)> {
+        let Ok(permit) = self.in_flight.try_acquire() else {
+            if let Some(undo) = undo {
+                undo(&mut self.lock_breaker());
             }
-            (
-                Error::ExchangeUnavailable {
-                    retry_after: fallback_retry_after,
-                },
+            let retry_after = fallback_retry_after;
+            return Err((
+                Error::ExchangeUnavailable { retry_after },
                 "too many exchanges in flight",
-            )
-        })?;
+            ));
+        };
         self.deposit();
         Ok(Admission { _permit: permit })
     }
 
     /// Records how an exchange ended: `true` if the token server answered at all.
     pub(super) fn record(&self, server_answered: bool) {
-        let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        let mut breaker = self.lock_breaker();
         breaker.renewal_probing = false;
         if server_answered {
             *breaker = Breaker::default();
@@ -215,6 +219,30 @@ mod tests {
             breaker_open: Duration::from_secs(5),
             max_in_flight: 2,
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_refused_for_want_of_a_place_does_not_wedge_the_breaker() {
+        let g = guard(0, 3);
+        for _ in 0..3 {
+            let _admitted = g.admit(Duration::from_secs(1)).unwrap();
+            g.record(false);
+        }
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // Both places taken (max_in_flight = 2): the half-open probe cannot start.
+        let held = (
+            g.in_flight.try_acquire().unwrap(),
+            g.in_flight.try_acquire().unwrap(),
+        );
+        assert!(g.admit(Duration::from_secs(1)).is_err());
+        assert!(g.admit_renewal(Duration::from_secs(1)).is_err());
+        drop(held);
+        // The claims were given back: the next caller and the next renewal may probe.
+        assert!(g.admit_renewal(Duration::from_secs(1)).is_ok());
+        assert!(
+            g.admit(Duration::from_secs(1)).is_ok(),
+            "not wedged half-open"
+        );
     }
 
     #[tokio::test(start_paused = true)]
