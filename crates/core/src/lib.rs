@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod drain;
+pub mod keep_reading;
 mod linger;
 pub mod metrics;
 mod pem;

@@ -12,6 +12,10 @@ use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::TlsIdentity;
+use crate::keep_reading::TcpConnector;
+
+/// What every pooled client connects with: TLS or plain by scheme over [`TcpConnector`].
+pub type Connector = HttpsConnector<TcpConnector>;
 
 /// Installs aws-lc-rs as the process-wide rustls provider. Call once, first thing in `main`.
 pub fn install_crypto_provider() {
@@ -69,7 +73,7 @@ pub fn pooled_client<B>(
     identity: Option<&TlsIdentity>,
     connect_timeout: Duration,
     pool_idle: Duration,
-) -> Result<Client<HttpsConnector<HttpConnector>, B>, rustls::Error>
+) -> Result<Client<Connector, B>, rustls::Error>
 where
     B: http_body::Body + Send,
     B::Data: Send,
@@ -84,7 +88,7 @@ where
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
+        .wrap_connector(TcpConnector(http));
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(pool_idle)
         .pool_timer(TokioTimer::new())

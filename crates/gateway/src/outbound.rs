@@ -14,8 +14,6 @@ use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{HeaderMap, Request, Response, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
 use crate::config::Upstream;
@@ -60,7 +58,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-type TlsClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+type TlsClient = Client<chaingate_core::tls::Connector, UpstreamBody>;
 
 /// One route's way to its upstream.
 #[derive(Debug)]
@@ -289,7 +287,7 @@ pub(crate) async fn send(
         UpstreamClient::Tls(client) => {
             tokio::time::timeout(timeout, async {
                 client.request(request).await.map_err(|e| {
-                tracing::debug!(error = %e, connect = e.is_connect(), "upstream request failed");
+                tracing::debug!(error = ?e, connect = e.is_connect(), "upstream request failed");
                 Error::UpstreamUnavailable
             })
             })

@@ -22,8 +22,6 @@ use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http::{StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -41,7 +39,7 @@ pub(crate) use registration::RegistrationMetrics;
 /// Token responses larger than this are refused rather than buffered.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<chaingate_core::tls::Connector, Full<Bytes>>;
 
 /// A token issued by a domain's token endpoint.
 pub(crate) struct Issued {

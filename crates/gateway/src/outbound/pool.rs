@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::body::UpstreamBody;
 use crate::config::Upstream;
 use crate::error::Error;
+use chaingate_core::keep_reading::KeepReading;
 
 /// Keep-alive HTTP/1.1 connections to one plain-http upstream.
 ///
@@ -141,12 +142,13 @@ impl Http1Pool {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| {
-                tracing::debug!(error = %e, "upstream handshake failed");
-                Error::UpstreamUnavailable
-            })?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(KeepReading::new(stream)))
+                .await
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "upstream handshake failed");
+                    Error::UpstreamUnavailable
+                })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream connection closed with an error");

@@ -4,6 +4,7 @@
 mod access_log;
 mod claims;
 mod drain;
+mod early_close;
 mod fuzz_corpus;
 mod gateway;
 mod h2_floods;
