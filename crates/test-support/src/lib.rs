@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod authority;
 pub mod consent;
+pub mod h2raw;
 pub mod logs;
 pub mod oidc_provider;
 pub mod parties;
@@ -79,10 +80,49 @@ pub fn npm_packages(folder: &str, probe: &str) -> std::path::PathBuf {
     dir
 }
 
-/// An address nothing listens on.
+/// `jwt` with its signature changed for certain: the signature's first character (six whole
+/// bits, unlike the last one, whose spare bits a decoder may ignore) becomes another.
+pub fn tamper_signature(jwt: &str) -> String {
+    let at = jwt.rfind('.').expect("a JWS compact serialization") + 1;
+    let replacement = if jwt[at..].starts_with('A') { "B" } else { "A" };
+    format!("{}{replacement}{}", &jwt[..at], &jwt[at + 1..])
+}
+
+/// An address nothing listens on, for as long as the test process runs: the port stays bound
+/// (without `SO_REUSEADDR`, never listening), so no server another test starts can take it and
+/// a connection to it is always refused.
 pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    let port = ReservedPort::new();
+    let addr = port.addr;
+    static HELD: Mutex<Vec<ReservedPort>> = Mutex::new(Vec::new());
+    HELD.lock().unwrap().push(port);
+    addr
+}
+
+/// A port held (bound, not listening: connections are refused) until dropped, for a test that
+/// starts a server on it later: drop it just before binding.
+#[derive(Debug)]
+pub struct ReservedPort {
+    _socket: tokio::net::TcpSocket,
+    pub addr: SocketAddr,
+}
+
+impl ReservedPort {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        Self {
+            _socket: socket,
+            addr,
+        }
+    }
+}
+
+impl Default for ReservedPort {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 // === token endpoint ===
@@ -398,7 +438,7 @@ client_id = "gateway-a"
 client_secret = "gateway-secret-value"
 auth_method = "client_secret_basic"
 allow_insecure_http = true
-timeout = "500ms"
+timeout = "5s"
 scope = "invoices.read"
 
 {extra}

@@ -2,23 +2,13 @@
 
 use chaingate_test_support as support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_chaingate");
+use crate::process::{write_config, Process, BIN};
 const AT1: &str = "lifecycle-caller-token";
-
-fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("chaingate.toml");
-    std::fs::write(&path, text).unwrap();
-    (dir, path)
-}
 
 #[test]
 fn check_accepts_a_valid_config_and_names_the_bad_key_otherwise() {
@@ -111,80 +101,6 @@ fn secrets_set_from_the_environment_load_and_config_errors_never_echo_a_value() 
     }
 }
 
-/// A running `chaingate run` process with its log lines collected.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Process {
-    fn start(config_text: &str) -> Self {
-        let (dir, path) = write_config(config_text);
-        let mut child = Command::new(BIN)
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "trace")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("chaingate ready") {
-                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                    let _ = tx.send((
-                        v["listen"].as_str().unwrap().parse().unwrap(),
-                        v["admin"].as_str().unwrap().parse().unwrap(),
-                    ));
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let (addr, admin) = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("chaingate reports ready");
-        Self {
-            child,
-            addr,
-            admin,
-            logs,
-            _dir: dir,
-        }
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let step = Duration::from_millis(20);
-        for _ in 0..=within.as_millis() / step.as_millis() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(step);
-        }
-        panic!("chaingate did not exit within {within:?}");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_turns_ready_off_finishes_in_flight_requests_and_exits_zero() {
     let sts = TokenServer::start().await;
@@ -200,14 +116,28 @@ async fn sigterm_turns_ready_off_finishes_in_flight_requests_and_exits_zero() {
 
     let addr = gw.addr;
     let in_flight: Vec<_> = (0..8)
-        .map(|_| tokio::spawn(async move { get(addr, "/slow/1500", Some(AT1)).await.status }))
+        .map(|_| tokio::spawn(async move { get(addr, "/slow/4000", Some(AT1)).await.status }))
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // All eight are in flight once the upstream has them: wait for that, not for a guess.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while upstream
+        .received()
+        .iter()
+        .filter(|r| r.uri.contains("/slow/"))
+        .count()
+        < 8
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the requests never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     gw.terminate();
 
     // Readiness flips at once, while the admin port still answers.
     let mut ready = 200;
-    for _ in 0..20 {
+    for _ in 0..300 {
         ready = get(gw.admin, "/ready", None).await.status.as_u16();
         if ready == 503 {
             break;
@@ -215,11 +145,20 @@ async fn sigterm_turns_ready_off_finishes_in_flight_requests_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(ready, 503);
-    // New connections are refused once draining has begun.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // New connections are refused once draining has begun (the listener closes just after
+    // readiness turns off: polled, while the in-flight requests still have seconds to go).
+    let mut refused = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "listener still open while draining");
     assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "listener still open while draining"
+        in_flight.iter().all(|r| !r.is_finished()),
+        "the listener closed only after the in-flight requests ended"
     );
 
     for request in in_flight {

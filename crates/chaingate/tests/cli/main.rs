@@ -2,4 +2,6 @@
 
 mod crate_graph;
 mod demo;
+mod floods;
 mod lifecycle;
+mod process;

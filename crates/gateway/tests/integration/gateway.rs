@@ -214,7 +214,8 @@ async fn concurrent_misses_for_one_token_make_exactly_one_exchange() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
+// Paused time: the token's one second passes exactly, whatever the machine's load.
+#[tokio::test(start_paused = true)]
 async fn cached_tokens_are_reused_until_they_expire_then_re_exchanged() {
     let sts = TokenServer::scripted(|n, _| Reply::issue(n, Some(1))).await;
     let upstream = Upstream::start().await;
@@ -465,7 +466,8 @@ async fn token_server_refusals_map_to_caller_errors() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
+// Paused time: the slow token server's 20 s and the domain's 5 s timeout are virtual.
+#[tokio::test(start_paused = true)]
 async fn token_server_outages_are_503_with_retry_after_and_slowness_is_504() {
     for status in [500, 503] {
         let answer = status_when_sts_says(Reply::error(status, "server_error")).await;
@@ -479,7 +481,7 @@ async fn token_server_outages_are_503_with_retry_after_and_slowness_is_504() {
     assert_eq!(answer.header("retry-after"), Some("12"));
 
     let slow =
-        status_when_sts_says(Reply::issue(0, Some(60)).delayed(Duration::from_secs(2))).await;
+        status_when_sts_says(Reply::issue(0, Some(60)).delayed(Duration::from_secs(20))).await;
     assert_eq!(slow.status, 504);
 
     let closed = closed_port().await;
@@ -519,7 +521,7 @@ async fn a_retry_after_that_fits_the_deadline_is_waited_for_then_the_retry_serve
     .await;
     let upstream = Upstream::start().await;
     let toml =
-        config(&sts.url(), &upstream.url(), "").replace("timeout = \"500ms\"", "timeout = \"3s\"");
+        config(&sts.url(), &upstream.url(), "").replace("timeout = \"5s\"", "timeout = \"3s\"");
     let gw = gateway(&toml).await;
     let started = tokio::time::Instant::now();
     let answer = get(gw.addr, "/", Some(AT1)).await;
@@ -554,7 +556,7 @@ async fn errors_are_not_cached_as_successes() {
     let upstream = Upstream::start().await;
     // Without retries, so the first request sees the 500.
     let toml = config(&sts.url(), &upstream.url(), "")
-        .replace("timeout = \"500ms\"", "timeout = \"500ms\"\nretries = 0");
+        .replace("timeout = \"5s\"", "timeout = \"5s\"\nretries = 0");
     let gw = gateway(&toml).await;
     assert_eq!(get(gw.addr, "/", Some(AT1)).await.status, 503);
     let second = get(gw.addr, "/", Some(AT1)).await;

@@ -167,7 +167,7 @@ scope = "b:read"
     assert_eq!(claims["scope"], "b:read");
     assert_eq!(claims["client_id"], "gateway");
     // A token the authority rejects is the caller's problem: 401 invalid_token.
-    let forged = format!("{}x", &token[..token.len() - 1]);
+    let forged = tamper_signature(&token);
     assert_eq!(get(gw.addr, "/x", Some(&forged)).await.status, 401);
 }
 

@@ -479,7 +479,8 @@ async fn a_registration_endpoint_down_at_start_is_retried_until_it_answers() {
     let a = authority_a().await;
     let upstream = Upstream::start().await;
     let files = Files::new(Some(IAT));
-    let b_addr: SocketAddr = closed_port().await;
+    let reserved = ReservedPort::new();
+    let b_addr: SocketAddr = reserved.addr;
     let b = format!("http://{b_addr}");
     let (domain, registration) = fixed(&b);
     let gw = gateway(&gateway_config(
@@ -494,6 +495,7 @@ async fn a_registration_endpoint_down_at_start_is_retried_until_it_answers() {
     assert_eq!(ready_status(&gw).await, 503);
     assert_eq!(get(gw.admin_addr, "/live", None).await.status, 200);
 
+    drop(reserved);
     let b = authority_b(&b_addr.to_string(), a.issuer()).await;
     wait_ready(&gw).await;
     assert_eq!(outcome(&gw, "registered").await, 1.0);
