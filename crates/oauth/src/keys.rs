@@ -78,8 +78,12 @@ impl SigningKey {
             if alg != Algorithm::EdDSA {
                 return Err(format!("an Ed25519 key signs EdDSA only, not {alg:?}"));
             }
-            let jwk = Jwk::from_encoding_key(&key, alg).map_err(|e| format!("Ed25519 key: {e}"))?;
-            let jwk = serde_json::to_value(&jwk).map_err(|e| e.to_string())?;
+            // jsonwebtoken cannot derive an OKP JWK (it panics), so the public key comes from
+            // aws-lc-rs: RFC 8037 §2, `x` is the 32-byte public key.
+            let public = ed25519_public_key(pem)?;
+            let jwk = serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(public),
+            });
             return Self::finish(alg, key, jwk);
         }
         Err("not a PKCS#8 PEM EC P-256, RSA or Ed25519 private key".to_string())
@@ -281,4 +285,47 @@ pub fn parse_asymmetric_alg(name: &str) -> Result<Algorithm, String> {
         ));
     }
     Ok(alg)
+}
+
+/// The public half of a PKCS#8 PEM Ed25519 private key.
+fn ed25519_public_key(pem: &[u8]) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem)
+        .map_err(|e| format!("Ed25519 key: {e}"))?;
+    let pair =
+        aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der())
+            .map_err(|e| format!("Ed25519 key: {e}"))?;
+    Ok(pair.public_key().as_ref().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ed25519_key_loads_with_its_rfc_8037_public_jwk_and_thumbprint() {
+        // RFC 8037 appendix A.1 (the key) and A.3 (its RFC 7638 thumbprint).
+        let d = URL_SAFE_NO_PAD
+            .decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+            .unwrap();
+        let mut pkcs8 = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        pkcs8.extend_from_slice(&d);
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&pkcs8)
+        );
+        let key = SigningKey::from_pem(pem.as_bytes(), None).unwrap();
+        assert_eq!(key.alg(), Algorithm::EdDSA);
+        assert_eq!(key.public_jwk()["kty"], "OKP");
+        assert_eq!(
+            key.public_jwk()["x"],
+            "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+        );
+        assert_eq!(key.kid(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+        let signed = key.sign("JWT", &serde_json::json!({"sub": "x"})).unwrap();
+        assert_eq!(signed.split('.').count(), 3);
+    }
 }

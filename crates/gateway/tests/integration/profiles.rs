@@ -634,3 +634,51 @@ async fn tls_client_auth_presents_the_certificate_and_names_the_client() {
         .iter()
         .any(|(k, _)| k == "client_secret" || k == "client_assertion"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_key_jwt_signs_with_rsa_ps256_and_ed25519_keys_for_the_configured_audience() {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    // (key type, client_assertion_alg, the alg the assertion must carry)
+    let cases = [
+        (&rcgen::PKCS_RSA_SHA256, None, Algorithm::RS256),
+        (&rcgen::PKCS_RSA_SHA256, Some("PS256"), Algorithm::PS256),
+        (&rcgen::PKCS_ED25519, None, Algorithm::EdDSA),
+    ];
+    let audience = "https://as.example/realms/b";
+    for (kind, configured_alg, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate_for(kind).unwrap();
+        let pem = dir.path().join("client.pem");
+        std::fs::write(&pem, key.serialize_pem()).unwrap();
+        let sts = TokenServer::start().await;
+        let upstream = Upstream::start().await;
+        let alg_line = configured_alg
+            .map(|a| format!("client_assertion_alg = \"{a}\"\n"))
+            .unwrap_or_default();
+        let domains = format!(
+            "[domains.x]\ntoken_endpoint = \"{}\"\nclient_id = \"gw\"\nauth_method = \"private_key_jwt\"\nclient_key_file = {:?}\n{alg_line}client_assertion_audience = \"{audience}\"\nallow_insecure_http = true\n",
+            sts.url(),
+            pem.display().to_string()
+        );
+        let gw = gateway(&gateway_toml(&domains, "x", &upstream)).await;
+        assert_eq!(get(gw.addr, "/", Some("caller")).await.status, 200);
+        let requests = sts.requests();
+        let assertion = requests[0].param("client_assertion").unwrap();
+        // Verified by jsonwebtoken against the public half alone, as a token endpoint would.
+        let public = key.public_key_pem();
+        let decoding = match expected {
+            Algorithm::EdDSA => DecodingKey::from_ed_pem(public.as_bytes()),
+            _ => DecodingKey::from_rsa_pem(public.as_bytes()),
+        }
+        .unwrap();
+        let mut validation = Validation::new(expected);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&["gw"]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        let verified = jsonwebtoken::decode::<serde_json::Value>(assertion, &decoding, &validation)
+            .unwrap_or_else(|e| panic!("{expected:?}: {e}"));
+        assert_eq!(verified.header.alg, expected);
+        assert_eq!(verified.claims["sub"], "gw");
+        assert_eq!(verified.claims["aud"], audience, "not the token endpoint");
+    }
+}
