@@ -201,3 +201,27 @@ async fn trace_level_logs_hold_no_token_or_secret() {
         assert!(!logs.contains(secret), "{secret} appears in the logs");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_threads_sets_the_runtime_workers_and_one_runs_on_the_main_thread() {
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    // tokio names its worker threads `tokio-rt-worker` (`tokio-runtime-worker` before 1.50;
+    // the kernel keeps 15 bytes of a name).
+    let workers = |gw: &Process| {
+        std::fs::read_dir(format!("/proc/{}/task", gw.child.id()))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("tokio-r"))
+            .count()
+    };
+    for (configured, expected) in [(3, 3), (1, 0)] {
+        let toml = format!(
+            "worker_threads = {configured}\n{}",
+            config(&sts.url(), &upstream.url(), "")
+        );
+        let gw = Process::start_logging(&toml, "info");
+        assert_eq!(get(gw.addr, "/", Some(AT1)).await.status, 200);
+        assert_eq!(workers(&gw), expected, "worker_threads = {configured}");
+    }
+}

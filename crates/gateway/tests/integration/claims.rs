@@ -1,5 +1,5 @@
 //! Behaviours the README and docs/configuration.md promise, each checked where a user would
-//! notice it: `cache.default_ttl`, `cache.max_entries`, `timeouts.tls_handshake`.
+//! notice it: `cache.default_ttl`, `cache.max_entries`, `cache.max_bytes`, `timeouts.tls_handshake`.
 
 use chaingate_test_support as support;
 
@@ -36,6 +36,54 @@ async fn a_token_without_expires_in_lives_for_default_ttl() {
     );
 }
 
+/// The entries gauge once moka has applied its bounds (on its own maintenance schedule: waited
+/// for, bounded), or the last value seen above `bound`.
+async fn settled_entries(gw: &chaingate_gateway::Running, bound: f64) -> f64 {
+    let mut entries = f64::MAX;
+    for _ in 0..200 {
+        let scrape = metrics(gw).await;
+        entries = sample(
+            &scrape,
+            r#"chaingate_token_cache_entries{domain="billing"}"#,
+        )
+        .expect("the entries gauge");
+        if entries <= bound {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    entries
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_holds_at_most_max_bytes_of_tokens() {
+    // 4 KiB tokens under a 64 KiB budget: at most 16 fit, though max_entries would allow 1000.
+    let sts = TokenServer::scripted(|n, _| {
+        let token = format!("at2-{n}-{}", "t".repeat(4096));
+        Reply::raw(
+            200,
+            &format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":300}}"#),
+        )
+    })
+    .await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&config(&sts.url(), &upstream.url(), "").replace(
+        "[cache]\nexpiry_skew = \"0s\"\n",
+        "[cache]\nexpiry_skew = \"0s\"\nmax_entries = 1000\nmax_bytes = 65536\n",
+    ))
+    .await;
+    for i in 0..200 {
+        let token = format!("heavy-caller-{i}");
+        assert_eq!(get(gw.addr, "/", Some(&token)).await.status, 200);
+    }
+    let entries = settled_entries(&gw, 16.0).await;
+    assert!(
+        entries <= 16.0,
+        "{entries} tokens of 4 KiB cached with max_bytes = 64 KiB"
+    );
+    assert!(entries >= 1.0, "the cache still holds what fits");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cache_holds_at_most_max_entries_tokens() {
     let sts = TokenServer::start().await;
@@ -49,21 +97,8 @@ async fn the_cache_holds_at_most_max_entries_tokens() {
         let token = format!("bounded-caller-{i}");
         assert_eq!(get(gw.addr, "/", Some(&token)).await.status, 200);
     }
-    // moka applies its bound on its own maintenance schedule: wait for it (bounded), then the
-    // gauge must sit at the bound or below, never at the 200 tokens seen.
-    let mut entries = f64::MAX;
-    for _ in 0..200 {
-        let scrape = metrics(&gw).await;
-        entries = sample(
-            &scrape,
-            r#"chaingate_token_cache_entries{domain="billing"}"#,
-        )
-        .expect("the entries gauge");
-        if entries <= 10.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The gauge must sit at the bound or below, never at the 200 tokens seen.
+    let entries = settled_entries(&gw, 10.0).await;
     assert!(
         entries <= 10.0,
         "{entries} entries cached with max_entries = 10"

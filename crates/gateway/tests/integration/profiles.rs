@@ -682,3 +682,68 @@ async fn private_key_jwt_signs_with_rsa_ps256_and_ed25519_keys_for_the_configure
         assert_eq!(verified.claims["aud"], audience, "not the token endpoint");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn discovery_is_repeated_every_discovery_refresh_and_a_failed_refresh_keeps_the_endpoint() {
+    use std::sync::{Arc, Mutex};
+    let first = TokenServer::start().await;
+    let second = TokenServer::start().await;
+    // What the metadata server answers: Some(token endpoint), or None for a 500.
+    let published = Arc::new(Mutex::new(Some(first.url())));
+    let issuer = Arc::new(std::sync::OnceLock::<String>::new());
+    let (p, i) = (published.clone(), issuer.clone());
+    let metadata = serve(move |_req| {
+        let (p, i) = (p.clone(), i.clone());
+        async move {
+            let Some(endpoint) = p.lock().unwrap().clone() else {
+                let mut down = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                *down.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                return down;
+            };
+            let doc = serde_json::json!({ "issuer": i.get().unwrap(), "token_endpoint": endpoint });
+            http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                doc.to_string(),
+            )))
+        }
+    })
+    .await;
+    issuer.set(format!("http://{metadata}")).unwrap();
+    let upstream = Upstream::start().await;
+    let domains = format!(
+        "[domains.b]\nissuer = \"http://{metadata}\"\ndiscovery_refresh = \"10m\"\nclient_id = \"gw\"\nclient_secret = \"s\"\nallow_insecure_http = true\n"
+    );
+    let gw = gateway(&gateway_toml(&domains, "b", &upstream)).await;
+    let mut ready = 0;
+    for _ in 0..100 {
+        ready = get(gw.admin_addr, "/ready", None).await.status.as_u16();
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ready, 200);
+    // Each step sends a caller the cache has not seen, so every request exchanges.
+    let exchange = |caller: &'static str| {
+        let addr = gw.addr;
+        async move { get(addr, "/", Some(caller)).await.status }
+    };
+    assert_eq!(exchange("caller-1").await, 200);
+    assert_eq!((first.calls(), second.calls()), (1, 0));
+
+    // The issuer moves its token endpoint: not seen before the refresh is due.
+    *published.lock().unwrap() = Some(second.url());
+    tokio::time::sleep(Duration::from_secs(9 * 60)).await;
+    assert_eq!(exchange("caller-2").await, 200);
+    assert_eq!((first.calls(), second.calls()), (2, 0), "refreshed early");
+    // Past ten minutes the document is read again and the new endpoint used.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(exchange("caller-3").await, 200);
+    assert_eq!((first.calls(), second.calls()), (2, 1), "never refreshed");
+
+    // A refresh that fails keeps the last good endpoint: nothing breaks.
+    *published.lock().unwrap() = None;
+    tokio::time::sleep(Duration::from_secs(11 * 60)).await;
+    assert_eq!(exchange("caller-4").await, 200);
+    assert_eq!((first.calls(), second.calls()), (2, 2));
+    assert_eq!(get(gw.admin_addr, "/ready", None).await.status, 200);
+}
