@@ -4,6 +4,7 @@
 //   FILE: {"client_jwks": {"keys": [...]}, "secrets": {"app": "...", "gw-basic": "...", "gw-post": "..."},
 //          "registration": {"initial_access_token": "..."}}   (registration: optional, see below)
 //         optional "link_headers": {"ruri": URL, "duri": URL}: see "Response metadata links" below.
+//         optional "mtls": {"cert_file", "key_file", "ca_file", "client_san_dns"}: see "Mutual TLS" below.
 //
 // Starts two authorization servers on 127.0.0.1 (ephemeral ports):
 //   A  issues RFC 9068 JWT access tokens (client_credentials, client `app`, aud urn:a:gateway).
@@ -17,10 +18,13 @@
 //
 // Prints exactly one line of JSON to stdout once both listen:
 //   {"a":{"issuer":"http://127.0.0.1:PA"},"b":{"issuer":"http://127.0.0.1:PB"}}
+// (with "mtls", b also has "mtls_token_endpoint":"https://localhost:PM/token")
 // then runs until SIGTERM/SIGINT. Everything else goes to stderr.
 
+import { X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import * as http from 'node:http'
+import * as https from 'node:https'
 
 // oidc-provider prints its configuration notices with console.info (stdout); stdout carries the
 // one JSON line only, so every console method but that line goes to stderr.
@@ -79,6 +83,13 @@ async function listen() {
 // with algorithm 'oauth2') ask for /.well-known/oauth-authorization-server, which this alias maps
 // onto the same document (identical content: issuer, token_endpoint, jwks_uri, ...).
 function attach(server, provider) {
+  serveOn(server, provider)
+  provider.on('server_error', (ctx, err) => console.error(`[${provider.issuer}] server_error`, err))
+  provider.on('grant.error', (ctx, err) => console.error(`[${provider.issuer}] grant.error ${err.error}: ${err.error_description} (${err.error_detail ?? ''})`))
+  provider.on('grant.success', (ctx) => console.error(`[${provider.issuer}] grant.success ${ctx.oidc.params.grant_type} client=${ctx.oidc.client?.clientId}`))
+}
+
+function serveOn(server, provider) {
   // Composed at the first request, so middleware added later with provider.use() takes part.
   let callback
   server.on('request', (req, res) => {
@@ -88,9 +99,6 @@ function attach(server, provider) {
     }
     callback(req, res)
   })
-  provider.on('server_error', (ctx, err) => console.error(`[${provider.issuer}] server_error`, err))
-  provider.on('grant.error', (ctx, err) => console.error(`[${provider.issuer}] grant.error ${err.error}: ${err.error_description} (${err.error_detail ?? ''})`))
-  provider.on('grant.success', (ctx) => console.error(`[${provider.issuer}] grant.success ${ctx.oidc.params.grant_type} client=${ctx.oidc.client?.clientId}`))
 }
 
 // Settings common to both servers: nothing but the token endpoint, discovery and JWKS.
@@ -200,6 +208,55 @@ if (config.registration !== undefined) {
   }
 }
 
+// ---------------------------------------------------------------- Mutual TLS (opt-in)
+// With config.mtls, B also serves its endpoints over HTTPS on a second port, asking every client
+// for a certificate (node verifies it against ca_file), and offers RFC 8705 §2.1 tls_client_auth
+// to client `gw-mtls`, identified by the certificate's SAN DNS name (client_san_dns). Which
+// certificate was presented and whether it verified is read from the TLS socket itself.
+const mtlsClients = []
+const mtlsFeature = {}
+let mtlsServer
+if (config.mtls) {
+  const { cert_file: cert, key_file: key, ca_file: ca, client_san_dns: san } = config.mtls
+  if (![cert, key, ca, san].every((v) => typeof v === 'string' && v)) {
+    throw new Error('config: mtls needs cert_file, key_file, ca_file and client_san_dns')
+  }
+  mtlsServer = https.createServer({
+    cert: readFileSync(cert), key: readFileSync(key), ca: readFileSync(ca),
+    requestCert: true, rejectUnauthorized: false,
+  })
+  await new Promise((resolve, reject) => {
+    mtlsServer.once('error', reject)
+    mtlsServer.listen(0, '127.0.0.1', resolve)
+  })
+  const peerCertificate = (ctx) => {
+    const raw = ctx.req.socket.getPeerCertificate?.()?.raw
+    return raw ? new X509Certificate(raw) : undefined
+  }
+  mtlsFeature.mTLS = {
+    enabled: true,
+    tlsClientAuth: true,
+    getCertificate: peerCertificate,
+    certificateAuthorized: (ctx) => {
+      const { authorized, authorizationError } = ctx.req.socket
+      if (!authorized) console.error(`mTLS: client certificate not verified: ${authorizationError}`)
+      return authorized === true
+    },
+    certificateSubjectMatches: (ctx, property, expected) => {
+      if (property !== 'tls_client_auth_san_dns') return false
+      const names = (peerCertificate(ctx)?.subjectAltName ?? '').split(', ')
+      return names.includes(`DNS:${expected}`)
+    },
+  }
+  mtlsClients.push({
+    client_id: 'gw-mtls',
+    grant_types: [TOKEN_EXCHANGE, CHAIN, JWT_BEARER],
+    token_endpoint_auth_method: 'tls_client_auth',
+    tls_client_auth_san_dns: san,
+    scope: 'b:read b:write',
+  })
+}
+
 // ---------------------------------------------------------------- Domain B
 const b = await listen()
 const B_SERVER_INFO = {
@@ -234,13 +291,16 @@ const providerB = new Provider(b.issuer, {
       jwks: config.client_jwks,
       scope: B_SCOPE,
     },
+    ...mtlsClients,
   ],
   scopes: ['openid', ...B_SCOPE.split(' ')],
   ttl: { AccessToken: B_TOKEN_TTL },
   ...registrationOptions,
+  ...(mtlsServer ? { clientAuthMethods: [...common([]).clientAuthMethods, 'tls_client_auth'] } : {}),
   features: {
     ...common([]).features,
     ...registrationFeatures,
+    ...mtlsFeature,
     resourceIndicators: {
       enabled: true,
       defaultResource: async () => B_RESOURCE,
@@ -253,6 +313,7 @@ const providerB = new Provider(b.issuer, {
   },
 })
 attach(b.server, providerB)
+if (mtlsServer) serveOn(mtlsServer, providerB)
 
 // A's keys, found the way any relying party would: A's metadata → jwks_uri.
 let jwksA
@@ -457,15 +518,18 @@ if (config.link_headers) {
   })
 }
 
-writeStdout(JSON.stringify({ a: { issuer: a.issuer }, b: { issuer: b.issuer } }))
+const bLine = { issuer: b.issuer }
+if (mtlsServer) bLine.mtls_token_endpoint = `https://localhost:${mtlsServer.address().port}/token`
+writeStdout(JSON.stringify({ a: { issuer: a.issuer }, b: bLine }))
 
 let stopping = false
 function stop(signal) {
   if (stopping) return
   stopping = true
   console.error(`oidc-provider peer: ${signal}, closing`)
-  let open = 2
-  for (const { server } of [a, b]) {
+  const servers = [a.server, b.server, ...(mtlsServer ? [mtlsServer] : [])]
+  let open = servers.length
+  for (const server of servers) {
     server.close(() => {
       open -= 1
       if (open === 0) process.exit(0)

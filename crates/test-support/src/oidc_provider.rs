@@ -10,6 +10,8 @@ use tokio::process::{Child, Command};
 /// The node process; killed on drop whatever happens to the test.
 pub struct Peer {
     child: Child,
+    /// B's token endpoint over HTTPS with client certificates, when the config asked for `mtls`.
+    pub mtls_token_endpoint: Option<String>,
     stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 }
 
@@ -82,6 +84,13 @@ pub async fn start_peer(config: &Value) -> (Peer, String, String, tempfile::Temp
     let b = issuers["b"]["issuer"].as_str().unwrap().to_owned();
     assert!(a.starts_with("http://127.0.0.1:"), "{a}");
     assert!(b.starts_with("http://127.0.0.1:"), "{b}");
-    let peer = Peer { child, stdout };
+    let mtls_token_endpoint = issuers["b"]["mtls_token_endpoint"]
+        .as_str()
+        .map(str::to_owned);
+    let peer = Peer {
+        child,
+        stdout,
+        mtls_token_endpoint,
+    };
     (peer, a, b, tmp)
 }

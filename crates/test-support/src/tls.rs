@@ -19,19 +19,30 @@ pub struct TestPki {
 pub fn pki() -> TestPki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
     let ca_key = KeyPair::generate().unwrap();
+    // Distinct subject names: OpenSSL (node, an independent peer) takes a leaf whose issuer
+    // equals its subject for self-signed, and rcgen gives every certificate the same default.
+    let named = |params: &mut CertificateParams, cn: &str| {
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+    };
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    named(&mut ca_params, "chaingate test CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    named(&mut params, "localhost");
     params
         .subject_alt_names
         .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
     let cert = params.signed_by(&key, &issuer).unwrap();
     let client_key = KeyPair::generate().unwrap();
-    let client_params = CertificateParams::new(vec!["gateway-client".to_string()]).unwrap();
+    let mut client_params = CertificateParams::new(vec!["gateway-client".to_string()]).unwrap();
+    named(&mut client_params, "gateway-client");
     let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
 
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,9 @@
 //! chaingate, changed only by its config, swaps tokens through every grant profile and client
 //! authentication method against two token servers held to the same expectations: panva's
 //! oidc-provider (an implementation nobody here wrote) and chaingate's own authority. Both are
-//! found by RFC 8414 / OpenID discovery from their issuer.
+//! found by RFC 8414 / OpenID discovery from their issuer. RFC 8705 `tls_client_auth` runs
+//! against oidc-provider only (the reference authority does not offer it): its token endpoint
+//! over HTTPS asks for the gateway's client certificate and verifies it.
 
 use chaingate_test_support as support;
 
@@ -54,15 +56,45 @@ async fn at1(issuer_a: &str) -> String {
     answer.json()["access_token"].as_str().unwrap().to_string()
 }
 
-/// One domain and one route per (grant, client), all discovered from B's issuer.
-fn gateway_config(issuer_b: &str, pem: &Path, upstream: &Upstream) -> String {
+/// B's token endpoint over mutual TLS and the certificates for it.
+struct Mtls<'a> {
+    token_endpoint: String,
+    pki: &'a support::tls::TestPki,
+}
+
+/// The clients a server is tried with: all of [`CLIENTS`], and `gw-mtls` where mTLS is offered.
+fn clients(mtls: Option<&Mtls<'_>>) -> Vec<(&'static str, &'static str)> {
+    let mut all = CLIENTS.to_vec();
+    if mtls.is_some() {
+        all.push(("gw-mtls", "tls_client_auth"));
+    }
+    all
+}
+
+/// One domain and one route per (grant, client), all discovered from B's issuer (the mTLS
+/// client's endpoint is B's HTTPS alias, named directly).
+fn gateway_config(
+    issuer_b: &str,
+    pem: &Path,
+    upstream: &Upstream,
+    mtls: Option<&Mtls<'_>>,
+) -> String {
     let mut toml = String::from("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n");
     for grant in GRANTS {
-        for (client_id, method) in CLIENTS {
+        for (client_id, method) in clients(mtls) {
             let name = format!("{grant}-{client_id}");
             let credentials = match method {
                 "client_secret_basic" => format!("client_secret = \"{BASIC_SECRET}\""),
                 "client_secret_post" => format!("client_secret = \"{POST_SECRET}\""),
+                "tls_client_auth" => {
+                    let mtls = mtls.expect("only offered with mTLS");
+                    format!(
+                        "client_cert_file = {:?}\nclient_cert_key_file = {:?}\nca_file = {:?}",
+                        mtls.pki.client_cert_file.display().to_string(),
+                        mtls.pki.client_key_file.display().to_string(),
+                        mtls.pki.ca_file.display().to_string()
+                    )
+                }
                 _ => format!(
                     "client_key_file = {:?}\nclient_key_id = \"{PKJWT_KID}\"",
                     pem.display().to_string()
@@ -76,10 +108,16 @@ fn gateway_config(issuer_b: &str, pem: &Path, upstream: &Upstream) -> String {
                 }
                 _ => "",
             };
+            let endpoint = match (method, mtls) {
+                ("tls_client_auth", Some(mtls)) => {
+                    format!("token_endpoint = \"{}\"", mtls.token_endpoint)
+                }
+                _ => format!("issuer = \"{issuer_b}\""),
+            };
             toml += &format!(
                 r#"
 [domains.{name}]
-issuer = "{issuer_b}"
+{endpoint}
 grant = "{grant}"
 {grant_settings}client_id = "{client_id}"
 auth_method = "{method}"
@@ -101,9 +139,14 @@ domain = "{name}"
 }
 
 /// Every (grant, client) route answers 200 with a token of B for the caller of A.
-async fn swap_through_every_combination(issuer_a: &str, issuer_b: &str, pem: &Path) {
+async fn swap_through_every_combination(
+    issuer_a: &str,
+    issuer_b: &str,
+    pem: &Path,
+    mtls: Option<&Mtls<'_>>,
+) {
     let upstream = Upstream::start().await;
-    let gw = gateway(&gateway_config(issuer_b, pem, &upstream)).await;
+    let gw = gateway(&gateway_config(issuer_b, pem, &upstream, mtls)).await;
     let mut ready = 0;
     for _ in 0..200 {
         ready = get(gw.admin_addr, "/ready", None).await.status.as_u16();
@@ -115,7 +158,7 @@ async fn swap_through_every_combination(issuer_a: &str, issuer_b: &str, pem: &Pa
     assert_eq!(ready, 200, "discovery of {issuer_b} never completed");
     let token = at1(issuer_a).await;
     for grant in GRANTS {
-        for (client_id, _) in CLIENTS {
+        for (client_id, _) in clients(mtls) {
             let path = format!("/{grant}-{client_id}/orders");
             let answer = get(gw.addr, &path, Some(&token)).await;
             assert_eq!(
@@ -155,12 +198,21 @@ async fn swap_through_every_combination(issuer_a: &str, issuer_b: &str, pem: &Pa
 async fn every_grant_and_client_auth_works_against_oidc_provider() {
     let dir = tempfile::tempdir().unwrap();
     let (pem, jwk) = pkjwt_key(dir.path());
+    let pki = support::tls::pki();
     let config = json!({
         "client_jwks": { "keys": [jwk] },
         "secrets": { "app": APP_SECRET, "gw-basic": BASIC_SECRET, "gw-post": POST_SECRET },
+        "mtls": {
+            "cert_file": pki.cert_file, "key_file": pki.key_file, "ca_file": pki.ca_file,
+            "client_san_dns": "gateway-client",
+        },
     });
     let (peer, a, b, _tmp) = oidc_provider::start_peer(&config).await;
-    swap_through_every_combination(&a, &b, &pem).await;
+    let mtls = Mtls {
+        token_endpoint: peer.mtls_token_endpoint.clone().expect("B offers mTLS"),
+        pki: &pki,
+    };
+    swap_through_every_combination(&a, &b, &pem, Some(&mtls)).await;
     peer.stop().await;
 }
 
@@ -218,5 +270,5 @@ scope_map = {{ "a:read" = "b:read", "a:write" = "b:write" }}
     )
     .await
     .unwrap();
-    swap_through_every_combination(a.issuer(), b.issuer(), &pem).await;
+    swap_through_every_combination(a.issuer(), b.issuer(), &pem, None).await;
 }
