@@ -326,8 +326,15 @@ impl DomainTokens {
                 return;
             };
             let token = InboundToken::already_accepted(&at1);
-            if let Ok(fresh) = CachedToken::cached(issued, token, held.as_ref(), &domain.settings) {
-                domain.store_renewal(key, fresh).await;
+            match CachedToken::cached(issued, token, held.as_ref(), &domain.settings) {
+                Ok(fresh) => domain.store_renewal(key, fresh).await,
+                // An answer that cannot be cached (e.g. already expired) is a failed renewal
+                // too: the token in use must be renewed again later, not marked as renewing
+                // until it expires.
+                Err(_) => {
+                    tokio::time::sleep(current.renewal_backoff()).await;
+                    current.renewal_failed();
+                }
             }
         });
     }

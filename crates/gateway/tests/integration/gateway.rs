@@ -252,7 +252,8 @@ async fn cached_tokens_are_reused_until_they_expire_then_re_exchanged() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
+// Paused time: AT1's 30 s (read from the wall clock once, at the exchange) pass exactly.
+#[tokio::test(start_paused = true)]
 async fn a_jwt_callers_own_expiry_caps_the_cached_lifetime() {
     use base64::Engine as _;
     let sts = TokenServer::start().await; // AT2 says 300 s
@@ -262,7 +263,7 @@ async fn a_jwt_callers_own_expiry_caps_the_cached_lifetime() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + 2;
+        + 30;
     let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     let at1 = format!(
         "{}.{}.c2ln",
@@ -272,7 +273,7 @@ async fn a_jwt_callers_own_expiry_caps_the_cached_lifetime() {
     assert_eq!(get(gw.addr, "/", Some(&at1)).await.status, 200);
     assert_eq!(get(gw.addr, "/", Some(&at1)).await.status, 200);
     assert_eq!(sts.calls(), 1);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_secs(31)).await;
     assert_eq!(get(gw.addr, "/", Some(&at1)).await.status, 200);
     assert_eq!(sts.calls(), 2, "AT2 must not be served past AT1's exp");
 }

@@ -160,7 +160,8 @@ async fn exchanges_saved_over_a_longer_run() {
     compare(20, 6, 3).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
+// Paused time: token lifetimes of a second or two pass exactly, whatever the load.
+#[tokio::test(start_paused = true)]
 async fn the_grant_grows_to_the_union_and_is_asked_for_whole_after_expiry() {
     let server = token_server(1, "", Duration::ZERO).await;
     let upstream = Upstream::start().await;
@@ -189,7 +190,8 @@ async fn the_grant_grows_to_the_union_and_is_asked_for_whole_after_expiry() {
     assert_eq!(server.requests()[3].param("scope"), Some("d"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
+// Paused time: token lifetimes of a second or two pass exactly, whatever the load.
+#[tokio::test(start_paused = true)]
 async fn a_scope_the_server_withholds_is_not_asked_for_again_while_the_token_lives() {
     let server = token_server(1, "d", Duration::ZERO).await;
     let upstream = Upstream::start().await;
@@ -214,7 +216,8 @@ async fn a_scope_the_server_withholds_is_not_asked_for_again_while_the_token_liv
     assert_eq!(server.requests()[3].param("scope"), Some("a b d"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
+// Paused time: token lifetimes of a second or two pass exactly, whatever the load.
+#[tokio::test(start_paused = true)]
 async fn concurrent_requests_wait_for_the_exchange_in_flight() {
     let server = token_server(60, "", Duration::from_millis(200)).await;
     let upstream = Upstream::start().await;
@@ -254,7 +257,8 @@ async fn concurrent_requests_wait_for_the_exchange_in_flight() {
     assert_eq!(server.requests()[1].param("scope"), Some("a b"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
+// Paused time: token lifetimes of a second or two pass exactly, whatever the load.
+#[tokio::test(start_paused = true)]
 async fn refresh_ahead_renews_the_whole_union() {
     let server = token_server(2, "", Duration::ZERO).await;
     let upstream = Upstream::start().await;
