@@ -11,6 +11,7 @@ pub mod h2raw;
 pub mod logs;
 pub mod oidc_provider;
 pub mod parties;
+pub mod redis;
 pub mod tls;
 
 use std::convert::Infallible;

@@ -86,6 +86,7 @@ impl Config {
         );
         check(self.reload != next.reload, "reload");
         check(self.worker_threads != next.worker_threads, "worker_threads");
+        check(self.shared_cache != next.shared_cache, "cache.shared");
         changed
     }
 }

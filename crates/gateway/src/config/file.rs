@@ -206,6 +206,8 @@ pub(crate) struct FileCache {
     pub(crate) expiry_skew: Duration,
     #[serde(deserialize_with = "duration")]
     pub(crate) default_ttl: Duration,
+    /// `[cache.shared]`: absent, every replica caches alone.
+    pub(crate) shared: Option<super::shared_cache::FileSharedCache>,
 }
 
 impl Default for FileCache {
@@ -217,6 +219,7 @@ impl Default for FileCache {
             refresh_ahead: 0.8,
             expiry_skew: Duration::from_secs(30),
             default_ttl: Duration::from_secs(60),
+            shared: None,
         }
     }
 }

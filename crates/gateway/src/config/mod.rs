@@ -14,6 +14,7 @@ mod registration;
 mod response_metadata;
 mod route;
 mod scope_strategy;
+mod shared_cache;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -33,6 +34,7 @@ pub use response_metadata::{origin, ResponseMetadata};
 pub(crate) use route::ValidateKeys;
 pub use route::{Route, Upstream, Validate};
 pub use scope_strategy::ScopeStrategy;
+pub use shared_cache::{SharedCacheServer, SharedCacheSettings};
 
 use digest::Digest;
 use domain::validate_domain;
@@ -56,6 +58,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[cache]`: bounds and lifetimes of the per-domain token caches.
     pub cache: CacheSettings,
+    /// `[cache.shared]`: the fleet-wide second tier, if configured (restart-only).
+    pub shared_cache: Option<SharedCacheSettings>,
     /// `[timeouts]`: deadlines on the inbound and outbound sides.
     pub timeouts: Timeouts,
     /// `[limits]`: caps on concurrency, connections and request sizes.
@@ -279,6 +283,11 @@ impl Config {
                 expiry_skew: cache.expiry_skew,
                 default_ttl: cache.default_ttl,
             },
+            shared_cache: cache
+                .shared
+                .as_ref()
+                .map(shared_cache::shared_cache)
+                .transpose()?,
             timeouts: Timeouts {
                 body_idle: timeouts.body_idle,
                 header_read: timeouts.header_read,

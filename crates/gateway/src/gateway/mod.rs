@@ -2,6 +2,7 @@
 //! ([`Gateway::handle`]). Each phase is a module of its own; this one only puts them in order
 //! and records what happened.
 
+use crate::cache::shared::SharedTier;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +57,8 @@ pub(crate) struct Gateway {
     upstream_timeout: Duration,
     body_idle: Duration,
     access_log: Option<AccessLog>,
+    /// `[cache.shared]`: made once, kept across reloads (restart-only).
+    shared: Option<Arc<SharedTier>>,
 }
 
 /// One route, with the runtime of each phase it goes through.
@@ -81,7 +84,16 @@ impl Gateway {
         access_log: &AccessLog,
     ) -> Result<Self, rustls::Error> {
         let kept = previous.map_or(&[][..], |p| &p.domains[..]);
-        let domains = DomainTokens::build_all(config, &metrics.tokens, kept)?;
+        let shared = match previous {
+            Some(previous) => previous.shared.clone(),
+            None => config
+                .shared_cache
+                .as_ref()
+                .map(|settings| SharedTier::new(settings, metrics.tokens.shared().clone()))
+                .transpose()
+                .map_err(|e| rustls::Error::General(format!("cache.shared: {e}")))?,
+        };
+        let domains = DomainTokens::build_all(config, &metrics.tokens, kept, shared.as_ref())?;
         let jwks_client: SharedClient = Arc::default();
         let unmatched = RouteLabel {
             route: Arc::from("(unmatched)"),
@@ -135,6 +147,7 @@ impl Gateway {
             access_log: (config.log.access_log
                 && tracing::enabled!(target: "chaingate::access", tracing::Level::INFO))
             .then(|| access_log.clone()),
+            shared,
         })
     }
 

@@ -20,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::authn::InboundToken;
+use crate::cache::shared::{Claim, SharedCounters, SharedKey, SharedMetrics, SharedTier};
 use crate::cache::{Bounds, CacheMetrics, Key, ReadThrough};
 use crate::config::{CacheSettings, Config, Domain, Route, ScopeStrategy};
 use crate::error::Error;
@@ -48,6 +49,7 @@ pub(crate) struct TokensMetrics {
     cache: CacheMetrics,
     scope_upgrades: Family<DomainLabel, Counter>,
     metadata: MetadataMetrics,
+    shared: SharedMetrics,
 }
 
 impl TokensMetrics {
@@ -66,7 +68,13 @@ impl TokensMetrics {
             cache,
             scope_upgrades,
             metadata: MetadataMetrics::register(registry),
+            shared: SharedMetrics::register(registry),
         }
+    }
+
+    /// The shared tier's families, for [`SharedTier::new`].
+    pub(crate) fn shared(&self) -> &SharedMetrics {
+        &self.shared
     }
 }
 
@@ -107,6 +115,17 @@ pub(crate) struct DomainTokens {
     settings: CacheSettings,
     upgrades: Counter,
     built_from: BuiltFrom,
+    /// The fleet's tier behind this domain's cache (per-scope domains only).
+    shared: Option<DomainShared>,
+}
+
+/// A domain's use of the shared tier.
+#[derive(Debug)]
+struct DomainShared {
+    tier: Arc<SharedTier>,
+    counters: SharedCounters,
+    /// Redis key → first-tier key, for evictions other replicas announce (digests both).
+    index: moka::future::Cache<Arc<str>, Key>,
 }
 
 impl DomainTokens {
@@ -116,10 +135,11 @@ impl DomainTokens {
         config: &Config,
         metrics: &TokensMetrics,
         previous: &[Arc<DomainTokens>],
+        shared: Option<&Arc<SharedTier>>,
     ) -> Result<Vec<Arc<DomainTokens>>, rustls::Error> {
         let mut built: Vec<Arc<DomainTokens>> = Vec::with_capacity(config.domains.len());
         for domain in &config.domains {
-            Self::build(domain, config, metrics, previous, &mut built)?;
+            Self::build(domain, config, metrics, previous, shared, &mut built)?;
         }
         Ok(built)
     }
@@ -129,6 +149,7 @@ impl DomainTokens {
         config: &Config,
         metrics: &TokensMetrics,
         previous: &[Arc<DomainTokens>],
+        shared: Option<&Arc<SharedTier>>,
         built: &mut Vec<Arc<DomainTokens>>,
     ) -> Result<Arc<DomainTokens>, rustls::Error> {
         if let Some(done) = built.iter().find(|d| d.name() == &domain.name) {
@@ -142,7 +163,9 @@ impl DomainTokens {
                     .iter()
                     .find(|d| *d.name == *name)
                     .expect("subject domains name validated domains");
-                Some(Self::build(parent, config, metrics, previous, built)?)
+                Some(Self::build(
+                    parent, config, metrics, previous, shared, built,
+                )?)
             }
             None => None,
         };
@@ -166,7 +189,17 @@ impl DomainTokens {
                     exchanger.inherit_registration(&replaced.exchanger);
                 }
                 let settings = &config.cache;
-                Arc::new(DomainTokens {
+                let shared = shared
+                    .filter(|_| domain.scope_strategy != ScopeStrategy::Incremental)
+                    .map(|tier| DomainShared {
+                        tier: tier.clone(),
+                        counters: tier.metrics().counters(&domain.name),
+                        index: moka::future::Cache::builder()
+                            .max_capacity(settings.max_entries)
+                            .time_to_live(Duration::from_secs(24 * 3600))
+                            .build(),
+                    });
+                let tokens = Arc::new(DomainTokens {
                     cache: ReadThrough::new(
                         Bounds {
                             max_entries: settings.max_entries,
@@ -187,7 +220,15 @@ impl DomainTokens {
                     exchanger,
                     subject,
                     built_from,
-                })
+                    shared,
+                });
+                if let Some(shared) = &tokens.shared {
+                    tokio::spawn(apply_remote_evictions(
+                        Arc::downgrade(&tokens),
+                        shared.tier.evictions(),
+                    ));
+                }
+                tokens
             }
         };
         built.push(tokens.clone());
@@ -225,6 +266,13 @@ impl DomainTokens {
     ) -> TokenResult {
         let scope = route.scope.as_deref();
         self.cache.evict(&self.key(scope, at1)).await;
+        if let Some(shared) = &self.shared {
+            // The whole fleet drops it, not only this replica.
+            let key = self.shared_key(&shared.tier, scope, at1);
+            shared.index.invalidate(key.id()).await;
+            shared.tier.evict(&key).await;
+            shared.counters.evicted_here();
+        }
         self.for_route(route, at1).await
     }
 
@@ -278,11 +326,62 @@ impl DomainTokens {
         }
         // Boxed: the exchange's future is large, and every hit would otherwise carry it.
         let load = async {
+            if let Some(shared) = &self.shared {
+                return self.load_shared(shared, key, scope, at1).await;
+            }
             let issued = self.exchange(scope, at1).await?;
             CachedToken::cached(issued, at1, None, &self.settings)
         };
         let token = Box::pin(self.cache.load(key, load, Error::is_refusal)).await?;
         Ok((token, Lookup::Miss))
+    }
+
+    /// Where the fleet keeps this caller's token: keyed by domain (and its settings' digest, so
+    /// a changed domain never reuses a token), scope and AT1.
+    fn shared_key(
+        &self,
+        tier: &SharedTier,
+        scope: Option<&str>,
+        at1: InboundToken<'_>,
+    ) -> SharedKey {
+        tier.key(&[
+            self.name().as_bytes(),
+            &self.built_from.domain,
+            &[u8::from(scope.is_some())],
+            scope.unwrap_or("").as_bytes(),
+            at1.expose().as_bytes(),
+        ])
+    }
+
+    /// A first-tier miss with the shared tier: another replica's token, or one exchange for
+    /// the fleet (under the lease), stored for the others.
+    async fn load_shared(
+        &self,
+        shared: &DomainShared,
+        key: Key,
+        scope: Option<&str>,
+        at1: InboundToken<'_>,
+    ) -> Result<Arc<CachedToken>, Error> {
+        let skey = self.shared_key(&shared.tier, scope, at1);
+        shared.index.insert(skey.id().clone(), key).await;
+        let claim = shared.tier.claim(&skey, 0, &shared.counters).await;
+        if let Claim::Filled(entry) = &claim {
+            if let Some(token) = CachedToken::from_shared(entry, at1) {
+                return Ok(token);
+            }
+        }
+        let issued = match self.exchange(scope, at1).await {
+            Ok(issued) => issued,
+            Err(e) => {
+                if matches!(claim, Claim::Leased) {
+                    shared.tier.release(&skey).await;
+                }
+                return Err(e);
+            }
+        };
+        let token = CachedToken::cached(issued, at1, None, &self.settings)?;
+        shared.tier.put(&skey, &token.to_shared()).await;
+        Ok(token)
     }
 
     /// One exchange (after the subject domain's, for a multi-hop domain), with the domain's
@@ -315,19 +414,48 @@ impl DomainTokens {
         let current = current.clone();
         tokio::spawn(async move {
             let scope = scope.filter(|s| !s.is_empty());
+            let token = InboundToken::already_accepted(&at1);
+            // With the shared tier, one replica renews for the fleet: a newer token another
+            // replica stored is taken as this one's renewal.
+            let mut lease = None;
+            if let Some(shared) = &domain.shared {
+                let skey = domain.shared_key(&shared.tier, scope.as_deref(), token);
+                match shared
+                    .tier
+                    .claim(&skey, current.expires_unix_ms(), &shared.counters)
+                    .await
+                {
+                    Claim::Filled(entry) => {
+                        if let Some(fresh) = CachedToken::from_shared(&entry, token) {
+                            domain.store_renewal(key, fresh).await;
+                            return;
+                        }
+                    }
+                    Claim::Leased => lease = Some(skey),
+                    Claim::Alone => {}
+                }
+            }
             let Ok(issued) = domain
                 .exchanger
                 .renew(&at1, scope.as_deref())
                 .await
                 .and_then(|issued| domain.metadata.check_issued(issued))
             else {
+                if let (Some(shared), Some(skey)) = (&domain.shared, &lease) {
+                    shared.tier.release(skey).await;
+                }
                 tokio::time::sleep(current.renewal_backoff()).await;
                 current.renewal_failed();
                 return;
             };
-            let token = InboundToken::already_accepted(&at1);
             match CachedToken::cached(issued, token, held.as_ref(), &domain.settings) {
-                Ok(fresh) => domain.store_renewal(key, fresh).await,
+                Ok(fresh) => {
+                    if let Some(shared) = &domain.shared {
+                        let skey = domain.shared_key(&shared.tier, scope.as_deref(), token);
+                        shared.tier.put(&skey, &fresh.to_shared()).await;
+                    }
+                    domain.store_renewal(key, fresh).await
+                }
                 // An answer that cannot be cached (e.g. already expired) is a failed renewal
                 // too: the token in use must be renewed again later, not marked as renewing
                 // until it expires.
@@ -337,6 +465,32 @@ impl DomainTokens {
                 }
             }
         });
+    }
+}
+
+/// Drops from `tokens`' first tier what other replicas evicted, until the domain is replaced.
+async fn apply_remote_evictions(
+    tokens: std::sync::Weak<DomainTokens>,
+    mut evicted: tokio::sync::broadcast::Receiver<Arc<str>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let id = match evicted.recv().await {
+            Ok(id) => id,
+            // Missed some under a burst: those entries just live to their expiry.
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        let Some(tokens) = tokens.upgrade() else {
+            return;
+        };
+        let Some(shared) = &tokens.shared else {
+            return;
+        };
+        if let Some(key) = shared.index.remove(&id).await {
+            tokens.cache.evict(&key).await;
+            shared.counters.remote.inc();
+        }
     }
 }
 

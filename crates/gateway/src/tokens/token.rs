@@ -90,6 +90,57 @@ impl CachedToken {
         }))
     }
 
+    /// This token as the shared tier stores it (the expiry on the wall clock replicas share).
+    pub(super) fn to_shared(&self) -> crate::cache::shared::Entry {
+        let left = self.expires_at.saturating_duration_since(Instant::now());
+        crate::cache::shared::Entry {
+            token: self.token().to_string(),
+            bearer: self.bearer,
+            ruri: self.ruri.as_deref().map(str::to_owned),
+            expires_unix_ms: crate::cache::shared::now_unix_ms()
+                + u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+            ttl_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// When this token stops being used, on the wall clock (to tell a newer shared entry).
+    pub(super) fn expires_unix_ms(&self) -> u64 {
+        let left = self.expires_at.saturating_duration_since(Instant::now());
+        crate::cache::shared::now_unix_ms() + u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Another replica's token for the same caller, if it has a second or more to live (and
+    /// never past AT1's own expiry).
+    pub(super) fn from_shared(
+        entry: &crate::cache::shared::Entry,
+        inbound: InboundToken<'_>,
+    ) -> Option<Arc<Self>> {
+        let mut left = Duration::from_millis(
+            entry
+                .expires_unix_ms
+                .saturating_sub(crate::cache::shared::now_unix_ms()),
+        );
+        if let Some(remaining) = jwt_remaining_lifetime(inbound.expose()) {
+            left = left.min(remaining);
+        }
+        if left < Duration::from_secs(1) || !entry.token.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let mut authorization = HeaderValue::try_from(format!("Bearer {}", entry.token)).ok()?;
+        authorization.set_sensitive(true);
+        let ttl = Duration::from_millis(entry.ttl_ms).clamp(left, MAX_LIFETIME);
+        Some(Arc::new(Self {
+            authorization,
+            bearer: entry.bearer,
+            scope: None,
+            refused: Scopes::default(),
+            ruri: entry.ruri.as_deref().map(Arc::from),
+            refreshing: AtomicBool::new(false),
+            expires_at: Instant::now() + left.min(MAX_LIFETIME),
+            ttl,
+        }))
+    }
+
     /// Whether an incremental token serves a route needing `needed`: it holds the scopes, or
     /// the server declined the missing ones for this token already.
     pub(super) fn serves(&self, needed: &Scopes) -> bool {

@@ -19,4 +19,5 @@ mod registration;
 mod reload;
 mod response_metadata;
 mod secrets;
+mod shared_cache;
 mod upstream_pool;
