@@ -457,11 +457,14 @@ def cmd_chaingate_check(binary: str, work: Path, sources: list[str]) -> None:
     import subprocess
     secret = work / "client-secret"
     secret.write_text("placeholder\n")
+    cache_key = work / "cache-key"
+    cache_key.write_bytes(bytes(range(32)))
     for i, src in enumerate(sources):
         text = Path(src).read_text()
         if src.endswith(".yaml"):
             text = yaml.safe_load(text)["data"]["chaingate.toml"]
         text = re.sub(r'(client_secret_file = )"[^"]*"', lambda m: f'{m.group(1)}"{secret}"', text)
+        text = re.sub(r'(encryption_key_file = )"[^"]*"', lambda m: f'{m.group(1)}"{cache_key}"', text)
         cfg = work / f"check-{i}.toml"
         cfg.write_text(text)
         r = subprocess.run([binary, "check", "--config", str(cfg)], capture_output=True, text=True)

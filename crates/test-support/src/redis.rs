@@ -36,6 +36,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// Serves TLS only (on `port`), so readiness is a TCP connect, not a PING.
+    tls: bool,
 }
 
 impl std::fmt::Debug for RedisServer {
@@ -58,8 +60,31 @@ impl RedisServer {
         Self::start_with(&[]).await
     }
 
+    /// A server speaking TLS only, with `pki`'s certificate (for `localhost` and 127.0.0.1).
+    pub async fn start_tls(pki: &crate::tls::TestPki) -> Self {
+        let path = |p: &std::path::Path| p.display().to_string();
+        Self::start_inner(
+            &[
+                "--tls-cert-file",
+                &path(&pki.cert_file),
+                "--tls-key-file",
+                &path(&pki.key_file),
+                "--tls-ca-cert-file",
+                &path(&pki.ca_file),
+                "--tls-auth-clients",
+                "no",
+            ],
+            true,
+        )
+        .await
+    }
+
     /// A fresh server with extra `redis-server` arguments (e.g. cluster mode).
     pub async fn start_with(extra: &[&str]) -> Self {
+        Self::start_inner(extra, false).await
+    }
+
+    async fn start_inner(extra: &[&str], tls: bool) -> Self {
         ensure_installed();
         let mut dir = tempfile::tempdir().unwrap();
         // A port no other test holds: reserved until just before redis binds it.
@@ -72,6 +97,7 @@ impl RedisServer {
                 port,
                 dir,
                 extra: extra.iter().map(|s| s.to_string()).collect(),
+                tls,
             };
             if server.spawn().await {
                 return server;
@@ -82,8 +108,15 @@ impl RedisServer {
     }
 
     async fn spawn(&mut self) -> bool {
+        let port = self.port.to_string();
+        let ports: Vec<&str> = if self.tls {
+            vec!["--port", "0", "--tls-port", &port]
+        } else {
+            vec!["--port", &port]
+        };
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(ports)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -94,7 +127,14 @@ impl RedisServer {
             .expect("redis-server runs");
         self.child = Some(child);
         for _ in 0..200 {
-            if self.command(&["PING"]).await.is_some_and(|r| r == "+PONG") {
+            let up = if self.tls {
+                tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
+            } else {
+                self.command(&["PING"]).await.is_some_and(|r| r == "+PONG")
+            };
+            if up {
                 return true;
             }
             if let Some(child) = &mut self.child {

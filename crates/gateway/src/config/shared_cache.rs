@@ -6,17 +6,18 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
-use chaingate_core::config::duration;
+use chaingate_core::config::{duration, SecretText};
 
 /// `[cache.shared]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileSharedCache {
     /// `redis://` or `rediss://` (TLS with rustls), one server (or a Valkey/Redis proxy).
-    pub(crate) url: Option<String>,
+    /// Secret-typed: a URL may carry a password, so `config print` redacts it.
+    pub(crate) url: Option<SecretText>,
     /// Redis Cluster: seed nodes, instead of `url`.
     #[serde(default)]
-    pub(crate) cluster_nodes: Vec<String>,
+    pub(crate) cluster_nodes: Vec<SecretText>,
     /// PEM roots for `rediss://` instead of the system's.
     pub(crate) ca_file: Option<PathBuf>,
     #[serde(default = "default_prefix")]
@@ -112,14 +113,14 @@ pub(crate) fn shared_cache(file: &FileSharedCache) -> Result<SharedCacheSettings
     let key = |field: &str| format!("{KEY}.{field}");
     let server = match (&file.url, file.cluster_nodes.as_slice()) {
         (Some(url), []) => {
-            check_url(&key("url"), url)?;
-            SharedCacheServer::Single(url.clone())
+            check_url(&key("url"), url.expose())?;
+            SharedCacheServer::Single(url.expose().to_owned())
         }
         (None, nodes) if !nodes.is_empty() => {
             for node in nodes {
-                check_url(&key("cluster_nodes"), node)?;
+                check_url(&key("cluster_nodes"), node.expose())?;
             }
-            SharedCacheServer::Cluster(nodes.to_vec())
+            SharedCacheServer::Cluster(nodes.iter().map(|n| n.expose().to_owned()).collect())
         }
         (Some(_), _) => {
             return Err(ConfigError::key(

@@ -464,3 +464,40 @@ async fn an_upstream_401_at_one_replica_evicts_the_token_fleet_wide() {
     );
     assert_eq!(sts.calls(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rediss_with_ca_file_is_verified_and_an_untrusted_server_is_not_used() {
+    let pki = support::tls::pki();
+    let redis = RedisServer::start_tls(&pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sts = token_server(Duration::ZERO).await;
+    let upstream = Upstream::start().await;
+    let url = format!("url = \"rediss://localhost:{}\"", redis.port);
+    let trusted = shared_section(
+        &url,
+        &key_file(dir.path(), 1),
+        &format!("ca_file = {:?}", pki.ca_file.display().to_string()),
+    );
+    let fleet = replicas(2, &replica_config(&sts, &upstream.url(), &trusted)).await;
+    for gw in &fleet {
+        assert_eq!(get(gw.addr, "/", Some("tls-caller")).await.status, 200);
+    }
+    assert_eq!(sts.calls(), 1, "shared over TLS");
+    // Without the CA the server's certificate is not trusted: no shared tier, but served.
+    let untrusted = shared_section(&url, &key_file(dir.path(), 1), "");
+    let alone = replicas(2, &replica_config(&sts, &upstream.url(), &untrusted)).await;
+    for gw in &alone {
+        assert_eq!(
+            get(gw.addr, "/", Some("untrusting-caller")).await.status,
+            200
+        );
+    }
+    assert_eq!(sts.calls(), 3, "each replica exchanged alone");
+    let scrape = metrics(&alone[0]).await;
+    assert!(
+        shared_sample(
+            &scrape,
+            r#"chaingate_shared_cache_errors_total{kind="unavailable"}"#
+        ) >= 1.0
+    );
+}

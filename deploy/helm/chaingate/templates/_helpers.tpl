@@ -79,6 +79,20 @@ upstream = {{ printf "http://127.0.0.1:%d" (int $.Values.app.port) | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- $shared := .Values.chaingate.sharedCache }}
+{{- if or $shared.url $shared.clusterNodes }}
+
+[cache.shared]
+{{- if $shared.url }}
+url = {{ $shared.url | quote }}
+{{- else }}
+cluster_nodes = {{ toJson $shared.clusterNodes }}
+{{- end }}
+encryption_key_file = {{ printf "%s/shared-cache/%s" .Values.chaingate.secretsDir $shared.encryptionKey.key | quote }}
+{{- range $k, $v := $shared.settings }}
+{{ $k }} = {{ toJson $v }}
+{{- end }}
+{{- end }}
 {{ end }}
 
 {{/* The chaingate container. Call with (dict "root" $ "native" true|false). */}}
@@ -131,6 +145,11 @@ upstream = {{ printf "http://127.0.0.1:%d" (int $.Values.app.port) | quote }}
     {{- range $name, $d := $v.chaingate.domains }}
     - name: {{ printf "secret-%s" $name | trunc 63 | trimSuffix "-" }}
       mountPath: {{ printf "%s/%s" $v.chaingate.secretsDir $name }}
+      readOnly: true
+    {{- end }}
+    {{- if or $v.chaingate.sharedCache.url $v.chaingate.sharedCache.clusterNodes }}
+    - name: shared-cache-key
+      mountPath: {{ printf "%s/shared-cache" $v.chaingate.secretsDir }}
       readOnly: true
     {{- end }}
 {{- end }}
