@@ -457,6 +457,8 @@ async fn subscribe(
 /// Consecutive failures open it for a while; the first command after that decides.
 struct Breaker {
     failures: AtomicU32,
+    /// Set while the one command after the open period is out.
+    probing: std::sync::atomic::AtomicBool,
     threshold: u32,
     open_for: Duration,
     open_until: Mutex<Option<Instant>>,
@@ -466,6 +468,7 @@ impl Breaker {
     fn new(threshold: u32, open_for: Duration) -> Self {
         Self {
             failures: AtomicU32::new(0),
+            probing: std::sync::atomic::AtomicBool::new(false),
             threshold,
             open_for,
             open_until: Mutex::new(None),
@@ -483,15 +486,17 @@ impl Breaker {
                 // Half open: let this one through; another failure reopens at once.
                 *open = None;
                 self.failures.store(self.threshold - 1, Ordering::Relaxed);
+                self.probing.store(true, Ordering::Relaxed);
                 true
             }
             None => true,
         }
     }
 
-    /// Whether this success closed an open breaker.
+    /// Whether this success was the probe that closed an open breaker.
     fn succeeded(&self) -> bool {
-        self.failures.swap(0, Ordering::Relaxed) >= self.threshold - 1
+        self.failures.store(0, Ordering::Relaxed);
+        self.probing.swap(false, Ordering::Relaxed)
     }
 
     /// Whether this failure opened the breaker.
@@ -501,7 +506,7 @@ impl Breaker {
                 .open_until
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let opened = open.is_none();
+            let opened = open.is_none() && !self.probing.swap(false, Ordering::Relaxed);
             *open = Some(Instant::now() + self.open_for);
             return opened;
         }
@@ -525,4 +530,31 @@ fn rand_u64() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_after_consecutive_failures_and_one_probe_decides() {
+        let breaker = Breaker::new(3, Duration::from_secs(5));
+        assert!(breaker.allow());
+        assert!(!breaker.failed() && !breaker.failed(), "two are not enough");
+        assert!(!breaker.succeeded(), "a success resets the count");
+        assert!(!breaker.failed() && !breaker.failed());
+        assert!(breaker.failed(), "the third in a row opens it");
+        assert!(!breaker.allow());
+        tokio::time::sleep(Duration::from_millis(4900)).await;
+        assert!(!breaker.allow(), "still open");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(breaker.allow(), "one probe once the open time is over");
+        // A failed probe opens it again at once (still open: not announced a second time).
+        assert!(!breaker.failed());
+        assert!(!breaker.allow(), "reopened");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(breaker.allow());
+        assert!(breaker.succeeded(), "a good probe closes it");
+        assert!(breaker.allow() && !breaker.failed());
+    }
 }
