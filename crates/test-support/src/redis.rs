@@ -38,6 +38,8 @@ pub struct RedisServer {
     extra: Vec<String>,
     /// Serves TLS only (on `port`), so readiness is a TCP connect, not a PING.
     tls: bool,
+    /// A sentinel's config file, removed with the server.
+    conf: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RedisServer {
@@ -51,6 +53,9 @@ impl std::fmt::Debug for RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(conf) = self.conf.take() {
+            let _ = std::fs::remove_file(conf);
+        }
     }
 }
 
@@ -84,6 +89,37 @@ impl RedisServer {
         Self::start_inner(extra, false).await
     }
 
+    /// A Sentinel monitoring `master` as `service` (quorum 1), once it knows the master.
+    pub async fn start_sentinel(master: &RedisServer, service: &str) -> Self {
+        let conf = tempfile::NamedTempFile::new()
+            .unwrap()
+            .into_temp_path()
+            .keep()
+            .unwrap();
+        // Sentinel rewrites its config file: a fresh one per sentinel, as the first argument.
+        std::fs::write(
+            &conf,
+            format!(
+                "sentinel monitor {service} 127.0.0.1 {} 1\nsentinel resolve-hostnames no\n",
+                master.port
+            ),
+        )
+        .unwrap();
+        let path = conf.display().to_string();
+        let mut sentinel = Self::start_inner(&[&path, "--sentinel"], false).await;
+        sentinel.conf = Some(conf);
+        for _ in 0..200 {
+            let known = sentinel
+                .command(&["SENTINEL", "get-master-addr-by-name", service])
+                .await;
+            if known.is_some_and(|r| r == "*2") {
+                return sentinel;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the sentinel never learned of {service}");
+    }
+
     async fn start_inner(extra: &[&str], tls: bool) -> Self {
         ensure_installed();
         let mut dir = tempfile::tempdir().unwrap();
@@ -98,6 +134,7 @@ impl RedisServer {
                 dir,
                 extra: extra.iter().map(|s| s.to_string()).collect(),
                 tls,
+                conf: None,
             };
             if server.spawn().await {
                 return server;
@@ -114,13 +151,19 @@ impl RedisServer {
         } else {
             vec!["--port", &port]
         };
+        // A config file (a sentinel's) must come first.
+        let (file, extra) = match self.extra.first() {
+            Some(first) if !first.starts_with("--") => (Some(first.clone()), &self.extra[1..]),
+            _ => (None, &self.extra[..]),
+        };
         let child = Command::new("redis-server")
+            .args(file)
             .args(["--bind", "127.0.0.1"])
             .args(ports)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())
-            .args(&self.extra)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -18,6 +18,11 @@ pub(crate) struct FileSharedCache {
     /// Redis Cluster: seed nodes, instead of `url`.
     #[serde(default)]
     pub(crate) cluster_nodes: Vec<SecretText>,
+    /// Redis Sentinel: the sentinels, instead of `url` (with `sentinel_service`).
+    #[serde(default)]
+    pub(crate) sentinel_nodes: Vec<SecretText>,
+    /// The master's name the sentinels monitor.
+    pub(crate) sentinel_service: Option<String>,
     /// PEM roots for `rediss://` instead of the system's.
     pub(crate) ca_file: Option<PathBuf>,
     #[serde(default = "default_prefix")]
@@ -61,6 +66,13 @@ pub enum SharedCacheServer {
     Single(String),
     /// Redis Cluster seed nodes.
     Cluster(Vec<String>),
+    /// Redis Sentinel: the sentinels and the monitored master's name.
+    Sentinel {
+        /// Sentinel URLs.
+        nodes: Vec<String>,
+        /// The master's name.
+        service: String,
+    },
 }
 
 /// URLs may carry a password: only the kind is shown.
@@ -69,6 +81,9 @@ impl std::fmt::Debug for SharedCacheServer {
         match self {
             Self::Single(_) => f.write_str("Single(..)"),
             Self::Cluster(nodes) => write!(f, "Cluster({} nodes)", nodes.len()),
+            Self::Sentinel { nodes, service } => {
+                write!(f, "Sentinel({service:?}, {} sentinels)", nodes.len())
+            }
         }
     }
 }
@@ -109,30 +124,37 @@ impl std::fmt::Debug for SharedCacheSettings {
 
 /// Validates `[cache.shared]`.
 pub(crate) fn shared_cache(file: &FileSharedCache) -> Result<SharedCacheSettings, ConfigError> {
-    const KEY: &str = "cache.shared";
-    let key = |field: &str| format!("{KEY}.{field}");
-    let server = match (&file.url, file.cluster_nodes.as_slice()) {
-        (Some(url), []) => {
-            check_url(&key("url"), url.expose())?;
-            SharedCacheServer::Single(url.expose().to_owned())
-        }
-        (None, nodes) if !nodes.is_empty() => {
-            for node in nodes {
-                check_url(&key("cluster_nodes"), node.expose())?;
-            }
-            SharedCacheServer::Cluster(nodes.iter().map(|n| n.expose().to_owned()).collect())
-        }
-        (Some(_), _) => {
+    let key = |field: &str| format!("cache.shared.{field}");
+    let urls = |nodes: &[SecretText], field: &str| {
+        nodes
+            .iter()
+            .map(|n| check_url(&key(field), n.expose()).map(|()| n.expose().to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let chosen = usize::from(file.url.is_some())
+        + usize::from(!file.cluster_nodes.is_empty())
+        + usize::from(!file.sentinel_nodes.is_empty());
+    if chosen != 1 {
+        return Err(ConfigError::key(
+            key("url"),
+            "give exactly one of url, cluster_nodes or sentinel_nodes",
+        ));
+    }
+    let server = if let Some(url) = &file.url {
+        check_url(&key("url"), url.expose())?;
+        SharedCacheServer::Single(url.expose().to_owned())
+    } else if !file.cluster_nodes.is_empty() {
+        SharedCacheServer::Cluster(urls(&file.cluster_nodes, "cluster_nodes")?)
+    } else {
+        let Some(service) = file.sentinel_service.clone().filter(|s| !s.is_empty()) else {
             return Err(ConfigError::key(
-                key("cluster_nodes"),
-                "give either url or cluster_nodes, not both",
-            ))
-        }
-        (None, _) => {
-            return Err(ConfigError::key(
-                key("url"),
-                "url or cluster_nodes is required",
-            ))
+                key("sentinel_service"),
+                "required with sentinel_nodes: the monitored master's name",
+            ));
+        };
+        SharedCacheServer::Sentinel {
+            nodes: urls(&file.sentinel_nodes, "sentinel_nodes")?,
+            service,
         }
     };
     let ca_pem = file

@@ -501,3 +501,37 @@ async fn rediss_with_ca_file_is_verified_and_an_untrusted_server_is_not_used() {
         ) >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_master_found_through_sentinel_serves_the_fleet() {
+    let master = RedisServer::start().await;
+    let sentinel = RedisServer::start_sentinel(&master, "tokens").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sts = token_server(Duration::from_millis(200)).await;
+    let upstream = Upstream::start().await;
+    let shared = shared_section(
+        &format!(
+            "sentinel_nodes = [\"{}\"]\nsentinel_service = \"tokens\"",
+            sentinel.url()
+        ),
+        &key_file(dir.path(), 1),
+        "",
+    );
+    let fleet = replicas(3, &replica_config(&sts, &upstream.url(), &shared)).await;
+    let burst: Vec<_> = (0..12)
+        .map(|i| {
+            let addr = fleet[i % 3].addr;
+            tokio::spawn(async move { get(addr, "/", Some("sentinel-caller")).await.status })
+        })
+        .collect();
+    for status in burst {
+        assert_eq!(status.await.unwrap(), 200);
+    }
+    assert_eq!(
+        sts.calls(),
+        1,
+        "one exchange through the master the sentinel named"
+    );
+    // The token is on the master itself.
+    assert!(master.command(&["DBSIZE"]).await.is_some_and(|r| r != ":0"));
+}

@@ -104,6 +104,60 @@ enum Connection {
     Single(ConnectionManager),
     // Boxed: the cluster client is large, and the tier holds one connection either way.
     Cluster(Box<ClusterLink>),
+    Sentinel(Box<SentinelLink>),
+}
+
+/// The master the sentinels name, found again after any failed command (a failover makes the
+/// old master refuse writes or go away).
+struct SentinelLink {
+    sentinel: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    current: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    config: redis::AsyncConnectionConfig,
+}
+
+impl SentinelLink {
+    async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let current = || {
+            self.current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        };
+        if let Some(connection) = current() {
+            return Ok(connection);
+        }
+        let mut sentinel = self.sentinel.lock().await;
+        // Another task may have connected while this one waited.
+        if let Some(connection) = current() {
+            return Ok(connection);
+        }
+        let master = sentinel.async_get_client().await?;
+        let connection = master
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn forget(&self) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+/// Where the eviction subscriber connects: a fixed server, or whichever master the sentinels
+/// name at each (re)connection.
+enum PubSubSource {
+    Server(Client),
+    Sentinel(redis::sentinel::SentinelClient),
+}
+
+impl PubSubSource {
+    async fn client(&mut self) -> redis::RedisResult<Client> {
+        match self {
+            Self::Server(client) => Ok(client.clone()),
+            Self::Sentinel(sentinel) => sentinel.async_get_client().await,
+        }
+    }
 }
 
 struct ClusterLink {
@@ -165,7 +219,7 @@ impl SharedTier {
                     .set_max_delay(Duration::from_secs(1));
                 (
                     Connection::Single(client.get_connection_manager_lazy(config)?),
-                    client,
+                    PubSubSource::Server(client),
                 )
             }
             SharedCacheServer::Cluster(nodes) => {
@@ -183,7 +237,27 @@ impl SharedTier {
                         client: builder.build()?,
                         connected: tokio::sync::OnceCell::new(),
                     })),
-                    first,
+                    PubSubSource::Server(first),
+                )
+            }
+            SharedCacheServer::Sentinel { nodes, service } => {
+                let sentinel = || {
+                    redis::sentinel::SentinelClient::build(
+                        nodes.clone(),
+                        service.as_str(),
+                        None,
+                        redis::sentinel::SentinelServerType::Master,
+                    )
+                };
+                (
+                    Connection::Sentinel(Box::new(SentinelLink {
+                        sentinel: tokio::sync::Mutex::new(sentinel()?),
+                        current: Mutex::new(None),
+                        config: redis::AsyncConnectionConfig::new()
+                            .set_connection_timeout(Some(settings.connect_timeout))
+                            .set_response_timeout(Some(settings.timeout)),
+                    })),
+                    PubSubSource::Sentinel(sentinel()?),
                 )
             }
         };
@@ -361,6 +435,13 @@ impl SharedTier {
                         .clone();
                     cmd.query_async(&mut connection).await
                 }
+                Connection::Sentinel(link) => {
+                    let answer = cmd.query_async(&mut link.connection().await?).await;
+                    if answer.is_err() {
+                        link.forget();
+                    }
+                    answer
+                }
             }
         })
         .await
@@ -377,6 +458,13 @@ impl SharedTier {
                         .await?
                         .clone();
                     pipe.query_async(&mut connection).await
+                }
+                Connection::Sentinel(link) => {
+                    let answer = pipe.query_async(&mut link.connection().await?).await;
+                    if answer.is_err() {
+                        link.forget();
+                    }
+                    answer
                 }
             }
         })
@@ -423,7 +511,7 @@ impl SharedTier {
 
 /// Receives the fleet's eviction messages until the tier is dropped, reconnecting as needed.
 async fn subscribe(
-    client: Client,
+    mut source: PubSubSource,
     channel: String,
     replica: String,
     evicted: broadcast::Sender<Arc<str>>,
@@ -431,7 +519,7 @@ async fn subscribe(
 ) {
     loop {
         let connected = tokio::time::timeout(connect_timeout, async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = source.client().await?.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
