@@ -8,9 +8,9 @@
 //! route    first matching path prefix; 414 past the target limit, 404 when none   (gateway/)
 //! shed     503 + Retry-After when too many requests are in flight                 (shed.rs)
 //! authn    exactly one bearer token (RFC 6750 §2.1); optional local JWT checks    (authn.rs, validate.rs)
-//! tokens   the only caller of the cache and the exchange: per-route or            (tokens/ over cache/, exchange/)
-//!          incremental, coalesced, negative entries, refresh-ahead, multi-hop,
-//!          response-metadata checks, N_A refused
+//! tokens   the only caller of the cache and the exchange: per-route or            (tokens/ over cache/, exchange/,
+//!          incremental, coalesced, negative entries, refresh-ahead, multi-hop,     fleet/)
+//!          response-metadata checks, N_A refused; the fleet's tier on Redis
 //! outbound swap Authorization, strip hop-by-hop, stream both bodies               (outbound.rs)
 //! feedback upstream 401 invalid_token: evict, re-exchange, retry once             (feedback.rs)
 //! ```
@@ -29,6 +29,7 @@ pub mod config;
 mod error;
 mod exchange;
 mod feedback;
+mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gateway;

@@ -19,7 +19,6 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::LazyLock;
 
 mod metrics;
-pub(crate) mod shared;
 pub(crate) use metrics::{CacheMetrics, Lookup};
 pub(crate) use moka::ops::compute::Op;
 

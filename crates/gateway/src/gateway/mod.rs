@@ -2,7 +2,6 @@
 //! ([`Gateway::handle`]). Each phase is a module of its own; this one only puts them in order
 //! and records what happened.
 
-use crate::cache::shared::SharedTier;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +57,7 @@ pub(crate) struct Gateway {
     body_idle: Duration,
     access_log: Option<AccessLog>,
     /// `[cache.shared]`: made once, kept across reloads (restart-only).
-    shared: Option<Arc<SharedTier>>,
+    shared: Option<Arc<crate::tokens::SharedTier>>,
 }
 
 /// One route, with the runtime of each phase it goes through.
@@ -86,12 +85,7 @@ impl Gateway {
         let kept = previous.map_or(&[][..], |p| &p.domains[..]);
         let shared = match previous {
             Some(previous) => previous.shared.clone(),
-            None => config
-                .shared_cache
-                .as_ref()
-                .map(|settings| SharedTier::new(settings, metrics.tokens.shared().clone()))
-                .transpose()
-                .map_err(|e| rustls::Error::General(format!("cache.shared: {e}")))?,
+            None => crate::tokens::shared_tier(config, &metrics.tokens)?,
         };
         let domains = DomainTokens::build_all(config, &metrics.tokens, kept, shared.as_ref())?;
         let jwks_client: SharedClient = Arc::default();

@@ -20,19 +20,22 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::authn::InboundToken;
-use crate::cache::shared::{Claim, SharedCounters, SharedKey, SharedMetrics, SharedTier};
 use crate::cache::{Bounds, CacheMetrics, Key, ReadThrough};
 use crate::config::{CacheSettings, Config, Domain, Route, ScopeStrategy};
 use crate::error::Error;
 use crate::exchange::{ExchangeMetrics, Exchanger, Issued};
+use crate::fleet::{Claim, SharedMetrics};
 use crate::metrics::DomainLabel;
 use chaingate_oauth::scope::Scopes;
 
 mod incremental;
 mod metadata;
+mod shared;
 mod token;
 pub(crate) use crate::cache::Lookup;
 pub(crate) use metadata::MetadataMetrics;
+use shared::{apply_remote_evictions, DomainShared};
+pub(crate) use shared::{shared_tier, SharedTier};
 pub(crate) use token::CachedToken;
 
 #[cfg(test)]
@@ -117,15 +120,6 @@ pub(crate) struct DomainTokens {
     built_from: BuiltFrom,
     /// The fleet's tier behind this domain's cache (per-scope domains only).
     shared: Option<DomainShared>,
-}
-
-/// A domain's use of the shared tier.
-#[derive(Debug)]
-struct DomainShared {
-    tier: Arc<SharedTier>,
-    counters: SharedCounters,
-    /// Redis key → first-tier key, for evictions other replicas announce (digests both).
-    index: moka::future::Cache<Arc<str>, Key>,
 }
 
 impl DomainTokens {
@@ -336,54 +330,6 @@ impl DomainTokens {
         Ok((token, Lookup::Miss))
     }
 
-    /// Where the fleet keeps this caller's token: keyed by domain (and its settings' digest, so
-    /// a changed domain never reuses a token), scope and AT1.
-    fn shared_key(
-        &self,
-        tier: &SharedTier,
-        scope: Option<&str>,
-        at1: InboundToken<'_>,
-    ) -> SharedKey {
-        tier.key(&[
-            self.name().as_bytes(),
-            &self.built_from.domain,
-            &[u8::from(scope.is_some())],
-            scope.unwrap_or("").as_bytes(),
-            at1.expose().as_bytes(),
-        ])
-    }
-
-    /// A first-tier miss with the shared tier: another replica's token, or one exchange for
-    /// the fleet (under the lease), stored for the others.
-    async fn load_shared(
-        &self,
-        shared: &DomainShared,
-        key: Key,
-        scope: Option<&str>,
-        at1: InboundToken<'_>,
-    ) -> Result<Arc<CachedToken>, Error> {
-        let skey = self.shared_key(&shared.tier, scope, at1);
-        shared.index.insert(skey.id().clone(), key).await;
-        let claim = shared.tier.claim(&skey, 0, &shared.counters).await;
-        if let Claim::Filled(entry) = &claim {
-            if let Some(token) = CachedToken::from_shared(entry, at1) {
-                return Ok(token);
-            }
-        }
-        let issued = match self.exchange(scope, at1).await {
-            Ok(issued) => issued,
-            Err(e) => {
-                if matches!(claim, Claim::Leased) {
-                    shared.tier.release(&skey).await;
-                }
-                return Err(e);
-            }
-        };
-        let token = CachedToken::cached(issued, at1, None, &self.settings)?;
-        shared.tier.put(&skey, &token.to_shared()).await;
-        Ok(token)
-    }
-
     /// One exchange (after the subject domain's, for a multi-hop domain), with the domain's
     /// response metadata checks.
     async fn exchange(&self, scope: Option<&str>, at1: InboundToken<'_>) -> Result<Issued, Error> {
@@ -465,32 +411,6 @@ impl DomainTokens {
                 }
             }
         });
-    }
-}
-
-/// Drops from `tokens`' first tier what other replicas evicted, until the domain is replaced.
-async fn apply_remote_evictions(
-    tokens: std::sync::Weak<DomainTokens>,
-    mut evicted: tokio::sync::broadcast::Receiver<Arc<str>>,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        let id = match evicted.recv().await {
-            Ok(id) => id,
-            // Missed some under a burst: those entries just live to their expiry.
-            Err(RecvError::Lagged(_)) => continue,
-            Err(RecvError::Closed) => return,
-        };
-        let Some(tokens) = tokens.upgrade() else {
-            return;
-        };
-        let Some(shared) = &tokens.shared else {
-            return;
-        };
-        if let Some(key) = shared.index.remove(&id).await {
-            tokens.cache.evict(&key).await;
-            shared.counters.remote.inc();
-        }
     }
 }
 

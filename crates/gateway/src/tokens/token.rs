@@ -91,13 +91,13 @@ impl CachedToken {
     }
 
     /// This token as the shared tier stores it (the expiry on the wall clock replicas share).
-    pub(super) fn to_shared(&self) -> crate::cache::shared::Entry {
+    pub(super) fn to_shared(&self) -> crate::fleet::Entry {
         let left = self.expires_at.saturating_duration_since(Instant::now());
-        crate::cache::shared::Entry {
+        crate::fleet::Entry {
             token: self.token().to_string(),
             bearer: self.bearer,
             ruri: self.ruri.as_deref().map(str::to_owned),
-            expires_unix_ms: crate::cache::shared::now_unix_ms()
+            expires_unix_ms: crate::fleet::now_unix_ms()
                 + u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
             ttl_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
         }
@@ -106,19 +106,19 @@ impl CachedToken {
     /// When this token stops being used, on the wall clock (to tell a newer shared entry).
     pub(super) fn expires_unix_ms(&self) -> u64 {
         let left = self.expires_at.saturating_duration_since(Instant::now());
-        crate::cache::shared::now_unix_ms() + u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+        crate::fleet::now_unix_ms() + u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Another replica's token for the same caller, if it has a second or more to live (and
     /// never past AT1's own expiry).
     pub(super) fn from_shared(
-        entry: &crate::cache::shared::Entry,
+        entry: &crate::fleet::Entry,
         inbound: InboundToken<'_>,
     ) -> Option<Arc<Self>> {
         let mut left = Duration::from_millis(
             entry
                 .expires_unix_ms
-                .saturating_sub(crate::cache::shared::now_unix_ms()),
+                .saturating_sub(crate::fleet::now_unix_ms()),
         );
         if let Some(remaining) = jwt_remaining_lifetime(inbound.expose()) {
             left = left.min(remaining);

@@ -21,8 +21,14 @@ fn key_file(dir: &std::path::Path, byte: u8) -> std::path::PathBuf {
 }
 
 fn shared_section(server: &str, key: &std::path::Path, extra: &str) -> String {
+    // A short open breaker, so a test sees Redis used again soon after it returns.
+    let breaker = if extra.contains("breaker_open") {
+        ""
+    } else {
+        "breaker_open = \"300ms\"\n"
+    };
     format!(
-        "[cache.shared]\n{server}\nencryption_key_file = {:?}\nbreaker_open = \"300ms\"\n{extra}\n",
+        "[cache.shared]\n{server}\nencryption_key_file = {:?}\n{breaker}{extra}\n",
         key.display().to_string()
     )
 }
@@ -534,4 +540,45 @@ async fn a_master_found_through_sentinel_serves_the_fleet() {
     );
     // The token is on the master itself.
     assert!(master.command(&["DBSIZE"]).await.is_some_and(|r| r != ":0"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_never_answers_opens_the_breaker_and_fails_no_request() {
+    // Accepts connections, reads, never replies: every command runs into `timeout`.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sts = token_server(Duration::ZERO).await;
+    let upstream = Upstream::start().await;
+    let shared = shared_section(
+        &format!("url = \"redis://{addr}\""),
+        &key_file(dir.path(), 1),
+        "timeout = \"50ms\"\nbreaker_open = \"1h\"",
+    );
+    let gw = gateway(&replica_config(&sts, &upstream.url(), &shared)).await;
+    for i in 0..20 {
+        let answer = get(gw.addr, "/", Some(&format!("slow-redis-{i}"))).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(sts.calls(), 20, "every caller exchanged directly");
+    let scrape = metrics(&gw).await;
+    assert_eq!(
+        shared_sample(&scrape, "chaingate_shared_cache_breaker_open"),
+        1.0,
+        "the breaker stopped the waiting"
+    );
+    // Three timed-out commands opened it; after that Redis is not asked at all.
+    assert_eq!(
+        shared_sample(
+            &scrape,
+            r#"chaingate_shared_cache_errors_total{kind="unavailable"}"#
+        ),
+        3.0
+    );
 }

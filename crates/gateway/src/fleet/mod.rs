@@ -1,5 +1,6 @@
-//! The shared tier: tokens on Valkey/Redis for the whole fleet, behind every replica's own
-//! cache (moka stays the first tier: a hit never leaves the process).
+//! The fleet's tier (`[cache.shared]`): tokens on Valkey/Redis for the whole fleet, behind every
+//! replica's own cache (moka stays the first tier: a hit never leaves the process). Used by the
+//! tokens stage only.
 //!
 //! - A first-tier miss reads here before exchanging. On a shared miss one replica takes a lease
 //!   (`SET NX PX`) and exchanges; the others poll for its answer up to `lease_ttl`, then exchange
@@ -10,21 +11,21 @@
 //! - Redis down, slow or wrong never fails a request: each command has a deadline, a breaker
 //!   stops waiting on a Redis that keeps failing, and every failure falls back to exchanging.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use redis::aio::ConnectionManager;
-use redis::cluster_async::ClusterConnection;
-use redis::{Client, FromRedisValue};
+use redis::FromRedisValue;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::config::{SharedCacheServer, SharedCacheSettings};
+use crate::config::SharedCacheSettings;
 
+mod breaker;
+mod connection;
 mod metrics;
 mod seal;
+use breaker::Breaker;
+use connection::Connection;
 pub(crate) use metrics::{SharedCounters, SharedMetrics};
 use seal::{Sealer, Unsealed};
 
@@ -100,71 +101,6 @@ enum Failure {
     Unavailable,
 }
 
-enum Connection {
-    Single(ConnectionManager),
-    // Boxed: the cluster client is large, and the tier holds one connection either way.
-    Cluster(Box<ClusterLink>),
-    Sentinel(Box<SentinelLink>),
-}
-
-/// The master the sentinels name, found again after any failed command (a failover makes the
-/// old master refuse writes or go away).
-struct SentinelLink {
-    sentinel: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
-    current: Mutex<Option<redis::aio::MultiplexedConnection>>,
-    config: redis::AsyncConnectionConfig,
-}
-
-impl SentinelLink {
-    async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        let current = || {
-            self.current
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        };
-        if let Some(connection) = current() {
-            return Ok(connection);
-        }
-        let mut sentinel = self.sentinel.lock().await;
-        // Another task may have connected while this one waited.
-        if let Some(connection) = current() {
-            return Ok(connection);
-        }
-        let master = sentinel.async_get_client().await?;
-        let connection = master
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
-        Ok(connection)
-    }
-
-    fn forget(&self) {
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
-    }
-}
-
-/// Where the eviction subscriber connects: a fixed server, or whichever master the sentinels
-/// name at each (re)connection.
-enum PubSubSource {
-    Server(Client),
-    Sentinel(redis::sentinel::SentinelClient),
-}
-
-impl PubSubSource {
-    async fn client(&mut self) -> redis::RedisResult<Client> {
-        match self {
-            Self::Server(client) => Ok(client.clone()),
-            Self::Sentinel(sentinel) => sentinel.async_get_client().await,
-        }
-    }
-}
-
-struct ClusterLink {
-    client: redis::cluster::ClusterClient,
-    connected: tokio::sync::OnceCell<ClusterConnection>,
-}
-
 /// The fleet's tier; one per process, shared by every domain and kept across reloads.
 pub(crate) struct SharedTier {
     connection: Connection,
@@ -201,70 +137,11 @@ impl SharedTier {
         settings: &SharedCacheSettings,
         metrics: SharedMetrics,
     ) -> Result<Arc<Self>, redis::RedisError> {
-        let certs = || redis::TlsCertificates {
-            client_tls: None,
-            root_cert: settings.ca_pem.clone(),
-        };
-        let open = |url: &str| match settings.ca_pem {
-            Some(_) => Client::build_with_tls(url, certs()),
-            None => Client::open(url),
-        };
-        let (connection, subscribe_to) = match &settings.server {
-            SharedCacheServer::Single(url) => {
-                let client = open(url)?;
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(settings.connect_timeout))
-                    .set_response_timeout(Some(settings.timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(1));
-                (
-                    Connection::Single(client.get_connection_manager_lazy(config)?),
-                    PubSubSource::Server(client),
-                )
-            }
-            SharedCacheServer::Cluster(nodes) => {
-                let mut builder = redis::cluster::ClusterClient::builder(nodes.clone())
-                    .connection_timeout(settings.connect_timeout)
-                    .response_timeout(settings.timeout)
-                    .retries(1);
-                if settings.ca_pem.is_some() {
-                    builder = builder.certs(certs());
-                }
-                // Cluster nodes propagate PUBLISH to every node: any one serves subscribers.
-                let first = open(&nodes[0])?;
-                (
-                    Connection::Cluster(Box::new(ClusterLink {
-                        client: builder.build()?,
-                        connected: tokio::sync::OnceCell::new(),
-                    })),
-                    PubSubSource::Server(first),
-                )
-            }
-            SharedCacheServer::Sentinel { nodes, service } => {
-                let sentinel = || {
-                    redis::sentinel::SentinelClient::build(
-                        nodes.clone(),
-                        service.as_str(),
-                        None,
-                        redis::sentinel::SentinelServerType::Master,
-                    )
-                };
-                (
-                    Connection::Sentinel(Box::new(SentinelLink {
-                        sentinel: tokio::sync::Mutex::new(sentinel()?),
-                        current: Mutex::new(None),
-                        config: redis::AsyncConnectionConfig::new()
-                            .set_connection_timeout(Some(settings.connect_timeout))
-                            .set_response_timeout(Some(settings.timeout)),
-                    })),
-                    PubSubSource::Sentinel(sentinel()?),
-                )
-            }
-        };
+        let (connection, subscribe_to) = connection::connect(settings)?;
         let (evicted, _) = broadcast::channel(1024);
         let replica = format!("{:016x}", rand_u64());
         let channel = format!("{}evicted", settings.key_prefix);
-        let subscriber = tokio::spawn(subscribe(
+        let subscriber = tokio::spawn(connection::subscribe(
             subscribe_to,
             channel,
             replica.clone(),
@@ -424,51 +301,11 @@ impl SharedTier {
     }
 
     async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Failure> {
-        self.guarded(async {
-            match &self.connection {
-                Connection::Single(manager) => cmd.query_async(&mut manager.clone()).await,
-                Connection::Cluster(link) => {
-                    let mut connection = link
-                        .connected
-                        .get_or_try_init(|| link.client.get_async_connection())
-                        .await?
-                        .clone();
-                    cmd.query_async(&mut connection).await
-                }
-                Connection::Sentinel(link) => {
-                    let answer = cmd.query_async(&mut link.connection().await?).await;
-                    if answer.is_err() {
-                        link.forget();
-                    }
-                    answer
-                }
-            }
-        })
-        .await
+        self.guarded(self.connection.query(cmd)).await
     }
 
     async fn run_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Failure> {
-        self.guarded(async {
-            match &self.connection {
-                Connection::Single(manager) => pipe.query_async(&mut manager.clone()).await,
-                Connection::Cluster(link) => {
-                    let mut connection = link
-                        .connected
-                        .get_or_try_init(|| link.client.get_async_connection())
-                        .await?
-                        .clone();
-                    pipe.query_async(&mut connection).await
-                }
-                Connection::Sentinel(link) => {
-                    let answer = pipe.query_async(&mut link.connection().await?).await;
-                    if answer.is_err() {
-                        link.forget();
-                    }
-                    answer
-                }
-            }
-        })
-        .await
+        self.guarded(self.connection.query_pipe(pipe)).await
     }
 
     /// One command under the breaker and the deadline.
@@ -509,99 +346,6 @@ impl SharedTier {
     }
 }
 
-/// Receives the fleet's eviction messages until the tier is dropped, reconnecting as needed.
-async fn subscribe(
-    mut source: PubSubSource,
-    channel: String,
-    replica: String,
-    evicted: broadcast::Sender<Arc<str>>,
-    connect_timeout: Duration,
-) {
-    loop {
-        let connected = tokio::time::timeout(connect_timeout, async {
-            let mut pubsub = source.client().await?.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        })
-        .await;
-        if let Ok(Ok(mut pubsub)) = connected {
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                let Ok(payload) = message.get_payload::<String>() else {
-                    continue;
-                };
-                match payload.split_once(' ') {
-                    Some((from, key)) if from != replica => {
-                        let _ = evicted.send(Arc::from(key));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Consecutive failures open it for a while; the first command after that decides.
-struct Breaker {
-    failures: AtomicU32,
-    /// Set while the one command after the open period is out.
-    probing: std::sync::atomic::AtomicBool,
-    threshold: u32,
-    open_for: Duration,
-    open_until: Mutex<Option<Instant>>,
-}
-
-impl Breaker {
-    fn new(threshold: u32, open_for: Duration) -> Self {
-        Self {
-            failures: AtomicU32::new(0),
-            probing: std::sync::atomic::AtomicBool::new(false),
-            threshold,
-            open_for,
-            open_until: Mutex::new(None),
-        }
-    }
-
-    fn allow(&self) -> bool {
-        let mut open = self
-            .open_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match *open {
-            Some(until) if Instant::now() < until => false,
-            Some(_) => {
-                // Half open: let this one through; another failure reopens at once.
-                *open = None;
-                self.failures.store(self.threshold - 1, Ordering::Relaxed);
-                self.probing.store(true, Ordering::Relaxed);
-                true
-            }
-            None => true,
-        }
-    }
-
-    /// Whether this success was the probe that closed an open breaker.
-    fn succeeded(&self) -> bool {
-        self.failures.store(0, Ordering::Relaxed);
-        self.probing.swap(false, Ordering::Relaxed)
-    }
-
-    /// Whether this failure opened the breaker.
-    fn failed(&self) -> bool {
-        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= self.threshold {
-            let mut open = self
-                .open_until
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let opened = open.is_none() && !self.probing.swap(false, Ordering::Relaxed);
-            *open = Some(Instant::now() + self.open_for);
-            return opened;
-        }
-        false
-    }
-}
-
 /// The wall clock in Unix milliseconds: what replicas agree on (their `Instant`s differ).
 pub(crate) fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -618,31 +362,4 @@ fn rand_u64() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_breaker_opens_after_consecutive_failures_and_one_probe_decides() {
-        let breaker = Breaker::new(3, Duration::from_secs(5));
-        assert!(breaker.allow());
-        assert!(!breaker.failed() && !breaker.failed(), "two are not enough");
-        assert!(!breaker.succeeded(), "a success resets the count");
-        assert!(!breaker.failed() && !breaker.failed());
-        assert!(breaker.failed(), "the third in a row opens it");
-        assert!(!breaker.allow());
-        tokio::time::sleep(Duration::from_millis(4900)).await;
-        assert!(!breaker.allow(), "still open");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(breaker.allow(), "one probe once the open time is over");
-        // A failed probe opens it again at once (still open: not announced a second time).
-        assert!(!breaker.failed());
-        assert!(!breaker.allow(), "reopened");
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        assert!(breaker.allow());
-        assert!(breaker.succeeded(), "a good probe closes it");
-        assert!(breaker.allow() && !breaker.failed());
-    }
 }
