@@ -411,6 +411,25 @@ impl Upstream {
         format!("http://{}", self.addr)
     }
 
+    /// Waits (30 s at most) until `n` requests whose URI contains `uri_part` have arrived: a
+    /// `/slow/<ms>` request is recorded before its wait, so this means "they are in flight".
+    pub async fn wait_for(&self, n: usize, uri_part: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self
+            .received()
+            .iter()
+            .filter(|r| r.uri.contains(uri_part))
+            .count()
+            < n
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the requests never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }

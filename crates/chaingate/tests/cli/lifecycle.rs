@@ -119,20 +119,7 @@ async fn sigterm_turns_ready_off_finishes_in_flight_requests_and_exits_zero() {
         .map(|_| tokio::spawn(async move { get(addr, "/slow/4000", Some(AT1)).await.status }))
         .collect();
     // All eight are in flight once the upstream has them: wait for that, not for a guess.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while upstream
-        .received()
-        .iter()
-        .filter(|r| r.uri.contains("/slow/"))
-        .count()
-        < 8
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the requests never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    upstream.wait_for(8, "/slow/").await;
     gw.terminate();
 
     // Readiness flips at once, while the admin port still answers.

@@ -143,27 +143,54 @@ pub(super) fn connect(
     })
 }
 
+/// One checked-out connection, whichever kind: commands and pipelines go through the same
+/// `ConnectionLike`.
+enum Checkout {
+    Manager(ConnectionManager),
+    Cluster(ClusterConnection),
+    Multiplexed(redis::aio::MultiplexedConnection),
+}
+
+impl redis::aio::ConnectionLike for Checkout {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Manager(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Multiplexed(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Manager(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Multiplexed(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Manager(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+            Self::Multiplexed(c) => c.get_db(),
+        }
+    }
+}
+
 impl Connection {
     /// One command on the connection (connecting first if needed).
     pub(super) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-        match self {
-            Connection::Single(manager) => cmd.query_async(&mut manager.clone()).await,
-            Connection::Cluster(link) => {
-                let mut connection = link
-                    .connected
-                    .get_or_try_init(|| link.client.get_async_connection())
-                    .await?
-                    .clone();
-                cmd.query_async(&mut connection).await
-            }
-            Connection::Sentinel(link) => {
-                let answer = cmd.query_async(&mut link.connection().await?).await;
-                if answer.is_err() {
-                    link.forget();
-                }
-                answer
-            }
-        }
+        let answer = cmd.query_async(&mut self.checkout().await?).await;
+        self.after(answer.is_err());
+        answer
     }
 
     /// A pipeline on the connection.
@@ -171,23 +198,29 @@ impl Connection {
         &self,
         pipe: &redis::Pipeline,
     ) -> redis::RedisResult<T> {
-        match self {
-            Connection::Single(manager) => pipe.query_async(&mut manager.clone()).await,
-            Connection::Cluster(link) => {
-                let mut connection = link
-                    .connected
+        let answer = pipe.query_async(&mut self.checkout().await?).await;
+        self.after(answer.is_err());
+        answer
+    }
+
+    async fn checkout(&self) -> redis::RedisResult<Checkout> {
+        Ok(match self {
+            Connection::Single(manager) => Checkout::Manager(manager.clone()),
+            Connection::Cluster(link) => Checkout::Cluster(
+                link.connected
                     .get_or_try_init(|| link.client.get_async_connection())
                     .await?
-                    .clone();
-                pipe.query_async(&mut connection).await
-            }
-            Connection::Sentinel(link) => {
-                let answer = pipe.query_async(&mut link.connection().await?).await;
-                if answer.is_err() {
-                    link.forget();
-                }
-                answer
-            }
+                    .clone(),
+            ),
+            Connection::Sentinel(link) => Checkout::Multiplexed(link.connection().await?),
+        })
+    }
+
+    /// After a failed command, the sentinels are asked for the master again (it may have
+    /// changed); the connection manager and the cluster client reconnect by themselves.
+    fn after(&self, failed: bool) {
+        if let (Connection::Sentinel(link), true) = (self, failed) {
+            link.forget();
         }
     }
 }

@@ -115,20 +115,7 @@ async fn http1_gets_connection_close_and_http2_gets_goaway_while_in_flight_reque
     let h1_in_flight = tokio::spawn(h1_in_flight);
     let h2_in_flight = tokio::spawn(h2_in_flight);
     // Both are in flight once the upstream has them (an event, not a guess at how long it takes).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while upstream
-        .received()
-        .iter()
-        .filter(|r| r.uri.contains("/slow/"))
-        .count()
-        < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the requests never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    upstream.wait_for(2, "/slow/").await;
     gw.begin_shutdown();
 
     let h1_response = h1_in_flight.await.unwrap().unwrap();

@@ -51,6 +51,33 @@ async fn token_server(delay: Duration) -> TokenServer {
     .await
 }
 
+/// A redis-server, a key file, a token server answering after `delay`, an upstream, and the
+/// `[cache.shared]` section naming the server and the key.
+struct Setup {
+    redis: RedisServer,
+    _dir: tempfile::TempDir,
+    sts: TokenServer,
+    upstream: Upstream,
+    shared: String,
+}
+
+async fn setup(delay: Duration) -> Setup {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = shared_section(
+        &format!("url = \"{}\"", redis.url()),
+        &key_file(dir.path(), 1),
+        "",
+    );
+    Setup {
+        redis,
+        _dir: dir,
+        sts: token_server(delay).await,
+        upstream: Upstream::start().await,
+        shared,
+    }
+}
+
 async fn replicas(n: usize, toml: &str) -> Vec<chaingate_gateway::Running> {
     let mut all = Vec::new();
     for _ in 0..n {
@@ -65,15 +92,13 @@ fn shared_sample(scrape: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_caller_across_three_replicas_costs_one_exchange() {
-    let redis = RedisServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sts = token_server(Duration::ZERO).await;
-    let upstream = Upstream::start().await;
-    let shared = shared_section(
-        &format!("url = \"{}\"", redis.url()),
-        &key_file(dir.path(), 1),
-        "",
-    );
+    let Setup {
+        redis: _redis,
+        sts,
+        upstream,
+        shared,
+        _dir,
+    } = setup(Duration::ZERO).await;
     let fleet = replicas(3, &replica_config(&sts, &upstream.url(), &shared)).await;
     for gw in &fleet {
         let answer = get(gw.addr, "/", Some("fleet-caller")).await;
@@ -172,15 +197,13 @@ async fn a_redis_cluster_serves_the_fleet_too() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_killed_and_restarted_under_load_fails_no_request() {
-    let mut redis = RedisServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sts = token_server(Duration::ZERO).await;
-    let upstream = Upstream::start().await;
-    let shared = shared_section(
-        &format!("url = \"{}\"", redis.url()),
-        &key_file(dir.path(), 1),
-        "",
-    );
+    let Setup {
+        mut redis,
+        sts,
+        upstream,
+        shared,
+        _dir,
+    } = setup(Duration::ZERO).await;
     let fleet = replicas(2, &replica_config(&sts, &upstream.url(), &shared)).await;
     let addrs: Vec<_> = fleet.iter().map(|g| g.addr).collect();
     let running = Arc::new(AtomicBool::new(true));
@@ -277,15 +300,13 @@ async fn dump(redis: &RedisServer) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_holds_no_token_no_piece_of_one_and_no_secret() {
-    let redis = RedisServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sts = token_server(Duration::ZERO).await;
-    let upstream = Upstream::start().await;
-    let shared = shared_section(
-        &format!("url = \"{}\"", redis.url()),
-        &key_file(dir.path(), 1),
-        "",
-    );
+    let Setup {
+        redis,
+        sts,
+        upstream,
+        shared,
+        _dir,
+    } = setup(Duration::ZERO).await;
     let fleet = replicas(2, &replica_config(&sts, &upstream.url(), &shared)).await;
     let callers: Vec<String> = (0..10)
         .map(|i| format!("inbound-caller-token-{i}-Hs82kQ"))
@@ -316,15 +337,13 @@ async fn redis_holds_no_token_no_piece_of_one_and_no_secret() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_value_under_a_rotated_out_key_is_ignored_and_a_tampered_one_rejected() {
-    let redis = RedisServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sts = token_server(Duration::ZERO).await;
-    let upstream = Upstream::start().await;
-    let shared = shared_section(
-        &format!("url = \"{}\"", redis.url()),
-        &key_file(dir.path(), 1),
-        "",
-    );
+    let Setup {
+        redis,
+        sts,
+        upstream,
+        shared,
+        _dir,
+    } = setup(Duration::ZERO).await;
     let toml = replica_config(&sts, &upstream.url(), &shared);
     let first = gateway(&toml).await;
     assert_eq!(
