@@ -78,6 +78,21 @@ async fn setup(delay: Duration) -> Setup {
     }
 }
 
+/// `n` concurrent requests from `caller`, spread round-robin over `fleet`; their answers.
+async fn burst(fleet: &[chaingate_gateway::Running], n: usize, caller: &str) -> Vec<Answer> {
+    let requests: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, caller) = (fleet[i % fleet.len()].addr, caller.to_string());
+            tokio::spawn(async move { get(addr, "/", Some(&caller)).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.unwrap());
+    }
+    answers
+}
+
 async fn replicas(n: usize, toml: &str) -> Vec<chaingate_gateway::Running> {
     let mut all = Vec::new();
     for _ in 0..n {
@@ -134,25 +149,16 @@ async fn one_caller_across_three_replicas_costs_one_exchange() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_concurrent_first_requests_over_three_replicas_cost_one_exchange() {
-    let redis = RedisServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
     // Slow enough that every replica misses while the first exchange is in flight.
-    let sts = token_server(Duration::from_millis(300)).await;
-    let upstream = Upstream::start().await;
-    let shared = shared_section(
-        &format!("url = \"{}\"", redis.url()),
-        &key_file(dir.path(), 1),
-        "",
-    );
+    let Setup {
+        redis: _redis,
+        sts,
+        upstream,
+        shared,
+        _dir,
+    } = setup(Duration::from_millis(300)).await;
     let fleet = replicas(3, &replica_config(&sts, &upstream.url(), &shared)).await;
-    let burst: Vec<_> = (0..50)
-        .map(|i| {
-            let addr = fleet[i % 3].addr;
-            tokio::spawn(async move { get(addr, "/", Some("burst-caller")).await })
-        })
-        .collect();
-    for answer in burst {
-        let answer = answer.await.unwrap();
+    for answer in burst(&fleet, 50, "burst-caller").await {
         assert_eq!(answer.status, 200, "{}", answer.body);
         assert_eq!(
             answer.json()["authorization"],
@@ -182,14 +188,8 @@ async fn a_redis_cluster_serves_the_fleet_too() {
     let fleet = replicas(3, &replica_config(&sts, &upstream.url(), &shared)).await;
     // Callers whose keys land on different slots, each over the three replicas at once.
     for caller in ["cluster-a", "cluster-b", "cluster-c", "cluster-d"] {
-        let burst: Vec<_> = (0..9)
-            .map(|i| {
-                let addr = fleet[i % 3].addr;
-                tokio::spawn(async move { get(addr, "/", Some(caller)).await.status })
-            })
-            .collect();
-        for status in burst {
-            assert_eq!(status.await.unwrap(), 200);
+        for answer in burst(&fleet, 9, caller).await {
+            assert_eq!(answer.status, 200, "{}", answer.body);
         }
     }
     assert_eq!(sts.calls(), 4, "one exchange per caller across the cluster");
@@ -543,14 +543,8 @@ async fn a_master_found_through_sentinel_serves_the_fleet() {
         "",
     );
     let fleet = replicas(3, &replica_config(&sts, &upstream.url(), &shared)).await;
-    let burst: Vec<_> = (0..12)
-        .map(|i| {
-            let addr = fleet[i % 3].addr;
-            tokio::spawn(async move { get(addr, "/", Some("sentinel-caller")).await.status })
-        })
-        .collect();
-    for status in burst {
-        assert_eq!(status.await.unwrap(), 200);
+    for answer in burst(&fleet, 12, "sentinel-caller").await {
+        assert_eq!(answer.status, 200, "{}", answer.body);
     }
     assert_eq!(
         sts.calls(),
