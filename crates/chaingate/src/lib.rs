@@ -11,6 +11,7 @@ mod demo;
 use tracing_subscriber::EnvFilter;
 
 use chaingate_gateway::config::{Config, LogFormat};
+use chaingate_gateway::trace::Pipeline;
 
 /// sysexits.h EX_USAGE: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
@@ -121,7 +122,10 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let _logs = init_logging(log_format(cli.log_format.as_deref(), LogFormat::Plain));
+            let _logs = init_logging(
+                log_format(cli.log_format.as_deref(), LogFormat::Plain),
+                None,
+            );
             runtime().block_on(async {
                 let running = match chaingate_authority::spawn(config).await {
                     Ok(running) => running,
@@ -138,7 +142,10 @@ pub fn main() -> ExitCode {
         }
         #[cfg(feature = "demo")]
         Command::Demo { port } => {
-            let _logs = init_logging(log_format(cli.log_format.as_deref(), LogFormat::Plain));
+            let _logs = init_logging(
+                log_format(cli.log_format.as_deref(), LogFormat::Plain),
+                None,
+            );
             runtime().block_on(async {
                 let demo = match crate::demo::start(port).await {
                     Ok(demo) => demo,
@@ -165,12 +172,26 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let _logs = init_logging(log_format(cli.log_format.as_deref(), config.log.format));
+            let runtime = runtime_with(config.worker_threads);
+            // Built before the subscriber: its layer goes in the subscriber, its exports run
+            // on this runtime.
+            let pipeline = match &config.tracing {
+                Some(settings) => match Pipeline::start(settings, runtime.handle().clone()) {
+                    Ok(pipeline) => Some(pipeline),
+                    Err(e) => {
+                        eprintln!("{}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => None,
+            };
+            let format = log_format(cli.log_format.as_deref(), config.log.format);
+            let _logs = init_logging(format, pipeline.as_ref());
             let reload = chaingate_gateway::reload::ReloadSource {
                 path,
                 env: std::env::vars().collect(),
             };
-            runtime_with(config.worker_threads).block_on(run(config, reload))
+            runtime.block_on(run(config, reload, pipeline))
         }
     }
 }
@@ -185,7 +206,11 @@ fn missing_feature(name: &str) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-async fn run(config: Config, reload: chaingate_gateway::reload::ReloadSource) -> ExitCode {
+async fn run(
+    config: Config,
+    reload: chaingate_gateway::reload::ReloadSource,
+    pipeline: Option<Pipeline>,
+) -> ExitCode {
     let running = match chaingate_gateway::spawn_with_reload(config, Some(reload)).await {
         Ok(running) => running,
         Err(e) => {
@@ -197,6 +222,11 @@ async fn run(config: Config, reload: chaingate_gateway::reload::ReloadSource) ->
     shutdown_signal().await;
     running.begin_shutdown();
     running.wait().await;
+    if let Some(pipeline) = pipeline {
+        // The last spans (the drained requests') go out before exit; shutting down blocks on the
+        // export, which itself runs on this runtime, hence another thread.
+        let _ = tokio::task::spawn_blocking(move || pipeline.shutdown()).await;
+    }
     ExitCode::SUCCESS
 }
 
@@ -233,19 +263,36 @@ fn log_format(flag: Option<&str>, configured: LogFormat) -> LogFormat {
 /// Logs go to stderr through a writer thread, so a request never waits on a `write(2)` (the
 /// access log cost ~4.8 µs per request written directly). Not lossy: when the buffer is full,
 /// logging blocks rather than drops lines. The guard flushes on exit; keep it alive until then.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+///
+/// With `[tracing]`, the pipeline's layer exports the spans of `chaingate::trace`; the log layer
+/// never writes them, so log lines look the same with tracing on or off.
+fn init_logging(
+    format: LogFormat,
+    pipeline: Option<&Pipeline>,
+) -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::filter::{FilterExt, FilterFn};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(writer);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Plain => builder.init(),
-    }
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Plain => fmt.boxed(),
+    };
+    let logs = filter.and(FilterFn::new(|m| {
+        !chaingate_gateway::trace::is_trace_span(m)
+    }));
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(logs))
+        .with(pipeline.map(Pipeline::layer))
+        .init();
     guard
 }
 

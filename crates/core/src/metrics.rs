@@ -7,7 +7,12 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 /// Latency buckets from 100 µs to ~6.5 s, doubling.
 pub fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+    Histogram::new(latency_buckets())
+}
+
+/// The bucket bounds of [`latency_histogram`]: 100 µs doubling to ~6.5 s.
+pub fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0001, 2.0, 17)
 }
 
 /// The content type of the text `prometheus_client::encoding::text::encode` writes.
@@ -40,7 +45,14 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
                 .contains(name)
                 .then(|| format!("{prefix}{name}_total {tail}"))
         });
-        out.push_str(renamed.as_deref().unwrap_or(line));
+        let line = renamed.as_deref().unwrap_or(line);
+        // Exemplars (`value # {labels} value`) exist in OpenMetrics only; the 0.0.4 parser would
+        // take them for garbage. Label values come from config names, which never hold " # {".
+        let line = match line.starts_with('#') {
+            false => line.find(" # {").map_or(line, |at| &line[..at]),
+            true => line,
+        };
+        out.push_str(line);
         out.push('\n');
     }
     out
@@ -60,5 +72,10 @@ mod tests {
         assert!(text.contains("# TYPE chaingate_d histogram"));
         assert!(!text.contains("# UNIT") && !text.contains("# EOF"));
         assert!(text.contains("chaingate_requests_total{route=\"a\"} 1"));
+        let with_exemplar = "chaingate_d_bucket{le=\"0.1\"} 3 # {trace_id=\"4bf9\"} 0.05\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(with_exemplar),
+            "chaingate_d_bucket{le=\"0.1\"} 3\n"
+        );
     }
 }

@@ -17,7 +17,7 @@ impl HitPath {
     /// Builds the gateway's runtime for `config` (metrics on a private registry).
     pub fn new(config: &Config) -> Result<Self, rustls::Error> {
         let metrics =
-            GatewayMetrics::register(&mut prometheus_client::registry::Registry::default());
+            GatewayMetrics::register(&mut prometheus_client::registry::Registry::default(), false);
         let access_log = AccessLog::start(config.log.format, 0, Box::new(std::io::sink()));
         Ok(Self {
             gateway: Gateway::new(config, &metrics, None, &access_log)?,
@@ -30,7 +30,8 @@ impl HitPath {
         let phases = async {
             let route = self.gateway.route(request)?;
             let at1 = route.authn.authenticate(request).await?;
-            let (at2, _) = route.tokens.for_route(&route.config, at1).await?;
+            let caller = crate::tokens::Caller::new(&route.label.route, false, || None);
+            let (at2, _) = route.tokens.for_route(&route.config, at1, &caller).await?;
             Ok::<_, crate::error::Error>(at2.authorization.len())
         };
         phases.await.map_err(|e| e.to_string())

@@ -11,6 +11,7 @@ use crate::config::Route;
 use crate::error::Error;
 use crate::outbound::{self, Replay, UpstreamClient, UpstreamResponseBody};
 use crate::shed::InFlight;
+use crate::tokens::Caller;
 use crate::tokens::DomainTokens;
 use crate::Body;
 
@@ -20,13 +21,21 @@ pub(crate) async fn after(
     replay: Option<Replay>,
     response: Response<UpstreamResponseBody>,
     timeout: std::time::Duration,
+    caller: &Caller<'_>,
 ) -> Result<Response<Body>, Error> {
     let Some(replay) = replay.filter(|_| refuses_token(&response)) else {
         return Ok(response.map(streamed));
     };
     // Boxed: the retry (an exchange and a second send) is rare, and every request's future would
     // otherwise be sized for it.
-    Box::pin(retry((route, tokens, client), replay, response, timeout)).await
+    Box::pin(retry(
+        (route, tokens, client),
+        replay,
+        response,
+        timeout,
+        caller,
+    ))
+    .await
 }
 
 async fn retry(
@@ -34,6 +43,7 @@ async fn retry(
     replay: Replay,
     response: Response<UpstreamResponseBody>,
     timeout: std::time::Duration,
+    caller: &Caller<'_>,
 ) -> Result<Response<Body>, Error> {
     let Some(at1) = replay
         .at1
@@ -46,7 +56,7 @@ async fn retry(
     };
     // Accepted by authn when this request arrived.
     let at1 = InboundToken::already_accepted(&at1);
-    let (fresh, _) = tokens.refused(route, at1).await?;
+    let (fresh, _) = tokens.refused(route, at1, caller).await?;
     tracing::debug!(route = %route.name, "upstream refused the token; exchanged a fresh one");
     let retry = replay.with(fresh.authorization.clone());
     let response = outbound::send(client, retry, timeout).await?;

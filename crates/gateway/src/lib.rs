@@ -21,6 +21,7 @@
 
 mod access_log;
 mod admin;
+mod audit;
 mod authn;
 #[doc(hidden)]
 pub mod bench;
@@ -39,6 +40,7 @@ mod outbound;
 pub mod reload;
 mod shed;
 mod tokens;
+pub mod trace;
 mod validate;
 
 use std::net::SocketAddr;
@@ -154,7 +156,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
     let handshake_timeout = config.timeouts.tls_handshake;
     let max_connections = config.limits.max_connections;
     let shutdown = config.shutdown.clone();
-    let metrics = GatewayMetrics::register(&mut registry);
+    let metrics = GatewayMetrics::register(&mut registry, config.tracing.is_some());
     let reloads = ReloadMetrics::register(&mut registry);
     let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(
         &config,

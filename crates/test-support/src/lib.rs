@@ -134,6 +134,8 @@ pub struct TokenRequest {
     pub form: Vec<(String, String)>,
     pub authorization: Option<String>,
     pub content_type: Option<String>,
+    /// W3C Trace Context: the exchange span's context, when tracing is on.
+    pub traceparent: Option<String>,
 }
 
 impl TokenRequest {
@@ -240,12 +242,14 @@ impl TokenServer {
                 };
                 let authorization = header(http::header::AUTHORIZATION);
                 let content_type = header(http::header::CONTENT_TYPE);
+                let traceparent = header(http::header::HeaderName::from_static("traceparent"));
                 let body = req.into_body().collect().await.unwrap().to_bytes();
                 let form = form_urlencoded::parse(&body).into_owned().collect();
                 let recorded = TokenRequest {
                     form,
                     authorization,
                     content_type,
+                    traceparent,
                 };
                 let n = calls.fetch_add(1, Ordering::SeqCst);
                 requests.lock().unwrap().push(recorded.clone());

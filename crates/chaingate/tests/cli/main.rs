@@ -5,3 +5,4 @@ mod demo;
 mod floods;
 mod lifecycle;
 mod process;
+mod tracing;

@@ -163,13 +163,14 @@ impl<V: Expiring, E: Clone + Send + Sync + 'static> ReadThrough<V, E> {
 
     /// A miss: runs `load` once for all concurrent callers of `key` (they share its value or
     /// its error) and caches the value. An error for which `remember` is true answers this key
-    /// for the negative TTL.
+    /// for the negative TTL. The flag: whether this caller's `load` made the value (false: it
+    /// waited on another caller's).
     pub(crate) async fn load<F>(
         &self,
         key: Key,
         load: F,
         remember: fn(&E) -> bool,
-    ) -> Result<Arc<V>, E>
+    ) -> Result<(Arc<V>, bool), E>
     where
         F: Future<Output = Result<Arc<V>, E>>,
     {
@@ -178,7 +179,10 @@ impl<V: Expiring, E: Clone + Send + Sync + 'static> ReadThrough<V, E> {
             return Err(error);
         }
         match self.entries.entry(key).or_try_insert_with(load).await {
-            Ok(entry) => Ok(entry.into_value()),
+            Ok(entry) => {
+                let fresh = entry.is_fresh();
+                Ok((entry.into_value(), fresh))
+            }
             Err(error) => {
                 let error = (*error).clone();
                 self.reject(key, &error, remember).await;

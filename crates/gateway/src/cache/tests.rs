@@ -76,7 +76,7 @@ async fn a_value_is_served_until_its_lifetime_ends_on_tokio_time() {
         )
         .await
         .unwrap();
-    assert_eq!(first.n, 1);
+    assert_eq!(first.0.n, 1);
     tokio::time::advance(Duration::from_secs(59)).await;
     assert_eq!(cache.get(&key, |_| true).await.map(|v| v.n), Some(1));
     tokio::time::advance(Duration::from_secs(2)).await;
@@ -89,7 +89,7 @@ async fn a_value_is_served_until_its_lifetime_ends_on_tokio_time() {
         )
         .await
         .unwrap();
-    assert_eq!(second.n, 2, "an expired entry is loaded again");
+    assert_eq!(second.0.n, 2, "an expired entry is loaded again");
 }
 
 #[tokio::test(start_paused = true)]
@@ -112,14 +112,21 @@ async fn concurrent_misses_share_one_load() {
                         remember,
                     )
                     .await
-                    .map(|v| v.n)
+                    .map(|(v, loaded)| (v.n, loaded))
             })
         })
         .collect();
+    let mut loaders = 0;
     for task in tasks {
-        assert_eq!(task.await.unwrap(), Ok(7));
+        let (n, loaded) = task.await.unwrap().unwrap();
+        assert_eq!(n, 7);
+        loaders += usize::from(loaded);
     }
     assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        loaders, 1,
+        "exactly one caller is told it loaded; 15 waited"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -171,7 +178,7 @@ async fn only_remembered_errors_become_negative_entries_and_they_expire() {
             remember,
         )
         .await;
-    assert_eq!(fresh.map(|v| v.n), Ok(3));
+    assert_eq!(fresh.map(|v| v.0.n), Ok(3));
 }
 
 #[tokio::test(start_paused = true)]

@@ -87,6 +87,7 @@ impl Config {
         check(self.reload != next.reload, "reload");
         check(self.worker_threads != next.worker_threads, "worker_threads");
         check(self.shared_cache != next.shared_cache, "cache.shared");
+        check(self.tracing != next.tracing, "tracing");
         changed
     }
 }

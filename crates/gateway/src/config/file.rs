@@ -37,6 +37,8 @@ pub(crate) struct FileConfig {
     pub(crate) log: FileLog,
     #[serde(default)]
     pub(crate) reload: FileReload,
+    /// `[tracing]`: absent, no spans are made.
+    pub(crate) tracing: Option<super::tracing::FileTracing>,
     /// Runtime worker threads; default: the CPUs the process may use.
     pub(crate) worker_threads: Option<usize>,
 }
@@ -315,6 +317,7 @@ impl Default for FileShutdown {
 pub(crate) struct FileLog {
     pub(crate) format: super::LogFormat,
     pub(crate) access_log: bool,
+    pub(crate) audit: bool,
     pub(crate) access_log_buffer: usize,
     #[serde(deserialize_with = "duration")]
     pub(crate) access_log_flush: Duration,
@@ -325,6 +328,7 @@ impl Default for FileLog {
         Self {
             format: super::LogFormat::Plain,
             access_log: true,
+            audit: true,
             // nginx's `access_log ... buffer=64k flush=1s`: one write(2) per ~400 lines under load,
             // and no line waits longer than a second when it is quiet.
             access_log_buffer: 64 * 1024,

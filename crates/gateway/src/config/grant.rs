@@ -22,6 +22,17 @@ pub enum Grant {
     JwtBearer,
 }
 
+impl Grant {
+    /// The grant's short name in audit events and spans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Chain { .. } => "chain",
+            Self::TokenExchange(_) => "token-exchange",
+            Self::JwtBearer => "jwt-bearer",
+        }
+    }
+}
+
 /// RFC 8693 §2.1 request parameters.
 #[derive(Debug, Clone)]
 pub struct TokenExchange {

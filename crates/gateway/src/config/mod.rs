@@ -15,6 +15,7 @@ mod response_metadata;
 mod route;
 mod scope_strategy;
 mod shared_cache;
+mod tracing;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -35,6 +36,7 @@ pub(crate) use route::ValidateKeys;
 pub use route::{Route, Upstream, Validate};
 pub use scope_strategy::ScopeStrategy;
 pub use shared_cache::{SharedCacheServer, SharedCacheSettings};
+pub use tracing::TracingSettings;
 
 use digest::Digest;
 use domain::validate_domain;
@@ -70,6 +72,8 @@ pub struct Config {
     pub log: LogSettings,
     /// `[reload]`: hot reload of the config and the files it names.
     pub reload: ReloadSettings,
+    /// `[tracing]`: OpenTelemetry traces over OTLP/HTTP (restart-only); `None`: off.
+    pub tracing: Option<TracingSettings>,
     /// Runtime worker threads (restart-only); `None`: the CPUs the process may use.
     pub worker_threads: Option<usize>,
     /// Digest of the text and overrides this config was read from.
@@ -177,6 +181,8 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// `log.access_log`: one `chaingate::access` line per request.
     pub access_log: bool,
+    /// `log.audit`: one `chaingate::audit` event per token decision.
+    pub audit: bool,
     /// `log.access_log_buffer`: bytes of lines gathered before one write; 0 writes each line at
     /// once (restart-only).
     pub access_log_buffer: usize,
@@ -324,6 +330,7 @@ impl Config {
             log: LogSettings {
                 format: file.log.format,
                 access_log: file.log.access_log,
+                audit: file.log.audit,
                 access_log_buffer: match file.log.access_log_buffer {
                     n if n > MAX_ACCESS_LOG_BUFFER => {
                         return Err(ConfigError::key(
@@ -347,6 +354,7 @@ impl Config {
                 enabled: file.reload.enabled,
                 interval: file.reload.interval,
             },
+            tracing: file.tracing.as_ref().map(tracing::tracing).transpose()?,
             worker_threads: match file.worker_threads {
                 Some(0) => return Err(ConfigError::key("worker_threads", "must be at least 1")),
                 other => other,

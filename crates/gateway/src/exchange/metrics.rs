@@ -24,16 +24,20 @@ pub(crate) enum Outcome {
     Error,
 }
 
+impl Outcome {
+    /// The label value, also the exchange span's `chaingate.outcome`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Issued => "issued",
+            Self::Rejected => "rejected",
+            Self::Error => "error",
+        }
+    }
+}
+
 impl EncodeLabelValue for Outcome {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        std::fmt::Write::write_str(
-            encoder,
-            match self {
-                Self::Issued => "issued",
-                Self::Rejected => "rejected",
-                Self::Error => "error",
-            },
-        )
+        std::fmt::Write::write_str(encoder, self.as_str())
     }
 }
 

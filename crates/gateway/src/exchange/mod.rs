@@ -26,10 +26,14 @@ use hyper_util::client::legacy::Client;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::audit::{Caller, Decision};
+use crate::authn::InboundToken;
 use crate::config::{ClientAuth, Domain, Grant, TokenEndpoint};
 use crate::error::Error;
 use crate::metrics::DomainLabel;
+use crate::trace;
 use chaingate_oauth::secret::Secret;
+use tracing::Instrument;
 
 use metrics::DomainExchangeMetrics;
 pub(crate) use metrics::{ExchangeMetrics, Outcome};
@@ -80,6 +84,14 @@ impl std::fmt::Debug for Issued {
             .field("links", &self.links)
             .finish_non_exhaustive()
     }
+}
+
+/// Whom an exchange is for, for its audit event: the request's caller and token (AT1), also
+/// when the exchange's subject is another hop's token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OnBehalf<'a> {
+    pub(crate) caller: &'a Caller<'a>,
+    pub(crate) at1: InboundToken<'a>,
 }
 
 /// Where requests go: the token endpoint, and the issuer it was discovered from.
@@ -219,22 +231,85 @@ impl Exchanger {
         &self,
         subject: &str,
         scope: Option<&str>,
+        on_behalf: OnBehalf<'_>,
     ) -> Result<Issued, Error> {
-        self.exchange_for(subject, scope, false).await
+        self.exchange_for(subject, scope, false, on_behalf).await
     }
 
     /// As [`Self::exchange`], for a background renewal of a token in use: it may go through an
     /// open breaker as its probe (one at a time), so callers' failures cannot starve renewals.
-    pub(crate) async fn renew(&self, subject: &str, scope: Option<&str>) -> Result<Issued, Error> {
-        self.exchange_for(subject, scope, true).await
+    pub(crate) async fn renew(
+        &self,
+        subject: &str,
+        scope: Option<&str>,
+        on_behalf: OnBehalf<'_>,
+    ) -> Result<Issued, Error> {
+        self.exchange_for(subject, scope, true, on_behalf).await
     }
 
+    /// One exchange in its client span, with its metrics and its audit event.
     async fn exchange_for(
         &self,
         subject: &str,
         scope: Option<&str>,
         renewal: bool,
+        on_behalf: OnBehalf<'_>,
     ) -> Result<Issued, Error> {
+        let span = trace::client_span!(
+            "token exchange",
+            chaingate.domain = &*self.domain.name,
+            chaingate.grant = self.domain.grant.name(),
+            chaingate.renewal = renewal,
+            chaingate.outcome = tracing::field::Empty,
+            chaingate.retries = tracing::field::Empty,
+            oauth.error = tracing::field::Empty,
+        );
+        let result = self
+            .admitted_exchange(subject, scope, renewal)
+            .instrument(span.clone())
+            .await;
+        let (outcome, reason) = match &result {
+            Ok(_) => ("issued", ""),
+            Err(failure) => (failure.outcome.as_str(), failure.reason),
+        };
+        if !span.is_disabled() {
+            span.record("chaingate.outcome", outcome);
+            if let Err(failure) = &result {
+                span.record("oauth.error", failure.reason);
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        Decision {
+            decision: match (outcome, renewal) {
+                ("issued", true) => "refreshed",
+                ("issued", false) => "issued",
+                ("rejected", _) => "refused",
+                _ => "error",
+            },
+            domain: &self.domain.name,
+            grant: self.domain.grant.name(),
+            scope_requested: scope,
+            scope_granted: result.as_ref().ok().and_then(|i| i.scope.as_deref()),
+            error: reason,
+            renewal,
+            origin: "",
+        }
+        .emit(on_behalf.caller, Some(on_behalf.at1));
+        match result {
+            Ok(issued) => Ok(issued),
+            Err(failure) => {
+                tracing::warn!(domain = %self.domain.name, reason = failure.reason, "token exchange failed");
+                Err(failure.error)
+            }
+        }
+    }
+
+    async fn admitted_exchange(
+        &self,
+        subject: &str,
+        scope: Option<&str>,
+        renewal: bool,
+    ) -> Result<Issued, Failure> {
         let started = Instant::now();
         let admitted = if renewal {
             self.guard.admit_renewal(self.retry_after)
@@ -290,8 +365,7 @@ impl Exchanger {
                     Outcome::Rejected => self.metrics.rejected.inc(),
                     _ => self.metrics.error.inc(),
                 };
-                tracing::warn!(domain = %self.domain.name, reason = failure.reason, "token exchange failed");
-                Err(failure.error)
+                Err(failure)
             }
         }
     }
@@ -319,6 +393,7 @@ impl Exchanger {
                 return result;
             }
             self.metrics.retries.inc();
+            tracing::Span::current().record("chaingate.retries", i64::from(attempt));
             tracing::debug!(domain = %self.domain.name, attempt, ?delay, "retrying token exchange");
             tokio::time::sleep(delay).await;
         }
@@ -359,7 +434,7 @@ impl Exchanger {
             },
             _ => None,
         };
-        let request = request::build(
+        let mut request = request::build(
             &self.domain,
             &credentials,
             &endpoints,
@@ -369,6 +444,7 @@ impl Exchanger {
                 actor: actor.as_deref(),
             },
         )?;
+        trace::inject_current(request.headers_mut());
         let response = self.client.request(request).await.map_err(|e| {
             tracing::debug!(error = %e, "token endpoint unreachable");
             let failure = Failure::error(

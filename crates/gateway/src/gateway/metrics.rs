@@ -6,12 +6,13 @@ use std::sync::{Arc, OnceLock};
 use http::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::metrics::RouteLabel;
-use chaingate_core::metrics::latency_histogram;
+use chaingate_core::metrics::{latency_buckets, latency_histogram};
 
 /// One route's `chaingate_requests_total` children by status code. Each is created on first use,
 /// so the exposition lists only codes that happened, then kept: the family's lookup takes a lock
@@ -65,24 +66,77 @@ pub(super) struct RouteCode {
 #[derive(Debug, Clone)]
 pub(super) struct RequestMetrics {
     pub(super) requests: Family<RouteCode, Counter>,
-    pub(super) duration: Family<RouteLabel, Histogram>,
+    pub(super) duration: DurationFamily,
 }
 
 impl RequestMetrics {
-    pub(super) fn register(registry: &mut Registry) -> Self {
+    pub(super) fn register(registry: &mut Registry, exemplars: bool) -> Self {
         let requests = Family::default();
         registry.register(
             "chaingate_requests",
             "Requests served, by route and status code",
             requests.clone(),
         );
-        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register_with_unit(
+        let (name, help) = (
             "chaingate_request_duration",
             "Time from request head to response head, by route",
-            Unit::Seconds,
-            duration.clone(),
         );
+        let duration = if exemplars {
+            let family = Family::new_with_constructor(
+                (|| HistogramWithExemplars::new(latency_buckets()))
+                    as fn() -> HistogramWithExemplars<TraceExemplar>,
+            );
+            registry.register_with_unit(name, help, Unit::Seconds, family.clone());
+            DurationFamily::Exemplars(family)
+        } else {
+            let family = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+            registry.register_with_unit(name, help, Unit::Seconds, family.clone());
+            DurationFamily::Plain(family)
+        };
         Self { requests, duration }
     }
+}
+
+/// The request-duration family: with tracing on, each bucket keeps the trace id of its last
+/// sampled observation (an OpenMetrics exemplar, so a latency spike leads to its trace).
+#[derive(Debug, Clone)]
+pub(super) enum DurationFamily {
+    Plain(Family<RouteLabel, Histogram>),
+    Exemplars(Family<RouteLabel, HistogramWithExemplars<TraceExemplar>>),
+}
+
+impl DurationFamily {
+    pub(super) fn child(&self, route: &RouteLabel) -> RouteDuration {
+        match self {
+            Self::Plain(family) => RouteDuration::Plain(family.get_or_create_owned(route)),
+            Self::Exemplars(family) => RouteDuration::Exemplars(family.get_or_create_owned(route)),
+        }
+    }
+}
+
+/// One route's duration histogram.
+#[derive(Debug)]
+pub(super) enum RouteDuration {
+    Plain(Histogram),
+    Exemplars(HistogramWithExemplars<TraceExemplar>),
+}
+
+impl RouteDuration {
+    /// Observes `seconds`, with `span`'s trace id as the exemplar when it is sampled.
+    pub(super) fn observe(&self, seconds: f64, span: &tracing::Span) {
+        match self {
+            Self::Plain(histogram) => histogram.observe(seconds),
+            Self::Exemplars(histogram) => histogram.observe(
+                seconds,
+                crate::trace::sampled_trace_id(span).map(|trace_id| TraceExemplar { trace_id }),
+                None,
+            ),
+        }
+    }
+}
+
+/// An exemplar's labels: the trace it came from.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct TraceExemplar {
+    trace_id: String,
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
+use tracing::{Instrument, Span};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::authn::Authn;
@@ -18,13 +18,13 @@ use crate::error::Error;
 use crate::metrics::RouteLabel;
 use crate::outbound::{self, Peer, UpstreamClient};
 use crate::shed::{self, Shed};
-use crate::tokens::{DomainTokens, Lookup, TokensMetrics};
+use crate::tokens::{Caller, DomainTokens, Lookup, TokensMetrics};
 use crate::validate::InboundValidator;
-use crate::{feedback, inbound, Body};
+use crate::{feedback, inbound, trace, Body};
 use chaingate_oauth::remote::SharedClient;
 
 mod metrics;
-use metrics::{RequestMetrics, StatusCounters};
+use metrics::{RequestMetrics, RouteDuration, StatusCounters};
 
 /// The metric families every generation of the gateway records into; registered once.
 #[derive(Debug, Clone)]
@@ -34,10 +34,11 @@ pub(crate) struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
-    /// Registers every family on `registry`.
-    pub(crate) fn register(registry: &mut Registry) -> Self {
+    /// Registers every family on `registry`; `exemplars`: the request-duration histogram carries
+    /// trace ids (tracing on).
+    pub(crate) fn register(registry: &mut Registry, exemplars: bool) -> Self {
         Self {
-            requests: RequestMetrics::register(registry),
+            requests: RequestMetrics::register(registry, exemplars),
             tokens: TokensMetrics::register(registry),
         }
     }
@@ -56,6 +57,8 @@ pub(crate) struct Gateway {
     upstream_timeout: Duration,
     body_idle: Duration,
     access_log: Option<AccessLog>,
+    /// `log.audit`, and `RUST_LOG` lets `chaingate::audit` through.
+    audit: bool,
     /// `[cache.shared]`: made once, kept across reloads (restart-only).
     shared: Option<Arc<crate::tokens::SharedTier>>,
 }
@@ -69,7 +72,7 @@ pub(crate) struct RouteRuntime {
     pub(crate) tokens: Arc<DomainTokens>,
     pub(crate) client: UpstreamClient,
     pub(crate) label: RouteLabel,
-    duration: Histogram,
+    duration: RouteDuration,
     requests: StatusCounters,
 }
 
@@ -116,7 +119,7 @@ impl Gateway {
                         config.timeouts.upstream_connect,
                         config.timeouts.pool_idle,
                     )?,
-                    duration: metrics.requests.duration.get_or_create_owned(&label),
+                    duration: metrics.requests.duration.child(&label),
                     requests: StatusCounters::new(&metrics.requests.requests, &label.route),
                     label,
                     config: route,
@@ -141,6 +144,8 @@ impl Gateway {
             access_log: (config.log.access_log
                 && tracing::enabled!(target: "chaingate::access", tracing::Level::INFO))
             .then(|| access_log.clone()),
+            audit: config.log.audit
+                && tracing::enabled!(target: crate::audit::TARGET, tracing::Level::INFO),
             shared,
         })
     }
@@ -148,15 +153,19 @@ impl Gateway {
     /// Serves one request. Never fails: every error becomes its RFC 6750 / RFC 9110 response.
     pub(crate) async fn handle(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         peer: Peer,
     ) -> Response<Body> {
         let mut outcome = Outcome::start(self.access_log.is_some(), &request);
+        // trace: a server span continuing the caller's `traceparent` (W3C Trace Context); with
+        // `[tracing]` off it is disabled at its callsite and costs nothing further.
+        let span = trace::server_span(&request);
         let response = async {
             // route: the first configured prefix wins; nothing else about the request picks a
             // target, and an oversized target is refused before anything reads it.
             let route = self.route(&request)?;
             outcome.route = Some(route);
+            trace::record_route(&span, request.method(), &route.config);
             // framing: a body two parsers could delimit differently is refused here, before
             // any phase spends work on it or a byte goes upstream (RFC 9112 §6.1).
             inbound::framing(&request)?;
@@ -167,8 +176,13 @@ impl Gateway {
             let at1 = route.authn.authenticate(&request).await?;
             // tokens: AT1 → AT2 for the route's domain and scope, from the cache or exchanged
             // once for all concurrent callers; refreshed ahead, hop by hop, metadata checked.
-            let (at2, lookup) = route.tokens.for_route(&route.config, at1).await?;
+            let caller = Caller::new(&route.label.route, self.audit, || {
+                request.headers().get("traceparent").cloned()
+            });
+            let (at2, lookup) = route.tokens.for_route(&route.config, at1, &caller).await?;
             outcome.lookup = Some(lookup);
+            // The next hop's parent is chaingate's span, not the caller's.
+            trace::inject_current(request.headers_mut());
             // outbound: swap the credential, strip hop-by-hop fields, stream both bodies.
             let limits = (self.body_idle, self.upstream_timeout);
             let (response, replay) = outbound::forward(
@@ -184,12 +198,14 @@ impl Gateway {
             // feedback: an upstream 401 invalid_token (RFC 6750 §3.1) evicts, re-exchanges and
             // retries a bodyless request once.
             let route = (&route.config, &route.tokens, &route.client);
-            let response = feedback::after(route, replay, response, self.upstream_timeout).await?;
+            let response =
+                feedback::after(route, replay, response, self.upstream_timeout, &caller).await?;
             Ok(shed::until_body_ends(response, permit))
         }
+        .instrument(span.clone())
         .await
         .unwrap_or_else(Error::into_response);
-        self.record(outcome, &response);
+        self.record(outcome, &response, &span);
         response
     }
 
@@ -244,20 +260,21 @@ impl Gateway {
     }
 
     /// Request metrics, and the access log line when it is on.
-    fn record(&self, outcome: Outcome<'_>, response: &Response<Body>) {
+    fn record(&self, outcome: Outcome<'_>, response: &Response<Body>, span: &Span) {
         let elapsed = outcome.started.elapsed();
+        trace::record_response(span, response.status(), outcome.lookup.map(Lookup::as_str));
         let label = match outcome.route {
             Some(route) => {
                 route.requests.inc(response.status());
-                route.duration.observe(elapsed.as_secs_f64());
+                route.duration.observe(elapsed.as_secs_f64(), span);
                 &route.label
             }
             None => {
                 self.unmatched_requests.inc(response.status());
                 self.metrics
                     .duration
-                    .get_or_create(&self.unmatched)
-                    .observe(elapsed.as_secs_f64());
+                    .child(&self.unmatched)
+                    .observe(elapsed.as_secs_f64(), span);
                 &self.unmatched
             }
         };

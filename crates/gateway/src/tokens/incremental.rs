@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chaingate_oauth::scope::Scopes;
 
-use super::{CachedToken, DomainTokens, TokenResult};
+use super::{CachedToken, Caller, DomainTokens, TokenResult};
 use crate::authn::InboundToken;
 use crate::cache::{Key, Lookup, Op};
 use crate::error::Error;
@@ -28,6 +28,7 @@ impl DomainTokens {
         key: Key,
         needed: Scopes,
         at1: InboundToken<'_>,
+        caller: &Caller<'_>,
     ) -> TokenResult {
         let remembered = self.grown.get(&key).await;
         let needed = &needed;
@@ -53,7 +54,7 @@ impl DomainTokens {
                     self.upgrades.inc();
                 }
                 let asked = Some(ask.to_string()).filter(|a| !a.is_empty());
-                let fresh = match self.exchange(asked.as_deref(), at1).await {
+                let fresh = match self.exchange(asked.as_deref(), at1, caller).await {
                     Ok(issued) => CachedToken::cached(issued, at1, Some(&ask), &self.settings),
                     Err(error) => Err(error),
                 };

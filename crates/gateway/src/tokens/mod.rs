@@ -19,13 +19,16 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+pub(crate) use crate::audit::Caller;
+use crate::audit::Decision;
 use crate::authn::InboundToken;
 use crate::cache::{Bounds, CacheMetrics, Key, ReadThrough};
 use crate::config::{CacheSettings, Config, Domain, Route, ScopeStrategy};
 use crate::error::Error;
-use crate::exchange::{ExchangeMetrics, Exchanger, Issued};
+use crate::exchange::{ExchangeMetrics, Exchanger, Issued, OnBehalf};
 use crate::fleet::{Claim, SharedMetrics};
 use crate::metrics::DomainLabel;
+use crate::trace;
 use chaingate_oauth::scope::Scopes;
 
 mod incremental;
@@ -120,6 +123,8 @@ pub(crate) struct DomainTokens {
     built_from: BuiltFrom,
     /// The fleet's tier behind this domain's cache (per-scope domains only).
     shared: Option<DomainShared>,
+    /// `log.audit` when the domain was built: the fleet's evictions, which no request carries.
+    audit: bool,
 }
 
 impl DomainTokens {
@@ -215,6 +220,7 @@ impl DomainTokens {
                     subject,
                     built_from,
                     shared,
+                    audit: config.log.audit,
                 });
                 if let Some(shared) = &tokens.shared {
                     tokio::spawn(apply_remote_evictions(
@@ -245,8 +251,9 @@ impl DomainTokens {
         self: &Arc<Self>,
         route: &Route,
         at1: InboundToken<'_>,
+        caller: &Caller<'_>,
     ) -> TokenResult {
-        let (token, lookup) = self.get(route.scope.as_deref(), at1).await?;
+        let (token, lookup) = self.get(route.scope.as_deref(), at1, caller).await?;
         self.forwardable(&token, route)?;
         Ok((token, lookup))
     }
@@ -257,9 +264,12 @@ impl DomainTokens {
         self: &Arc<Self>,
         route: &Route,
         at1: InboundToken<'_>,
+        caller: &Caller<'_>,
     ) -> TokenResult {
         let scope = route.scope.as_deref();
         self.cache.evict(&self.key(scope, at1)).await;
+        self.audit_eviction(scope, "upstream")
+            .emit(caller, Some(at1));
         if let Some(shared) = &self.shared {
             // The whole fleet drops it, not only this replica.
             let key = self.shared_key(&shared.tier, scope, at1);
@@ -267,7 +277,21 @@ impl DomainTokens {
             shared.tier.evict(&key).await;
             shared.counters.evicted_here();
         }
-        self.for_route(route, at1).await
+        self.for_route(route, at1, caller).await
+    }
+
+    /// The audit event of an eviction: the upstream refused the token, or another replica did.
+    fn audit_eviction<'s>(&'s self, scope: Option<&'s str>, origin: &'static str) -> Decision<'s> {
+        Decision {
+            decision: "evicted",
+            domain: self.name(),
+            grant: self.exchanger.domain().grant.name(),
+            scope_requested: scope,
+            scope_granted: None,
+            error: "",
+            renewal: false,
+            origin,
+        }
     }
 
     /// Refreshes scrape-time gauges (cache size).
@@ -295,7 +319,12 @@ impl DomainTokens {
 
     /// This domain's token for the caller: cached, or exchanged once for all concurrent
     /// callers.
-    async fn get(self: &Arc<Self>, scope: Option<&str>, at1: InboundToken<'_>) -> TokenResult {
+    async fn get(
+        self: &Arc<Self>,
+        scope: Option<&str>,
+        at1: InboundToken<'_>,
+        caller: &Caller<'_>,
+    ) -> TokenResult {
         let key = self.key(scope, at1);
         if self.incremental() {
             let needed = Scopes::parse(scope.unwrap_or(""));
@@ -303,41 +332,55 @@ impl DomainTokens {
                 if self.subject.is_none() && hit.should_refresh(self.settings.refresh_ahead) {
                     // The renewal asks for the held union, so no route loses its scope.
                     let held = hit.scope.clone().unwrap_or_default();
-                    self.refresh_ahead(&hit, key, at1, Some(held.to_string()), Some(held));
+                    let renewal = (Some(held.to_string()), Some(held));
+                    self.refresh_ahead(&hit, key, at1, renewal, caller);
                 }
                 return Ok((hit, Lookup::Hit));
             }
             // Boxed, like the per-scope miss below: only a miss carries the exchange's future.
-            return Box::pin(self.grow(key, needed, at1)).await;
+            return Box::pin(self.grow(key, needed, at1, caller)).await;
         }
         if let Some(hit) = self.cache.get(&key, |_| true).await {
             // Refresh ahead: a token in use is renewed before it expires, so a steady caller
             // never waits on the token server; if the renewal fails, this one keeps serving.
             if self.subject.is_none() && hit.should_refresh(self.settings.refresh_ahead) {
-                self.refresh_ahead(&hit, key, at1, scope.map(str::to_owned), None);
+                self.refresh_ahead(&hit, key, at1, (scope.map(str::to_owned), None), caller);
             }
             return Ok((hit, Lookup::Hit));
         }
         // Boxed: the exchange's future is large, and every hit would otherwise carry it.
         let load = async {
             if let Some(shared) = &self.shared {
-                return self.load_shared(shared, key, scope, at1).await;
+                return self.load_shared(shared, key, scope, at1, caller).await;
             }
-            let issued = self.exchange(scope, at1).await?;
+            let issued = self.exchange(scope, at1, caller).await?;
             CachedToken::cached(issued, at1, None, &self.settings)
         };
-        let token = Box::pin(self.cache.load(key, load, Error::is_refusal)).await?;
+        let (token, loaded) = Box::pin(self.cache.load(key, load, Error::is_refusal)).await?;
+        trace::record_coalesced(!loaded);
         Ok((token, Lookup::Miss))
     }
 
     /// One exchange (after the subject domain's, for a multi-hop domain), with the domain's
     /// response metadata checks.
-    async fn exchange(&self, scope: Option<&str>, at1: InboundToken<'_>) -> Result<Issued, Error> {
+    async fn exchange(
+        &self,
+        scope: Option<&str>,
+        at1: InboundToken<'_>,
+        caller: &Caller<'_>,
+    ) -> Result<Issued, Error> {
+        let on_behalf = OnBehalf { caller, at1 };
         let issued = match &self.subject {
-            None => self.exchanger.exchange(at1.expose(), scope).await?,
+            None => {
+                self.exchanger
+                    .exchange(at1.expose(), scope, on_behalf)
+                    .await?
+            }
             Some(parent) => {
-                let (subject, _) = parent_token(parent, at1).await?;
-                self.exchanger.exchange(subject.token(), scope).await?
+                let (subject, _) = parent_token(parent, at1, caller).await?;
+                self.exchanger
+                    .exchange(subject.token(), scope, on_behalf)
+                    .await?
             }
         };
         self.metadata.check_issued(issued)
@@ -352,15 +395,21 @@ impl DomainTokens {
         current: &Arc<CachedToken>,
         key: Key,
         at1: InboundToken<'_>,
-        scope: Option<String>,
-        held: Option<Scopes>,
+        (scope, held): (Option<String>, Option<Scopes>),
+        caller: &Caller<'_>,
     ) {
         let at1 = at1.expose().to_owned();
         let domain = self.clone();
         let current = current.clone();
+        let caller = caller.detach();
         tokio::spawn(async move {
             let scope = scope.filter(|s| !s.is_empty());
             let token = InboundToken::already_accepted(&at1);
+            let caller = caller.caller();
+            let on_behalf = OnBehalf {
+                caller: &caller,
+                at1: token,
+            };
             // With the shared tier, one replica renews for the fleet: a newer token another
             // replica stored is taken as this one's renewal.
             let mut lease = None;
@@ -383,7 +432,7 @@ impl DomainTokens {
             }
             let Ok(issued) = domain
                 .exchanger
-                .renew(&at1, scope.as_deref())
+                .renew(&at1, scope.as_deref(), on_behalf)
                 .await
                 .and_then(|issued| domain.metadata.check_issued(issued))
             else {
@@ -429,7 +478,8 @@ fn token_key(domain: &str, scope: Option<&str>, at1: InboundToken<'_>) -> Key {
 fn parent_token<'a>(
     parent: &'a Arc<DomainTokens>,
     at1: InboundToken<'a>,
+    caller: &'a Caller<'a>,
 ) -> Pin<Box<dyn Future<Output = TokenResult> + Send + 'a>> {
     let scope = parent.exchanger.domain().scope.as_deref();
-    Box::pin(parent.get(scope, at1))
+    Box::pin(parent.get(scope, at1, caller))
 }

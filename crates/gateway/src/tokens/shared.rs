@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{CachedToken, DomainTokens};
+use super::{CachedToken, Caller, DomainTokens};
 use crate::authn::InboundToken;
 use crate::cache::Key;
 use crate::error::Error;
@@ -59,6 +59,7 @@ impl DomainTokens {
         key: Key,
         scope: Option<&str>,
         at1: InboundToken<'_>,
+        caller: &Caller<'_>,
     ) -> Result<Arc<CachedToken>, Error> {
         let skey = self.shared_key(&shared.tier, scope, at1);
         shared.index.insert(skey.id().clone(), key).await;
@@ -68,7 +69,7 @@ impl DomainTokens {
                 return Ok(token);
             }
         }
-        let issued = match self.exchange(scope, at1).await {
+        let issued = match self.exchange(scope, at1, caller).await {
             Ok(issued) => issued,
             Err(e) => {
                 if matches!(claim, Claim::Leased) {
@@ -105,6 +106,10 @@ pub(super) async fn apply_remote_evictions(
         if let Some(key) = shared.index.remove(&id).await {
             tokens.cache.evict(&key).await;
             shared.counters.remote.inc();
+            // No request asked: the route is unknown, the subject only as the key's digest.
+            let fleet: Arc<str> = Arc::from("");
+            let caller = Caller::new(&fleet, tokens.audit, || None);
+            tokens.audit_eviction(None, "fleet").emit(&caller, None);
         }
     }
 }
