@@ -12,6 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::Algorithm;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::keys::KeySet;
 
@@ -141,7 +142,20 @@ impl RemoteKeys {
             )
             .body(Full::default())
             .map_err(|e| e.to_string())?;
-        let body = send(&self.client, request, &self.limits).await?;
+        // Exported when the gateway's `[tracing]` is on (its target), else disabled.
+        let span = tracing::info_span!(
+            target: "chaingate::trace",
+            "jwks fetch",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            url.full = %self.uri,
+        );
+        let body = send(&self.client, request, &self.limits)
+            .instrument(span.clone())
+            .await
+            .inspect_err(|_| {
+                span.record("otel.status_code", "ERROR");
+            })?;
         KeySet::from_jwks(&body, &self.algorithms)
     }
 }

@@ -8,6 +8,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tracing::Instrument;
+
+use crate::trace;
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
@@ -74,11 +77,18 @@ pub(super) async fn discover(
 
 /// `Ok(None)` for a 404, so the next location is tried.
 async fn fetch(client: &HttpsClient, url: &str) -> Result<Option<Bytes>, String> {
-    let request = Request::get(url)
+    let span = trace::client_span!("discovery", url.full = url);
+    let mut request = Request::get(url)
         .header(http::header::ACCEPT, "application/json")
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    span.in_scope(|| trace::inject_current(request.headers_mut()));
+    let response = client
+        .request(request)
+        .instrument(span.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    trace::record_client_status(&span, response.status());
     match response.status() {
         StatusCode::OK => {}
         StatusCode::NOT_FOUND => return Ok(None),

@@ -470,6 +470,7 @@ impl Exchanger {
         response: http::Response<hyper::body::Incoming>,
     ) -> Result<Issued, Failure> {
         let status = response.status();
+        trace::record_client_status(&tracing::Span::current(), status);
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)

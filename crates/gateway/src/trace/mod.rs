@@ -40,6 +40,7 @@ macro_rules! client_span {
             $name,
             otel.kind = "client",
             otel.status_code = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
             $($($field)*)?
         )
     };
@@ -115,6 +116,17 @@ pub(crate) fn record_response(span: &Span, status: http::StatusCode, cache: Opti
         span.record("chaingate.cache", cache);
     }
     if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// A client span's answer: its status, and failed when it is not a success.
+pub(crate) fn record_client_status(span: &Span, status: http::StatusCode) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if !status.is_success() {
         span.record("otel.status_code", "ERROR");
     }
 }

@@ -24,6 +24,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::trace;
 
 mod metrics;
 
@@ -242,18 +245,21 @@ impl Agent {
 /// One form post and its (bounded) answer, all within `timeout`.
 async fn post(
     client: &HttpsClient,
-    request: Request<Full<Bytes>>,
+    mut request: Request<Full<Bytes>>,
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), &'static str> {
+    let span = trace::client_span!("reciprocal", url.full = %request.uri());
+    span.in_scope(|| trace::inject_current(request.headers_mut()));
     let exchange = async {
         let response = client.request(request).await.map_err(|_| "unreachable")?;
         let status = response.status();
+        trace::record_client_status(&tracing::Span::current(), status);
         let body = read(response.into_body())
             .await
             .ok_or("unreadable answer")?;
         Ok((status, body))
     };
-    tokio::time::timeout(timeout, exchange)
+    tokio::time::timeout(timeout, exchange.instrument(span))
         .await
         .map_err(|_| "timeout")?
 }

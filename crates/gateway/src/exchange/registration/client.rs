@@ -5,8 +5,10 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use super::super::{Exchanger, MAX_RESPONSE_BYTES};
+use crate::trace;
 
 pub(super) fn parse_uri(text: &str) -> Result<Uri, String> {
     text.parse()
@@ -55,9 +57,15 @@ pub(super) async fn call(
         }
         None => Bytes::new(),
     };
-    let request = request
+    let mut request = request
         .body(Full::new(payload))
         .map_err(|_| "cannot build the request".to_string())?;
+    let span = trace::client_span!(
+        "registration",
+        http.request.method = %request.method(),
+        chaingate.domain = &*ex.domain.name,
+    );
+    span.in_scope(|| trace::inject_current(request.headers_mut()));
     let exchange = async {
         let response = ex
             .client
@@ -65,6 +73,7 @@ pub(super) async fn call(
             .await
             .map_err(|e| format!("{uri}: unreachable: {e}"))?;
         let status = response.status();
+        trace::record_client_status(&tracing::Span::current(), status);
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
@@ -72,7 +81,7 @@ pub(super) async fn call(
             .to_bytes();
         Ok((status, body))
     };
-    tokio::time::timeout(ex.domain.timeout, exchange)
+    tokio::time::timeout(ex.domain.timeout, exchange.instrument(span))
         .await
         .map_err(|_| format!("{uri}: timed out"))?
 }
