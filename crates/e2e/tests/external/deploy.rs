@@ -44,7 +44,7 @@ fn target_dir() -> PathBuf {
 }
 
 /// Every `chaingate_[a-z0-9_]+` token in `text` that starts a word.
-fn metric_names(text: &str) -> BTreeSet<String> {
+pub(super) fn metric_names(text: &str) -> BTreeSet<String> {
     const PREFIX: &str = "chaingate_";
     let mut names = BTreeSet::new();
     for (at, _) in text.match_indices(PREFIX) {
