@@ -100,3 +100,8 @@ chaingate_conf cgmem $CGMEM $CGMEM_ADMIN false
 chaingate_conf cgbase $CGBASE $CGBASE_ADMIN default
 chaingate_conf cgct $CGCT $CGCT_ADMIN false
 chaingate_conf cg2w $CG2W $CG2W_ADMIN false
+# chaingate-traced: the default config with [tracing] on, every request sampled (the default
+# ratio), spans exported to the upstream nginx (it answers every POST /v1/traces with 200).
+CGTRACE=${CGTRACE:-19912} CGTRACE_ADMIN=${CGTRACE_ADMIN:-19913}
+chaingate_conf cgtrace $CGTRACE $CGTRACE_ADMIN default
+printf '\n[tracing]\notlp_endpoint = "http://127.0.0.1:%s"\n' "$UP_H1" >>"$dir/cgtrace.toml"

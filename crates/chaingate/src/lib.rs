@@ -289,10 +289,14 @@ fn init_logging(
     let logs = filter.and(FilterFn::new(|m| {
         !chaingate_gateway::trace::is_trace_span(m)
     }));
-    tracing_subscriber::registry()
-        .with(fmt.with_filter(logs))
-        .with(pipeline.map(Pipeline::layer))
-        .init();
+    let logging = tracing_subscriber::registry().with(fmt.with_filter(logs));
+    // Not `.with(Option<Layer>)`: a `None` layer enables every callsite, so every request would
+    // build its trace spans only for the log filter to drop them. Without `[tracing]` no
+    // subscriber is interested in them and `info_span!` is a disabled span.
+    match pipeline {
+        Some(pipeline) => logging.with(pipeline.layer()).init(),
+        None => logging.init(),
+    }
     guard
 }
 

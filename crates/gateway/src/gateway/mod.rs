@@ -177,7 +177,7 @@ impl Gateway {
             // tokens: AT1 → AT2 for the route's domain and scope, from the cache or exchanged
             // once for all concurrent callers; refreshed ahead, hop by hop, metadata checked.
             let caller = Caller::new(&route.label.route, self.audit, || {
-                request.headers().get("traceparent").cloned()
+                trace::traceparent(request.headers())
             });
             let (at2, lookup) = route.tokens.for_route(&route.config, at1, &caller).await?;
             outcome.lookup = Some(lookup);

@@ -25,6 +25,14 @@ pub use export::{Pipeline, PipelineError};
 /// The `tracing` target of every span meant for export.
 pub const TARGET: &str = "chaingate::trace";
 
+/// W3C Trace Context §3.2; a constant name spares the per-request parse of a `&str` lookup.
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// The caller's `traceparent`, as sent.
+pub(crate) fn traceparent(headers: &HeaderMap) -> Option<http::HeaderValue> {
+    headers.get(TRACEPARENT).cloned()
+}
+
 /// Whether `metadata` is one of the exported spans, which the log layer leaves out: log lines
 /// stay flat, and with tracing off the spans stay disabled.
 pub fn is_trace_span(metadata: &tracing::Metadata<'_>) -> bool {
