@@ -129,9 +129,6 @@ impl Decision<'_> {
 
 /// SHA-256 of the token, first 16 bytes as hex.
 fn subject_digest(at1: InboundToken<'_>) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, at1.expose().as_bytes());
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let digest = chaingate_oauth::digest::sha256(at1.expose().as_bytes());
+    chaingate_oauth::digest::hex(&digest[..16])
 }

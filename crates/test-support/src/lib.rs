@@ -5,6 +5,7 @@
 #![allow(missing_docs)] // helpers for tests; each says what it is where that is not its name
 
 pub mod agent;
+pub mod apt;
 pub mod authority;
 pub mod consent;
 pub mod h2raw;

@@ -7,29 +7,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Installs Debian's redis-server (and redis-cli) when the machine has none.
-fn ensure_installed() {
-    if Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return;
-    }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    assert!(
-        apt(&["install", "-y", "-qq", "redis-server"])
-            || (apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "redis-server"])),
-        "redis-server is not installed and apt-get could not install it"
-    );
-}
-
 /// One `redis-server` process.
 pub struct RedisServer {
     child: Option<Child>,
@@ -121,7 +98,7 @@ impl RedisServer {
     }
 
     async fn start_inner(extra: &[&str], tls: bool) -> Self {
-        ensure_installed();
+        crate::apt::ensure("redis-server", "redis-server");
         let mut dir = tempfile::tempdir().unwrap();
         // A port no other test holds: reserved until just before redis binds it.
         for _ in 0..20 {

@@ -48,11 +48,7 @@ fn summary(event: &Value) -> (String, String, String, bool, String) {
 }
 
 fn digest(token: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    chaingate_oauth::digest::hex(&chaingate_oauth::digest::sha256(token.as_bytes())[..16])
 }
 
 /// A token server issuing 2-second tokens, refusing `audit-refused` and failing for

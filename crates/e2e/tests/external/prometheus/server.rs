@@ -12,32 +12,6 @@ use tokio::time::Instant;
 
 use super::{support, DEADLINE, INTERVAL, NAMESPACE, POD};
 
-/// Installs Debian's prometheus when the machine has none (.ci/run does it beforehand).
-pub(super) fn ensure_installed() {
-    if Command::new("prometheus").arg("--version").output().is_ok() {
-        return;
-    }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let install = [
-        "install",
-        "-y",
-        "-qq",
-        "--no-install-recommends",
-        "prometheus",
-    ];
-    assert!(
-        apt(&install) || (apt(&["update", "-qq"]) && apt(&install)),
-        "the Prometheus server is not installed and apt-get could not install it \
-         (Debian package `prometheus`)"
-    );
-}
-
 /// One `prometheus` process on loopback with its own data directory, killed on drop.
 pub(super) struct Prometheus {
     child: Option<Child>,
@@ -57,7 +31,7 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// Scrapes chaingate's admin listener `target` every [`INTERVAL`] with `rules` loaded.
     pub(super) async fn start(target: SocketAddr, rules: &str) -> Self {
-        ensure_installed();
+        support::apt::ensure("prometheus", "prometheus");
         let dir = tempfile::tempdir().unwrap();
         let rules_file = dir.path().join("rules.yaml");
         std::fs::write(&rules_file, rules).unwrap();
