@@ -19,6 +19,8 @@ pub struct SigningKey {
     kid: String,
     key: EncodingKey,
     public: Value,
+    /// RFC 7638 SHA-256 thumbprint of the public key, whatever `kid` says (RFC 9449 `jkt`).
+    thumbprint: String,
 }
 
 impl fmt::Debug for SigningKey {
@@ -107,6 +109,7 @@ impl SigningKey {
         public.insert("use".into(), Value::String("sig".into()));
         Ok(Self {
             alg,
+            thumbprint: kid.clone(),
             kid,
             key,
             public: Value::Object(public),
@@ -136,6 +139,29 @@ impl SigningKey {
     /// The public JWK (with `kid`, `alg`, `use`).
     pub fn public_jwk(&self) -> &Value {
         &self.public
+    }
+
+    /// The RFC 7638 SHA-256 thumbprint of the public key (base64url), e.g. RFC 9449's `jkt`.
+    pub fn thumbprint(&self) -> &str {
+        &self.thumbprint
+    }
+
+    /// The public JWK with its key members only (no `kid`, `alg`, `use`): what a self-contained
+    /// JWS header carries in `jwk` (RFC 7515 §4.1.3, RFC 9449 §4.2).
+    pub fn public_key_members(&self) -> Value {
+        let mut members = self.public.clone();
+        if let Value::Object(m) = &mut members {
+            for extra in ["kid", "alg", "use"] {
+                m.remove(extra);
+            }
+        }
+        members
+    }
+
+    /// Signs a JWS signing input (`header.payload`, both already base64url) and returns the
+    /// base64url signature: for callers that build the header once and reuse it.
+    pub fn sign_input(&self, input: &[u8]) -> Result<String, String> {
+        jsonwebtoken::crypto::sign(input, &self.key, self.alg).map_err(|e| e.to_string())
     }
 
     /// Signs `claims` as a JWT with the given `typ`.

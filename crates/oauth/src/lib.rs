@@ -6,6 +6,7 @@
 
 pub mod client_auth;
 pub mod digest;
+pub mod dpop;
 pub mod grant;
 pub mod jwt;
 pub mod keys;
