@@ -1,7 +1,8 @@
 //! Feedback from the upstream (RFC 6750 §3.1): it answered 401 `invalid_token` to a token our
 //! cache still held (revoked, or the server's clock disagrees). Evict it, exchange a fresh one,
 //! and send a bodyless request once more; the second answer stands, so a token server and an
-//! upstream that disagree cannot loop.
+//! upstream that disagree cannot loop. Likewise a DPoP upstream that answers 401
+//! `use_dpop_nonce` (RFC 9449 §9) gets the same token once more, with a proof carrying its nonce.
 
 use http::header::WWW_AUTHENTICATE;
 use http::{Response, StatusCode};
@@ -9,7 +10,7 @@ use http::{Response, StatusCode};
 use crate::authn::InboundToken;
 use crate::config::Route;
 use crate::error::Error;
-use crate::outbound::{self, Replay, UpstreamClient, UpstreamResponseBody};
+use crate::outbound::{self, Credential, Replay, Target, UpstreamResponseBody};
 use crate::shed::InFlight;
 use crate::tokens::Caller;
 use crate::tokens::DomainTokens;
@@ -17,19 +18,22 @@ use crate::Body;
 
 /// The response the caller gets: the upstream's, or the retry's after a refusal.
 pub(crate) async fn after(
-    (route, tokens, client): (&Route, &std::sync::Arc<DomainTokens>, &UpstreamClient),
+    (route, tokens, target): (&Route, &std::sync::Arc<DomainTokens>, Target<'_>),
     replay: Option<Replay>,
     response: Response<UpstreamResponseBody>,
     timeout: std::time::Duration,
     caller: &Caller<'_>,
 ) -> Result<Response<Body>, Error> {
-    let Some(replay) = replay.filter(|_| refuses_token(&response)) else {
+    let Some(replay) = replay.filter(|replay| {
+        refuses_token(&response)
+            || (replay.dpop_credential().is_some() && outbound::asks_for_nonce(&response))
+    }) else {
         return Ok(response.map(streamed));
     };
     // Boxed: the retry (an exchange and a second send) is rare, and every request's future would
     // otherwise be sized for it.
     Box::pin(retry(
-        (route, tokens, client),
+        (route, tokens, target),
         replay,
         response,
         timeout,
@@ -39,12 +43,21 @@ pub(crate) async fn after(
 }
 
 async fn retry(
-    (route, tokens, client): (&Route, &std::sync::Arc<DomainTokens>, &UpstreamClient),
+    (route, tokens, target): (&Route, &std::sync::Arc<DomainTokens>, Target<'_>),
     replay: Replay,
     response: Response<UpstreamResponseBody>,
     timeout: std::time::Duration,
     caller: &Caller<'_>,
 ) -> Result<Response<Body>, Error> {
+    if outbound::asks_for_nonce(&response) {
+        if let Some(same) = replay.dpop_credential() {
+            // `forward` kept the nonce from this answer; the next proof carries it.
+            tracing::debug!(route = %route.name, "upstream asked for a DPoP nonce");
+            let retry = replay.with(same, target.nonce, target.upstream)?;
+            let response = outbound::send(target.client, retry, timeout).await?;
+            return Ok(response.map(streamed));
+        }
+    }
     let Some(at1) = replay
         .at1
         .to_str()
@@ -58,8 +71,12 @@ async fn retry(
     let at1 = InboundToken::already_accepted(&at1);
     let (fresh, _) = tokens.refused(route, at1, caller).await?;
     tracing::debug!(route = %route.name, "upstream refused the token; exchanged a fresh one");
-    let retry = replay.with(fresh.authorization.clone());
-    let response = outbound::send(client, retry, timeout).await?;
+    let credential = Credential {
+        authorization: fresh.authorization.clone(),
+        dpop: fresh.dpop.clone(),
+    };
+    let retry = replay.with(credential, target.nonce, target.upstream)?;
+    let response = outbound::send(target.client, retry, timeout).await?;
     Ok(response.map(streamed))
 }
 

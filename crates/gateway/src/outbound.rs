@@ -22,8 +22,10 @@ use crate::shed::Permit;
 use http_body_util::Either;
 
 mod body;
+mod dpop;
 mod pool;
 pub(crate) use body::{empty, forwarded, UpstreamBody};
+pub(crate) use dpop::{asks_for_nonce, Credential, UpstreamNonce};
 pub(crate) use pool::Http1Pool;
 
 /// The upstream's response body, as either client streams it.
@@ -92,14 +94,40 @@ pub(crate) fn client(
     )))
 }
 
-/// Rewrites `request` for the upstream: URI, hop-by-hop and untrusted fields, forwarding headers.
+/// Where a route's requests go: its pooled client, the upstream's origin, and the DPoP nonce
+/// the upstream last gave.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub(crate) client: &'a UpstreamClient,
+    pub(crate) upstream: &'a Upstream,
+    pub(crate) nonce: &'a UpstreamNonce,
+}
+
+/// Rewrites `request` for the upstream: URI, hop-by-hop and untrusted fields, forwarding
+/// headers, the credential (with its DPoP proof, whose `htu` is returned).
 pub(crate) fn prepare(
     request: &mut Request<Incoming>,
-    client: &UpstreamClient,
-    upstream: &Upstream,
-    authorization: HeaderValue,
+    target: Target<'_>,
+    credential: Credential,
     peer: &Peer,
-) {
+) -> Result<Option<String>, Error> {
+    let Target {
+        client, upstream, ..
+    } = target;
+    // RFC 9449 §7.1: the proof is for the request as the upstream will see it.
+    let htu = credential
+        .dpop
+        .as_ref()
+        .map(|_| dpop::htu(upstream, request.uri().path()));
+    let proof = match (&credential.dpop, &htu) {
+        (Some(key), Some(htu)) => Some(target.nonce.proof(
+            key,
+            request.method(),
+            htu,
+            &credential.authorization,
+        )?),
+        _ => None,
+    };
     let original_host = request.headers().get(header::HOST).cloned().or_else(|| {
         request
             .uri()
@@ -139,7 +167,10 @@ pub(crate) fn prepare(
         // hyper-util's client sets Host from the URI when there is none.
         UpstreamClient::Tls(_) => headers.remove(header::HOST),
     };
-    headers.insert(header::AUTHORIZATION, authorization);
+    headers.insert(header::AUTHORIZATION, credential.authorization);
+    if let Some(proof) = proof {
+        headers.insert(chaingate_oauth::dpop::DPOP, proof);
+    }
     headers.insert(X_FORWARDED_FOR, peer.forwarded_for().clone());
     headers.insert(
         X_FORWARDED_PROTO,
@@ -149,6 +180,7 @@ pub(crate) fn prepare(
         headers.insert(X_FORWARDED_HOST, host);
     }
     headers.append(header::VIA, HeaderValue::from_static(via));
+    Ok(htu)
 }
 
 fn path_and_query(uri: &Uri) -> PathAndQuery {
@@ -208,30 +240,55 @@ pub(crate) struct Replay {
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    /// The `htu` of the DPoP proof it was sent with, if any.
+    htu: Option<String>,
+    /// The key of the DPoP-bound token it was sent with, if any.
+    dpop: Option<Arc<chaingate_oauth::dpop::ProofKey>>,
 }
 
 impl Replay {
-    /// The same request with `authorization` instead of the token the upstream refused.
-    pub(crate) fn with(self, authorization: HeaderValue) -> Request<UpstreamBody> {
+    /// The same request with `credential` instead of the one the upstream refused, and a fresh
+    /// proof when the token is DPoP-bound (a proof is never sent twice, RFC 9449 §11.1).
+    pub(crate) fn with(
+        self,
+        credential: Credential,
+        nonce: &UpstreamNonce,
+        upstream: &Upstream,
+    ) -> Result<Request<UpstreamBody>, Error> {
+        let mut headers = self.headers;
+        headers.remove(chaingate_oauth::dpop::DPOP);
+        if let Some(key) = &credential.dpop {
+            let htu = self
+                .htu
+                .unwrap_or_else(|| dpop::htu(upstream, self.uri.path()));
+            let proof = nonce.proof(key, &self.method, &htu, &credential.authorization)?;
+            headers.insert(chaingate_oauth::dpop::DPOP, proof);
+        }
+        headers.insert(header::AUTHORIZATION, credential.authorization);
         let mut retry = Request::new(empty());
         *retry.method_mut() = self.method;
-        *retry.uri_mut() = self.uri;
         *retry.version_mut() = self.version;
-        *retry.headers_mut() = self.headers;
-        retry
-            .headers_mut()
-            .insert(header::AUTHORIZATION, authorization);
-        retry
+        *retry.uri_mut() = self.uri;
+        *retry.headers_mut() = headers;
+        Ok(retry)
+    }
+
+    /// The credential it was sent with, if it was DPoP-bound: a nonce retry (RFC 9449 §9)
+    /// sends the same token again with a new proof.
+    pub(crate) fn dpop_credential(&self) -> Option<Credential> {
+        Some(Credential {
+            authorization: self.headers.get(header::AUTHORIZATION)?.clone(),
+            dpop: Some(self.dpop.clone()?),
+        })
     }
 }
 
 /// Outbound: swap the credential for `authorization`, strip hop-by-hop fields, stream both
 /// bodies. Returns the upstream's response and, for a bodyless request, what a retry needs.
 pub(crate) async fn forward(
-    client: &UpstreamClient,
-    upstream: &Upstream,
+    target: Target<'_>,
     mut request: Request<Incoming>,
-    authorization: HeaderValue,
+    credential: Credential,
     peer: &Peer,
     permit: &mut Option<Permit>,
     limits: (Duration, Duration),
@@ -242,13 +299,17 @@ pub(crate) async fn forward(
         .is_end_stream()
         .then(|| request.headers().get(header::AUTHORIZATION).cloned())
         .flatten();
-    prepare(&mut request, client, upstream, authorization, peer);
+    let dpop = credential.dpop.clone();
+    let bound = dpop.is_some();
+    let htu = prepare(&mut request, target, credential, peer)?;
     let replay = at1.map(|at1| Replay {
         at1,
         method: request.method().clone(),
         uri: request.uri().clone(),
         version: request.version(),
         headers: request.headers().clone(),
+        htu,
+        dpop,
     });
     // hyper removed Content-Length when Transfer-Encoding came with it (RFC 9112 §6.3), so a
     // body without a length is the chunked one.
@@ -272,7 +333,10 @@ pub(crate) async fn forward(
             })?;
     }
     let request = Request::from_parts(parts, body);
-    let response = send(client, request, response_timeout).await?;
+    let response = send(target.client, request, response_timeout).await?;
+    if bound {
+        target.nonce.remember(response.headers());
+    }
     Ok((response, replay))
 }
 

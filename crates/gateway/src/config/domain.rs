@@ -53,6 +53,8 @@ pub struct Domain {
     pub scope_strategy: ScopeStrategy,
     /// `response_metadata`: whether token responses' `Link` `ruri`/`duri` must match.
     pub response_metadata: ResponseMetadata,
+    /// `dpop`: the key proving possession to the token server and to upstreams (RFC 9449).
+    pub dpop: Option<super::DpopKey>,
 }
 
 /// How chaingate protects a token server, and its callers, when the server struggles.
@@ -257,6 +259,7 @@ pub(super) fn validate_domain(
             .map(|(k, v)| (k.clone(), v.expose().to_string()))
             .collect(),
         subject_domain: d.subject_domain.as_deref().map(Arc::from),
+        dpop: super::dpop::dpop_key(name, d.dpop, d.dpop_key_file.as_deref())?,
         ca_certs: d
             .ca_file
             .as_deref()
@@ -339,6 +342,9 @@ impl Domain {
             d.part(r.fingerprint_part().as_bytes());
         }
         d.part(format!("{:?}|{:?}", self.scope_strategy, self.response_metadata).as_bytes());
+        if let Some(dpop) = &self.dpop {
+            dpop.fingerprint(&mut d);
+        }
         d.finish()
     }
 }

@@ -126,6 +126,11 @@ pub(crate) struct FileDomain {
     pub(crate) scope_strategy: Option<String>,
     /// `ignore` (default) or `verify` the token response's `Link` ruri/duri.
     pub(crate) response_metadata: Option<String>,
+    /// RFC 9449: DPoP proofs on token requests, DPoP-bound tokens forwarded with a proof each.
+    #[serde(default)]
+    pub(crate) dpop: bool,
+    /// PKCS#8 PEM key for the proofs; without it, one generated per process (ES256).
+    pub(crate) dpop_key_file: Option<PathBuf>,
 }
 
 /// A key that takes one string or a list of them.

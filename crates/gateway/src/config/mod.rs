@@ -6,6 +6,7 @@
 mod client_auth;
 mod digest;
 mod domain;
+mod dpop;
 mod env;
 mod file;
 mod grant;
@@ -28,6 +29,7 @@ pub use chaingate_core::config::{
 };
 pub(crate) use client_auth::basic_authorization;
 pub use domain::{AssertionAudience, AssertionKey, ClientAuth, Domain, Protection, TokenEndpoint};
+pub use dpop::DpopKey;
 pub use grant::{Grant, OAuthTokenFormat, TokenExchange, TOKEN_TYPE_PREFIX};
 pub use reciprocal::Reciprocal;
 pub use registration::Registration;

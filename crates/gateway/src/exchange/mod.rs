@@ -32,6 +32,7 @@ use crate::config::{ClientAuth, Domain, Grant, TokenEndpoint};
 use crate::error::Error;
 use crate::metrics::DomainLabel;
 use crate::trace;
+use chaingate_oauth::dpop::{ProofKey, DPOP, DPOP_NONCE};
 use chaingate_oauth::secret::Secret;
 use tracing::Instrument;
 
@@ -59,6 +60,11 @@ pub(crate) struct Issued {
     pub scope: Option<String>,
     /// The response's draft-sakimura-oauth-meta links and what `duri` must be.
     pub links: Links,
+    /// `token_type` DPoP: the token is bound to this key and is sent with a proof by it
+    /// (RFC 9449 §5, §7.1). `None` for a bearer token.
+    pub dpop: Option<Arc<ProofKey>>,
+    /// The response said `token_type` DPoP (set by the parser; `dpop` holds the key).
+    bound: bool,
 }
 
 /// `Link` relations `ruri`/`duri` of a token response, and the discovery URL the exchange relied
@@ -82,6 +88,7 @@ impl std::fmt::Debug for Issued {
             .field("reciprocal", &self.reciprocal)
             .field("scope", &self.scope)
             .field("links", &self.links)
+            .field("dpop", &self.dpop.as_ref().map(|k| k.jkt()))
             .finish_non_exhaustive()
     }
 }
@@ -129,6 +136,9 @@ pub(crate) struct Exchanger {
     /// Read once per token request; `None` until self-registration has succeeded.
     credentials: ArcSwapOption<Credentials>,
     registration: Option<registration::Registrar>,
+    /// The token server's last `DPoP-Nonce` (RFC 9449 §8), sent in every proof until it
+    /// gives another.
+    dpop_nonce: ArcSwapOption<String>,
 }
 
 impl Exchanger {
@@ -185,6 +195,7 @@ impl Exchanger {
                 .clone()
                 .map(|settings| registration::Registrar::new(settings, &domain.name, metrics)),
             discovered: Notify::new(),
+            dpop_nonce: ArcSwapOption::empty(),
             guard: guard::Guard::new(domain.protection.clone()),
             domain,
             client,
@@ -434,35 +445,89 @@ impl Exchanger {
             },
             _ => None,
         };
-        let mut request = request::build(
-            &self.domain,
-            &credentials,
-            &endpoints,
-            &request::TokenRequest {
-                subject,
-                scope,
-                actor: actor.as_deref(),
-            },
-        )?;
-        trace::inject_current(request.headers_mut());
-        let response = self.client.request(request).await.map_err(|e| {
-            tracing::debug!(error = %e, "token endpoint unreachable");
-            let failure = Failure::error(
-                Error::ExchangeUnavailable {
-                    retry_after: self.retry_after,
+        // RFC 9449 §8: a server that wants a nonce says so once, with the nonce; the request
+        // is sent again at once with it (not a retry of an unavailable server).
+        let mut nonce_retry = self.domain.dpop.is_some();
+        loop {
+            let mut request = request::build(
+                &self.domain,
+                &credentials,
+                &endpoints,
+                &request::TokenRequest {
+                    subject,
+                    scope,
+                    actor: actor.as_deref(),
                 },
-                "unreachable",
-            );
-            // Only a request that never reached the server is safe to send again.
-            if e.is_connect() {
-                failure.retryable(None)
-            } else {
-                failure
+            )?;
+            if let Some(dpop) = &self.domain.dpop {
+                self.prove(&mut request, &dpop.key, &endpoints.token)?;
             }
-        })?;
-        let mut issued = self.read_response(response).await?;
-        issued.links.discovery = endpoints.discovery.clone();
-        Ok(issued)
+            trace::inject_current(request.headers_mut());
+            let response = self.client.request(request).await.map_err(|e| {
+                tracing::debug!(error = %e, "token endpoint unreachable");
+                let failure = Failure::error(
+                    Error::ExchangeUnavailable {
+                        retry_after: self.retry_after,
+                    },
+                    "unreachable",
+                );
+                // Only a request that never reached the server is safe to send again.
+                if e.is_connect() {
+                    failure.retryable(None)
+                } else {
+                    failure
+                }
+            })?;
+            match self.read_response(response).await {
+                Err(failure) if failure.reason == "use_dpop_nonce" && nonce_retry => {
+                    nonce_retry = false;
+                    tracing::debug!(domain = %self.domain.name, "token server asked for a DPoP nonce");
+                }
+                result => {
+                    let mut issued = result?;
+                    if issued.bound {
+                        issued.dpop = self.domain.dpop.as_ref().map(|d| d.key.clone());
+                    }
+                    issued.links.discovery = endpoints.discovery.clone();
+                    return Ok(issued);
+                }
+            }
+        }
+    }
+
+    /// Adds a DPoP proof for a token request (RFC 9449 §4: `htm` POST, `htu` the endpoint).
+    fn prove(
+        &self,
+        request: &mut http::Request<Full<Bytes>>,
+        key: &ProofKey,
+        endpoint: &Uri,
+    ) -> Result<(), Failure> {
+        let nonce = self.dpop_nonce.load();
+        let htu = chaingate_oauth::dpop::normalize_htu(&endpoint.to_string())
+            .unwrap_or_else(|| endpoint.to_string());
+        let proof = key
+            .proof("POST", &htu, None, nonce.as_deref().map(String::as_str))
+            .ok()
+            .and_then(|p| http::HeaderValue::try_from(p).ok())
+            .ok_or_else(|| {
+                Failure::error(
+                    Error::ExchangeFailed("cannot sign DPoP proof"),
+                    "dpop proof",
+                )
+            })?;
+        request.headers_mut().insert(DPOP, proof);
+        Ok(())
+    }
+
+    /// Keeps the server's `DPoP-Nonce`, if it sent a well-formed one (§8.1: NQCHAR only).
+    fn remember_nonce(&self, headers: &http::HeaderMap) {
+        let Some(nonce) = headers.get(DPOP_NONCE).and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        let nqchar = |b: u8| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b);
+        if !nonce.is_empty() && nonce.len() <= 512 && nonce.bytes().all(nqchar) {
+            self.dpop_nonce.store(Some(Arc::new(nonce.to_owned())));
+        }
     }
 
     async fn read_response(
@@ -471,6 +536,9 @@ impl Exchanger {
     ) -> Result<Issued, Failure> {
         let status = response.status();
         trace::record_client_status(&tracing::Span::current(), status);
+        if self.domain.dpop.is_some() {
+            self.remember_nonce(response.headers());
+        }
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
@@ -502,7 +570,8 @@ impl Exchanger {
             })?
             .to_bytes();
         if status == StatusCode::OK {
-            let mut issued = response::parse_success(&body, &self.domain.grant)?;
+            let mut issued =
+                response::parse_success(&body, &self.domain.grant, self.domain.dpop.is_some())?;
             issued.links.ruri = chaingate_oauth::link::find(&links, "ruri").map(str::to_owned);
             issued.links.duri = chaingate_oauth::link::find(&links, "duri").map(str::to_owned);
             Ok(issued)

@@ -27,14 +27,21 @@ struct ErrorBody {
     error: String,
 }
 
-pub(super) fn parse_success(body: &[u8], grant: &Grant) -> Result<Issued, Failure> {
+/// `dpop`: the request carried a proof, so a `token_type` of `DPoP` (a token bound to that
+/// key, RFC 9449 §5) is understood; the caller attaches the key.
+pub(super) fn parse_success(body: &[u8], grant: &Grant, dpop: bool) -> Result<Issued, Failure> {
     let malformed =
         |reason| Failure::error(Error::ExchangeFailed("malformed token response"), reason);
     let parsed: SuccessBody =
         serde_json::from_slice(body).map_err(|_| malformed("not a token response"))?;
-    // RFC 6749 §7.1: never use a token whose type we do not understand (DPoP, MAC, ...).
-    // RFC 8693's N_A is understood: a token that may be a subject but never a credential.
+    // RFC 6749 §7.1: never use a token whose type we do not understand (MAC, DPoP without a
+    // proof of ours, ...). RFC 8693's N_A is understood: a token that may be a subject but
+    // never a credential. A server may answer a DPoP request with a Bearer token (RFC 9449 §5).
+    let mut bound = false;
     let bearer = if parsed.token_type.eq_ignore_ascii_case("bearer") {
+        true
+    } else if dpop && parsed.token_type.eq_ignore_ascii_case("dpop") {
+        bound = true;
         true
     } else if parsed.token_type == "N_A" && matches!(grant, Grant::TokenExchange(_)) {
         false
@@ -93,6 +100,8 @@ pub(super) fn parse_success(body: &[u8], grant: &Grant) -> Result<Issued, Failur
             .and_then(serde_json::Value::as_str)
             .map(str::to_owned),
         links: Links::default(),
+        dpop: None,
+        bound,
     })
 }
 
@@ -132,6 +141,16 @@ pub(super) fn classify_error(status: StatusCode, body: &[u8], grant: &Grant) -> 
             Error::ExchangeFailed("grant not supported"),
             "unsupported_grant_type",
         ),
+        // RFC 9449 §8: answered by retrying once with the nonce (see `Exchanger::request`); seen
+        // here only when the server asks again.
+        "use_dpop_nonce" => (
+            Error::ExchangeFailed("token server wants another DPoP nonce"),
+            "use_dpop_nonce",
+        ),
+        "invalid_dpop_proof" => (
+            Error::ExchangeFailed("token server refused the DPoP proof"),
+            "invalid_dpop_proof",
+        ),
         _ => (
             Error::ExchangeFailed("token server error"),
             "other error code",
@@ -164,7 +183,7 @@ pub(crate) fn fuzz(body: &[u8]) {
         }),
     ];
     for grant in &grants {
-        let _ = parse_success(body, grant);
+        let _ = parse_success(body, grant, true);
         let _ = classify_error(StatusCode::BAD_REQUEST, body, grant);
     }
 }
@@ -190,27 +209,46 @@ mod tests {
     }
 
     #[test]
+    fn a_dpop_token_is_understood_only_after_a_proof_of_ours() {
+        let body = br#"{"access_token":"a","token_type":"DPoP","expires_in":60}"#;
+        assert!(parse_success(body, &CHAIN, false).is_err());
+        let issued = parse_success(body, &CHAIN, true).unwrap();
+        assert!(issued.bound && issued.bearer);
+        let bearer = br#"{"access_token":"a","token_type":"Bearer","expires_in":60}"#;
+        assert!(!parse_success(bearer, &CHAIN, true).unwrap().bound);
+    }
+
+    #[test]
     fn token_type_is_case_insensitive_but_must_be_bearer() {
         assert!(parse_success(
             br#"{"access_token":"a","token_type":"bearer","expires_in":60}"#,
-            &CHAIN
+            &CHAIN,
+            false
         )
         .is_ok());
         for bad in ["N_A", "DPoP", "mac"] {
             let body = format!(r#"{{"access_token":"a","token_type":"{bad}"}}"#);
-            assert!(parse_success(body.as_bytes(), &CHAIN).is_err(), "{bad}");
+            assert!(
+                parse_success(body.as_bytes(), &CHAIN, false).is_err(),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn token_exchange_needs_issued_token_type_and_may_issue_n_a() {
         let grant = exchange(None);
-        assert!(parse_success(br#"{"access_token":"a","token_type":"Bearer"}"#, &grant).is_err());
+        assert!(parse_success(
+            br#"{"access_token":"a","token_type":"Bearer"}"#,
+            &grant,
+            false
+        )
+        .is_err());
         let n_a = br#"{"access_token":"a","token_type":"N_A","issued_token_type":"urn:ietf:params:oauth:token-type:jwt"}"#;
-        assert!(!parse_success(n_a, &grant).unwrap().bearer);
+        assert!(!parse_success(n_a, &grant, false).unwrap().bearer);
         let wanted = exchange(Some("urn:ietf:params:oauth:token-type:access_token"));
         assert!(
-            parse_success(n_a, &wanted).is_err(),
+            parse_success(n_a, &wanted, false).is_err(),
             "issued type must match the requested one"
         );
     }
@@ -220,22 +258,26 @@ mod tests {
         let ok = parse_success(
             br#"{"access_token":"a","token_type":"Bearer","expires_in":"30"}"#,
             &CHAIN,
+            false,
         )
         .unwrap();
         assert_eq!(ok.expires_in, Some(Duration::from_secs(30)));
         assert!(parse_success(
             br#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#,
-            &CHAIN
+            &CHAIN,
+            false
         )
         .is_err());
         assert!(parse_success(
             br#"{"access_token":"a","token_type":"Bearer","expires_in":true}"#,
-            &CHAIN
+            &CHAIN,
+            false
         )
         .is_err());
         let none = parse_success(
             br#"{"access_token":"a","token_type":"Bearer","refresh_token":"r"}"#,
             &CHAIN,
+            false,
         )
         .unwrap();
         assert_eq!(none.expires_in, None);
@@ -243,9 +285,19 @@ mod tests {
 
     #[test]
     fn access_tokens_that_cannot_be_a_header_are_refused() {
-        assert!(parse_success(br#"{"access_token":"a b","token_type":"Bearer"}"#, &CHAIN).is_err());
-        assert!(parse_success(br#"{"access_token":"","token_type":"Bearer"}"#, &CHAIN).is_err());
-        assert!(parse_success(b"not json", &CHAIN).is_err());
+        assert!(parse_success(
+            br#"{"access_token":"a b","token_type":"Bearer"}"#,
+            &CHAIN,
+            false
+        )
+        .is_err());
+        assert!(parse_success(
+            br#"{"access_token":"","token_type":"Bearer"}"#,
+            &CHAIN,
+            false
+        )
+        .is_err());
+        assert!(parse_success(b"not json", &CHAIN, false).is_err());
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub(crate) struct Entry {
     /// False for an RFC 8693 `N_A` token.
     #[serde(rename = "b")]
     pub bearer: bool,
+    /// A DPoP-bound token's key thumbprint (RFC 9449 §6.1): only a replica holding that key
+    /// may use it. Absent for a bearer token (and in entries older replicas wrote).
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
     /// The response's `ruri` origin, if any.
     #[serde(rename = "r")]
     pub ruri: Option<String>,

@@ -71,6 +71,8 @@ pub(crate) struct RouteRuntime {
     /// The route's domain, linked directly (and through it, its subject domains).
     pub(crate) tokens: Arc<DomainTokens>,
     pub(crate) client: UpstreamClient,
+    /// The upstream's last DPoP nonce (RFC 9449 §9), for routes whose tokens are bound.
+    upstream_nonce: outbound::UpstreamNonce,
     pub(crate) label: RouteLabel,
     duration: RouteDuration,
     requests: StatusCounters,
@@ -119,6 +121,7 @@ impl Gateway {
                         config.timeouts.upstream_connect,
                         config.timeouts.pool_idle,
                     )?,
+                    upstream_nonce: outbound::UpstreamNonce::default(),
                     duration: metrics.requests.duration.child(&label),
                     requests: StatusCounters::new(&metrics.requests.requests, &label.route),
                     label,
@@ -184,20 +187,18 @@ impl Gateway {
             // The next hop's parent is chaingate's span, not the caller's.
             trace::inject_current(request.headers_mut());
             // outbound: swap the credential, strip hop-by-hop fields, stream both bodies.
+            // A DPoP-bound AT2 goes as `DPoP` with a fresh proof for this request (RFC 9449 §7.1).
             let limits = (self.body_idle, self.upstream_timeout);
-            let (response, replay) = outbound::forward(
-                &route.client,
-                &route.config.upstream,
-                request,
-                at2.authorization.clone(),
-                &peer,
-                &mut permit,
-                limits,
-            )
-            .await?;
+            let target = route.target();
+            let credential = outbound::Credential {
+                authorization: at2.authorization.clone(),
+                dpop: at2.dpop.clone(),
+            };
+            let (response, replay) =
+                outbound::forward(target, request, credential, &peer, &mut permit, limits).await?;
             // feedback: an upstream 401 invalid_token (RFC 6750 §3.1) evicts, re-exchanges and
-            // retries a bodyless request once.
-            let route = (&route.config, &route.tokens, &route.client);
+            // retries a bodyless request once; 401 use_dpop_nonce (RFC 9449 §9) resends once.
+            let route = (&route.config, &route.tokens, target);
             let response =
                 feedback::after(route, replay, response, self.upstream_timeout, &caller).await?;
             Ok(shed::until_body_ends(response, permit))
@@ -288,6 +289,17 @@ impl Gateway {
                 duration: elapsed,
                 cache: outcome.lookup.map_or("none", Lookup::as_str),
             });
+        }
+    }
+}
+
+impl RouteRuntime {
+    /// Where this route's requests go.
+    fn target(&self) -> outbound::Target<'_> {
+        outbound::Target {
+            client: &self.client,
+            upstream: &self.config.upstream,
+            nonce: &self.upstream_nonce,
         }
     }
 }

@@ -299,6 +299,11 @@ impl DomainTokens {
         self.cache.update_size_metric().await;
     }
 
+    /// The domain's DPoP key, if it uses DPoP.
+    fn dpop_key(&self) -> Option<&Arc<chaingate_oauth::dpop::ProofKey>> {
+        self.exchanger.domain().dpop.as_ref().map(|d| &d.key)
+    }
+
     fn forwardable(&self, token: &CachedToken, route: &Route) -> Result<(), Error> {
         if !token.bearer {
             return Err(Error::ExchangeFailed("an N_A token cannot be forwarded"));
@@ -421,7 +426,9 @@ impl DomainTokens {
                     .await
                 {
                     Claim::Filled(entry) => {
-                        if let Some(fresh) = CachedToken::from_shared(&entry, token) {
+                        if let Some(fresh) =
+                            CachedToken::from_shared(&entry, token, domain.dpop_key())
+                        {
                             domain.store_renewal(key, fresh).await;
                             return;
                         }

@@ -65,7 +65,7 @@ impl DomainTokens {
         shared.index.insert(skey.id().clone(), key).await;
         let claim = shared.tier.claim(&skey, 0, &shared.counters).await;
         if let Claim::Filled(entry) = &claim {
-            if let Some(token) = CachedToken::from_shared(entry, at1) {
+            if let Some(token) = CachedToken::from_shared(entry, at1, self.dpop_key()) {
                 return Ok(token);
             }
         }

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use http::HeaderValue;
 use tokio::time::Instant;
 
+use chaingate_oauth::dpop::ProofKey;
 use chaingate_oauth::scope::Scopes;
 
 use crate::authn::InboundToken;
@@ -21,8 +22,10 @@ const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// A downstream token (AT2), ready to be sent upstream.
 pub(crate) struct CachedToken {
-    /// `Bearer <AT2>`, marked sensitive so hyper never logs or indexes it.
+    /// `Bearer <AT2>` (or `DPoP <AT2>`), marked sensitive so hyper never logs or indexes it.
     pub authorization: HeaderValue,
+    /// A DPoP-bound token's key: every request carrying it gets a fresh proof (RFC 9449 §7.1).
+    pub dpop: Option<Arc<ProofKey>>,
     /// When the token stops being used (its lifetime less the configured skew).
     pub expires_at: Instant,
     /// False for an RFC 8693 `N_A` token: usable as another hop's subject, never forwarded.
@@ -42,8 +45,12 @@ pub(crate) struct CachedToken {
 impl CachedToken {
     /// The token itself, e.g. as the subject token of the next hop.
     pub(crate) fn token(&self) -> &str {
-        // Built from "Bearer " + a visible-ASCII token in `cached`.
-        self.authorization.to_str().map_or("", |v| &v[7..])
+        // Built from the scheme, one space and a visible-ASCII token in `cached`.
+        self.authorization
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .map_or("", |(_, token)| token)
     }
 
     /// Builds the entry for `issued`. `asked`: for an incremental entry, the scope requested
@@ -54,9 +61,12 @@ impl CachedToken {
         asked: Option<&Scopes>,
         settings: &CacheSettings,
     ) -> Result<Arc<Self>, Error> {
-        let mut authorization =
-            HeaderValue::try_from(format!("Bearer {}", issued.access_token.expose()))
-                .map_err(|_| Error::ExchangeFailed("access_token is not a usable bearer token"))?;
+        let mut authorization = HeaderValue::try_from(format!(
+            "{} {}",
+            scheme(issued.dpop.as_ref()),
+            issued.access_token.expose()
+        ))
+        .map_err(|_| Error::ExchangeFailed("access_token is not a usable bearer token"))?;
         authorization.set_sensitive(true);
         let lifetime = issued.expires_in.unwrap_or(settings.default_ttl);
         let mut ttl = lifetime.saturating_sub(settings.expiry_skew);
@@ -75,6 +85,7 @@ impl CachedToken {
         };
         Ok(Arc::new(Self {
             authorization,
+            dpop: issued.dpop,
             bearer: issued.bearer,
             scope,
             refused,
@@ -96,6 +107,7 @@ impl CachedToken {
         crate::fleet::Entry {
             token: self.token().to_string(),
             bearer: self.bearer,
+            jkt: self.dpop.as_ref().map(|key| key.jkt().to_owned()),
             ruri: self.ruri.as_deref().map(str::to_owned),
             expires_unix_ms: crate::fleet::now_unix_ms()
                 + u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
@@ -110,11 +122,18 @@ impl CachedToken {
     }
 
     /// Another replica's token for the same caller, if it has a second or more to live (and
-    /// never past AT1's own expiry).
+    /// never past AT1's own expiry). A DPoP-bound one only if `dpop` is the key it is bound to
+    /// (replicas that share `dpop_key_file` share bound tokens; generated keys never do).
     pub(super) fn from_shared(
         entry: &crate::fleet::Entry,
         inbound: InboundToken<'_>,
+        dpop: Option<&Arc<ProofKey>>,
     ) -> Option<Arc<Self>> {
+        let dpop = match (&entry.jkt, dpop) {
+            (None, _) => None,
+            (Some(jkt), Some(key)) if key.jkt() == jkt => Some(key.clone()),
+            (Some(_), _) => return None,
+        };
         let mut left = Duration::from_millis(
             entry
                 .expires_unix_ms
@@ -126,11 +145,13 @@ impl CachedToken {
         if left < Duration::from_secs(1) || !entry.token.bytes().all(|b| b.is_ascii_graphic()) {
             return None;
         }
-        let mut authorization = HeaderValue::try_from(format!("Bearer {}", entry.token)).ok()?;
+        let mut authorization =
+            HeaderValue::try_from(format!("{} {}", scheme(dpop.as_ref()), entry.token)).ok()?;
         authorization.set_sensitive(true);
         let ttl = Duration::from_millis(entry.ttl_ms).clamp(left, MAX_LIFETIME);
         Some(Arc::new(Self {
             authorization,
+            dpop,
             bearer: entry.bearer,
             scope: None,
             refused: Scopes::default(),
@@ -190,6 +211,14 @@ impl std::fmt::Debug for CachedToken {
         f.debug_struct("CachedToken")
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
+    }
+}
+
+/// The `Authorization` scheme a token is sent with (RFC 6750 §2.1, RFC 9449 §7.1).
+fn scheme(dpop: Option<&Arc<ProofKey>>) -> &'static str {
+    match dpop {
+        Some(_) => chaingate_oauth::dpop::TOKEN_TYPE,
+        None => "Bearer",
     }
 }
 
