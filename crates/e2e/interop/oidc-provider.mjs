@@ -5,6 +5,8 @@
 //          "registration": {"initial_access_token": "..."}}   (registration: optional, see below)
 //         optional "link_headers": {"ruri": URL, "duri": URL}: see "Response metadata links" below.
 //         optional "mtls": {"cert_file", "key_file", "ca_file", "client_san_dns"}: see "Mutual TLS" below.
+//         optional "dpop": {"require_nonce": bool}: B takes RFC 9449 DPoP proofs at its token
+//           endpoint (oidc-provider's own feature and proof validation) and binds its tokens.
 //
 // Starts two authorization servers on 127.0.0.1 (ephemeral ports):
 //   A  issues RFC 9068 JWT access tokens (client_credentials, client `app`, aud urn:a:gateway).
@@ -21,7 +23,7 @@
 // (with "mtls", b also has "mtls_token_endpoint":"https://localhost:PM/token")
 // then runs until SIGTERM/SIGINT. Everything else goes to stderr.
 
-import { X509Certificate } from 'node:crypto'
+import { X509Certificate, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import * as http from 'node:http'
 import * as https from 'node:https'
@@ -214,6 +216,17 @@ if (config.registration !== undefined) {
 // to client `gw-mtls`, identified by the certificate's SAN DNS name (client_san_dns). Which
 // certificate was presented and whether it verified is read from the TLS socket itself.
 const mtlsClients = []
+// ---------------------------------------------------------------- DPoP (RFC 9449)
+// oidc-provider checks the proof (signature, typ, htm, htu, iat, nonce) in its own helper, the
+// one its built-in grants call; B's extension grants call it too and bind the token to the key.
+const dpopFeature = {}
+let dpopValidate
+if (config.dpop !== undefined) {
+  ({ default: dpopValidate } = await import('oidc-provider/lib/helpers/validate_dpop.js'))
+  const requireNonce = config.dpop?.require_nonce === true
+  dpopFeature.dPoP = { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => requireNonce }
+}
+
 const mtlsFeature = {}
 let mtlsServer
 if (config.mtls) {
@@ -301,6 +314,7 @@ const providerB = new Provider(b.issuer, {
     ...common([]).features,
     ...registrationFeatures,
     ...mtlsFeature,
+    ...dpopFeature,
     resourceIndicators: {
       enabled: true,
       defaultResource: async () => B_RESOURCE,
@@ -399,6 +413,12 @@ async function issue(ctx, presented, { extra } = {}) {
     expiresIn: Math.min(B_TOKEN_TTL, remaining),
     ...(extra ? { extra } : {}),
   })
+  const proof = dpopValidate ? await dpopValidate(ctx) : undefined
+  if (proof) {
+    const unique = await provider.ReplayDetection.unique(client.clientId, proof.jti, now + 300)
+    if (!unique) throw new errors.InvalidGrant('DPoP proof JWT Replay detected')
+    token.setThumbprint('jkt', proof.thumbprint)
+  }
   ctx.oidc.entity('AccessToken', token)
   const value = await token.save()
   return {

@@ -4,6 +4,11 @@
 //! found by RFC 8414 / OpenID discovery from their issuer. RFC 8705 `tls_client_auth` runs
 //! against oidc-provider only (the reference authority does not offer it): its token endpoint
 //! over HTTPS asks for the gateway's client certificate and verifies it.
+//!
+//! One more row per server is DPoP (RFC 9449): a `dpop = true` domain whose token server checks
+//! the gateway's proofs (oidc-provider with its own proof validation and nonces required) and
+//! binds the token to the key (`cnf.jkt`); the upstream then receives `DPoP <AT2>` with a proof
+//! by that key for exactly the request it got.
 
 use chaingate_test_support as support;
 
@@ -135,7 +140,81 @@ domain = "{name}"
             );
         }
     }
+    // RFC 9449: the chain grant with gw-basic again, proving possession of the gateway's key.
+    toml += &format!(
+        r#"
+[domains.dpop]
+issuer = "{issuer_b}"
+grant = "chain"
+client_id = "gw-basic"
+auth_method = "client_secret_basic"
+client_secret = "{BASIC_SECRET}"
+allow_insecure_http = true
+scope = "b:read"
+dpop = true
+
+[[routes]]
+name = "dpop"
+path_prefix = "/dpop/"
+upstream = "{}"
+domain = "dpop"
+"#,
+        upstream.url()
+    );
     toml
+}
+
+/// The DPoP row: AT2 is bound to the key whose proof came with it, for this very request.
+async fn dpop_bound_token_reaches_the_upstream_with_its_proof(
+    gw: &chaingate_gateway::Running,
+    upstream: &Upstream,
+    token: &str,
+    issuer_b: &str,
+) {
+    for n in 0..2 {
+        let path = format!("/dpop/orders/{n}");
+        let answer = get(gw.addr, &path, Some(token)).await;
+        assert_eq!(
+            answer.status, 200,
+            "{path} against {issuer_b}: {}",
+            answer.body
+        );
+        let received = upstream
+            .received()
+            .into_iter()
+            .rfind(|r| r.uri.starts_with(&path))
+            .unwrap();
+        let at2 = received
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("DPoP "))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{path}: not a DPoP token: {:?}",
+                    received.header("authorization")
+                )
+            })
+            .to_string();
+        let payload = URL_SAFE_NO_PAD
+            .decode(at2.split('.').nth(1).unwrap())
+            .unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(claims["iss"], issuer_b, "{path}");
+        let jkt = chaingate_oauth::dpop::bound_jkt(&claims)
+            .unwrap_or_else(|| panic!("{path}: AT2 has no cnf.jkt: {claims}"));
+        let proof = received.header("dpop").expect("a DPoP proof upstream");
+        let htu = format!("{}{path}", upstream.url());
+        let check = chaingate_oauth::dpop::Expect {
+            htm: "GET",
+            htu: &htu,
+            access_token: Some(&at2),
+            nonces: &[],
+            max_age: 60,
+            skew: 5,
+        };
+        let verified = chaingate_oauth::dpop::verify(proof, &check)
+            .unwrap_or_else(|e| panic!("{path}: the upstream's proof: {e}"));
+        assert_eq!(verified.jkt, jkt, "{path}: proof key is the token's");
+    }
 }
 
 /// Every (grant, client) route answers 200 with a token of B for the caller of A.
@@ -144,6 +223,7 @@ async fn swap_through_every_combination(
     issuer_b: &str,
     pem: &Path,
     mtls: Option<&Mtls<'_>>,
+    dpop: bool,
 ) {
     let upstream = Upstream::start().await;
     let gw = gateway(&gateway_config(issuer_b, pem, &upstream, mtls)).await;
@@ -182,6 +262,10 @@ async fn swap_through_every_combination(
             assert_eq!(claims["client_id"], client_id, "{path}");
         }
     }
+    if dpop {
+        dpop_bound_token_reaches_the_upstream_with_its_proof(&gw, &upstream, &token, issuer_b)
+            .await;
+    }
     let bad = get(gw.addr, "/chain-gw-basic/x", Some("not-a-token-from-a")).await;
     assert_eq!(
         bad.status, 401,
@@ -206,13 +290,14 @@ async fn every_grant_and_client_auth_works_against_oidc_provider() {
             "cert_file": pki.cert_file, "key_file": pki.key_file, "ca_file": pki.ca_file,
             "client_san_dns": "gateway-client",
         },
+        "dpop": { "require_nonce": true },
     });
     let (peer, a, b, _tmp) = oidc_provider::start_peer(&config).await;
     let mtls = Mtls {
         token_endpoint: peer.mtls_token_endpoint.clone().expect("B offers mTLS"),
         pki: &pki,
     };
-    swap_through_every_combination(&a, &b, &pem, Some(&mtls)).await;
+    swap_through_every_combination(&a, &b, &pem, Some(&mtls), true).await;
     peer.stop().await;
 }
 
@@ -270,5 +355,5 @@ scope_map = {{ "a:read" = "b:read", "a:write" = "b:write" }}
     )
     .await
     .unwrap();
-    swap_through_every_combination(a.issuer(), b.issuer(), &pem, None).await;
+    swap_through_every_combination(a.issuer(), b.issuer(), &pem, None, false).await;
 }
