@@ -6,6 +6,7 @@
 #   CHAINGATE=/old/chaingate benches/load/callgrind.sh
 #   TARGETS="chaingate" REQUESTS=5000 benches/load/callgrind.sh
 #   TARGETS="chaingate chaingate-traced" benches/load/callgrind.sh   # what [tracing] costs
+#   TARGETS="chaingate chaingate-dpop" benches/load/callgrind.sh     # what a DPoP proof costs
 #
 # Each target runs under `valgrind --tool=callgrind` behind the same upstream as in run.sh; after a
 # warm-up its counters are zeroed (callgrind_control -z), a fixed number of keep-alive requests is
@@ -74,6 +75,7 @@ for target in $TARGETS; do
         chaingate) port=$CG cmd=("$chaingate" run --config "$dir/cg.toml") ;;
         chaingate-nolog) port=$CGLOG cmd=("$chaingate" run --config "$dir/cglog.toml") ;;
         chaingate-traced) port=$CGTRACE cmd=("$chaingate" run --config "$dir/cgtrace.toml") ;;
+        chaingate-dpop) port=$CGDPOP cmd=("$chaingate" run --config "$dir/cgdpop.toml") ;;
         nginx) port=$NGX_H1 cmd=(nginx -c "$dir/proxy.conf") ;;
         *) echo "unknown target $target" >&2; exit 2 ;;
     esac

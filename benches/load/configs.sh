@@ -105,3 +105,8 @@ chaingate_conf cg2w $CG2W $CG2W_ADMIN false
 CGTRACE=${CGTRACE:-19912} CGTRACE_ADMIN=${CGTRACE_ADMIN:-19913}
 chaingate_conf cgtrace $CGTRACE $CGTRACE_ADMIN default
 printf '\n[tracing]\notlp_endpoint = "http://127.0.0.1:%s"\n' "$UP_H1" >>"$dir/cgtrace.toml"
+# chaingate-dpop: the default config with the domain's tokens DPoP-bound (RFC 9449): one proof
+# signed per upstream request.
+CGDPOP=${CGDPOP:-19914} CGDPOP_ADMIN=${CGDPOP_ADMIN:-19915}
+chaingate_conf cgdpop $CGDPOP $CGDPOP_ADMIN default
+sed -i 's|^domain = "fast"$|domain = "fast"|; /^\[domains.fast\]$/a dpop = true' "$dir/cgdpop.toml"

@@ -32,12 +32,19 @@ pub(crate) async fn serve(listen: SocketAddr, latency: Duration) {
             let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let issued = issued.clone();
                 async move {
+                    // A proof makes the token DPoP-bound (RFC 9449 §5), for the DPoP config; the
+                    // proof is not checked here, the bench measures the gateway.
+                    let token_type = if request.headers().contains_key("dpop") {
+                        "DPoP"
+                    } else {
+                        "Bearer"
+                    };
                     // Read the whole form like a real server would before answering.
                     let _ = request.into_body().collect().await;
                     tokio::time::sleep(latency).await;
                     let n = issued.fetch_add(1, Ordering::Relaxed);
                     let body = format!(
-                        r#"{{"access_token":"at2-bench-{n:020}-xxxxxxxxxxxxxxxxxxxxxxx","token_type":"Bearer","expires_in":3600}}"#
+                        r#"{{"access_token":"at2-bench-{n:020}-xxxxxxxxxxxxxxxxxxxxxxx","token_type":"{token_type}","expires_in":3600}}"#
                     );
                     let mut response = Response::new(Full::new(Bytes::from(body)));
                     *response.status_mut() = StatusCode::OK;
