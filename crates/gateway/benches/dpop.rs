@@ -27,6 +27,29 @@ fn sign_upstream_proof(bencher: divan::Bencher<'_, '_>) {
     });
 }
 
+/// The same with an Ed25519 `dpop_key_file` (EdDSA, RFC 8037).
+#[divan::bench]
+fn sign_upstream_proof_ed25519(bencher: divan::Bencher<'_, '_>) {
+    use base64::Engine as _;
+    let pkcs8 =
+        aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .unwrap();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+    );
+    let key = ProofKey::from_pem(pem.as_bytes()).unwrap();
+    bencher.bench_local(|| {
+        key.proof(
+            "GET",
+            divan::black_box("http://127.0.0.1:3000/invoices/42"),
+            Some(AT2),
+            Some("rs-nonce"),
+        )
+        .unwrap()
+    });
+}
+
 /// One proof checked as a resource server or token endpoint checks it (replay store aside).
 #[divan::bench]
 fn verify_proof(bencher: divan::Bencher<'_, '_>) {

@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::jwk::{
@@ -22,9 +24,9 @@ pub struct SigningKey {
     public: Value,
     /// RFC 7638 SHA-256 thumbprint of the public key, whatever `kid` says (RFC 9449 `jkt`).
     thumbprint: String,
-    /// An ES256 key parsed once: jsonwebtoken re-parses (and re-validates) the PKCS#8 on every
-    /// signature, which doubles the cost of a signature made per request (DPoP proofs).
-    ecdsa: Option<Arc<EcdsaKeyPair>>,
+    /// An ES256 or EdDSA key parsed once: jsonwebtoken re-parses (and re-validates) the PKCS#8
+    /// on every signature, which doubles the cost of a signature made per request (DPoP proofs).
+    parsed: Option<Arc<Parsed>>,
 }
 
 impl fmt::Debug for SigningKey {
@@ -56,7 +58,7 @@ impl SigningKey {
             EncodingKey::from_ec_der(pkcs8.as_ref()),
             jwk,
         )?;
-        key.ecdsa = Some(Arc::new(pair));
+        key.parsed = Some(Arc::new(Parsed::Ecdsa(pair)));
         Ok(key)
     }
 
@@ -71,7 +73,7 @@ impl SigningKey {
                 .map_err(|e| format!("EC key is not a P-256 key: {e}"))?;
             let jwk = serde_json::to_value(&jwk).map_err(|e| e.to_string())?;
             let mut signing = Self::finish(alg, key, jwk)?;
-            signing.ecdsa = ecdsa_pair(pem);
+            signing.parsed = ecdsa_pair(pem);
             return Ok(signing);
         }
         if let Ok(key) = EncodingKey::from_rsa_pem(pem) {
@@ -90,11 +92,14 @@ impl SigningKey {
             }
             // jsonwebtoken cannot derive an OKP JWK (it panics), so the public key comes from
             // aws-lc-rs: RFC 8037 §2, `x` is the 32-byte public key.
-            let public = ed25519_public_key(pem)?;
+            let pair = ed25519_pair(pem)?;
             let jwk = serde_json::json!({
-                "kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(public),
+                "kty": "OKP", "crv": "Ed25519",
+                "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
             });
-            return Self::finish(alg, key, jwk);
+            let mut signing = Self::finish(alg, key, jwk)?;
+            signing.parsed = Some(Arc::new(Parsed::Ed25519(pair)));
+            return Ok(signing);
         }
         Err("not a PKCS#8 PEM EC P-256, RSA or Ed25519 private key".to_string())
     }
@@ -121,7 +126,7 @@ impl SigningKey {
             kid,
             key,
             public: Value::Object(public),
-            ecdsa: None,
+            parsed: None,
         })
     }
 
@@ -170,12 +175,14 @@ impl SigningKey {
     /// Signs a JWS signing input (`header.payload`, both already base64url) and returns the
     /// base64url signature: for callers that build the header once and reuse it.
     pub fn sign_input(&self, input: &[u8]) -> Result<String, String> {
-        match &self.ecdsa {
+        match self.parsed.as_deref() {
             // RFC 7518 §3.4: the fixed-width R || S that aws-lc-rs's FIXED algorithm produces.
-            Some(pair) => pair
+            Some(Parsed::Ecdsa(pair)) => pair
                 .sign(&SystemRandom::new(), input)
                 .map(|signature| URL_SAFE_NO_PAD.encode(signature.as_ref()))
                 .map_err(|_| "ES256 signing failed".to_string()),
+            // RFC 8037 §3.1: the 64-byte Ed25519 signature.
+            Some(Parsed::Ed25519(pair)) => Ok(URL_SAFE_NO_PAD.encode(pair.sign(input).as_ref())),
             None => {
                 jsonwebtoken::crypto::sign(input, &self.key, self.alg).map_err(|e| e.to_string())
             }
@@ -187,7 +194,7 @@ impl SigningKey {
         let mut header = Header::new(self.alg);
         header.typ = Some(typ.to_string());
         header.kid = Some(self.kid.clone());
-        if self.ecdsa.is_none() {
+        if self.parsed.is_none() {
             return jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| e.to_string());
         }
         let header = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
@@ -344,23 +351,27 @@ pub fn parse_asymmetric_alg(name: &str) -> Result<Algorithm, String> {
 
 /// A PKCS#8 PEM P-256 key as aws-lc-rs signs with it; `None` if it does not parse as one (the
 /// jsonwebtoken path then signs).
-fn ecdsa_pair(pem: &[u8]) -> Option<Arc<EcdsaKeyPair>> {
+fn ecdsa_pair(pem: &[u8]) -> Option<Arc<Parsed>> {
     use rustls::pki_types::pem::PemObject as _;
     let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem).ok()?;
     EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.secret_pkcs8_der())
         .ok()
-        .map(Arc::new)
+        .map(|pair| Arc::new(Parsed::Ecdsa(pair)))
 }
 
-/// The public half of a PKCS#8 PEM Ed25519 private key.
-fn ed25519_public_key(pem: &[u8]) -> Result<Vec<u8>, String> {
+/// A PKCS#8 PEM Ed25519 private key as aws-lc-rs signs with it (its public half is the JWK's).
+fn ed25519_pair(pem: &[u8]) -> Result<Ed25519KeyPair, String> {
     use rustls::pki_types::pem::PemObject as _;
     let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem)
         .map_err(|e| format!("Ed25519 key: {e}"))?;
-    let pair =
-        aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der())
-            .map_err(|e| format!("Ed25519 key: {e}"))?;
-    Ok(pair.public_key().as_ref().to_vec())
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der())
+        .map_err(|e| format!("Ed25519 key: {e}"))
+}
+
+/// A private key in aws-lc-rs's form, ready to sign.
+enum Parsed {
+    Ecdsa(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
 }
 
 #[cfg(test)]
@@ -379,7 +390,7 @@ mod tests {
         );
         let loaded = SigningKey::from_pem(pem.as_bytes(), None).unwrap();
         for key in [generated, loaded] {
-            assert!(key.ecdsa.is_some(), "the parsed pair signs");
+            assert!(key.parsed.is_some(), "the parsed pair signs");
             let jwt = key.sign("JWT", &serde_json::json!({"sub": "x"})).unwrap();
             let (header, _) = crate::jwt::peek(&jwt).unwrap();
             assert_eq!(header["kid"], key.kid());
@@ -412,6 +423,8 @@ mod tests {
         );
         assert_eq!(key.kid(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
         let signed = key.sign("JWT", &serde_json::json!({"sub": "x"})).unwrap();
-        assert_eq!(signed.split('.').count(), 3);
+        let (header, _) = crate::jwt::peek(&signed).unwrap();
+        let verified = crate::jwt::verify(&signed, &header, &key.verification_set().unwrap());
+        assert_eq!(verified.unwrap().claims["sub"], "x");
     }
 }
