@@ -142,6 +142,27 @@ fn authenticated(
             form.append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE);
             form.append_pair("client_assertion", &assertion);
         }
+        // RFC 7523 §2.2 / draft-ietf-oauth-spiffe-client-auth: the platform's JWT is the
+        // credential. Never sent at or near its `exp`: the server would refuse it anyway, and a
+        // 503 tells the caller to retry once the kubelet has rotated it.
+        ClientAuth::AssertionFile(file) => {
+            let assertion = file.current().map_err(|e| {
+                tracing::warn!(
+                    path = %file.path.display(),
+                    reason = e.reason(),
+                    "client_assertion_file unusable"
+                );
+                Failure::error(
+                    Error::ExchangeUnavailable {
+                        retry_after: ASSERTION_RETRY_AFTER,
+                    },
+                    e.reason(),
+                )
+            })?;
+            form.append_pair("client_id", &credentials.client_id);
+            form.append_pair("client_assertion_type", file.kind.urn());
+            form.append_pair("client_assertion", assertion.expose());
+        }
         // RFC 8705 §2: the certificate authenticates; client_id identifies.
         ClientAuth::TlsClientAuth(_) => {
             form.append_pair("client_id", &credentials.client_id);
@@ -156,6 +177,10 @@ fn authenticated(
             )
         })
 }
+
+/// Retry-After when the assertion file is unusable: the kubelet refreshes a projected token
+/// well before expiry, so a short wait usually finds a fresh one.
+const ASSERTION_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Serialize)]
 struct AssertionClaims<'a> {
