@@ -68,6 +68,9 @@ pub(crate) enum Error {
     /// Upstream: no response headers within the timeout.
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// Shared-signals transmitter: a pushed Security Event Token was refused (RFC 8935 §2.4).
+    #[error("security event refused: {}", .0.description())]
+    SecurityEvent(crate::signals::SetRefusal),
     /// chaingate: too many requests in flight.
     #[error("overloaded")]
     Overloaded {
@@ -175,6 +178,21 @@ impl Error {
                 "upstream did not answer in time",
             )
             .done(),
+            // RFC 8935 §2.3 names its members `err` and `description`, not RFC 6749's.
+            Self::SecurityEvent(refusal) => {
+                let body = format!(
+                    "{{\"err\":\"{}\",\"description\":\"{}\"}}",
+                    refusal.code(),
+                    refusal.description()
+                );
+                let mut response =
+                    Response::new(Body::Right(http_body_util::Full::new(Bytes::from(body))));
+                *response.status_mut() = StatusCode::BAD_REQUEST;
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }
         }
     }
 }
