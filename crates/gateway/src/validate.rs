@@ -149,11 +149,7 @@ impl InboundValidator {
             return Err(Refusal::Token("issuer is not the configured one".into()));
         }
         let kid = short_kid(&header).map_err(|e| Refusal::Token(e.into()))?;
-        let keys = self
-            .keys
-            .get(kid)
-            .await
-            .map_err(Refusal::KeysUnavailable)?;
+        let keys = self.keys.get(kid).await.map_err(Refusal::KeysUnavailable)?;
         let verified = jwt::verify(token, &header, &keys).map_err(Refusal::Token)?;
         check_claims(settings, &verified.claims).map_err(Refusal::Token)
     }

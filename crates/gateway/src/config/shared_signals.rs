@@ -55,7 +55,10 @@ pub(super) fn shared_signals(file: &FileSharedSignals) -> Result<SharedSignals, 
     if file.audience.is_empty() {
         return Err(ConfigError::key(key("audience"), "must not be empty"));
     }
-    let path = file.path.clone().unwrap_or_else(|| DEFAULT_PATH.to_string());
+    let path = file
+        .path
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PATH.to_string());
     if !path.starts_with('/') || path.contains(['?', '#']) {
         return Err(ConfigError::key(
             key("path"),

@@ -188,7 +188,10 @@ impl Receiver {
             }
             Err(other) => return Err(other),
         };
-        let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default();
+        let jti = claims
+            .get("jti")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let events = claims
             .get("events")
             .and_then(Value::as_object)
@@ -214,7 +217,11 @@ impl Receiver {
             let ids = subject.map(subject::identifiers).unwrap_or_default();
             if ids.is_empty() {
                 self.metrics.event(name, "unknown_subject");
-                tracing::info!(jti, event = name, "security event names no subject the cache knows");
+                tracing::info!(
+                    jti,
+                    event = name,
+                    "security event names no subject the cache knows"
+                );
                 continue;
             }
             let mut evicted = 0;
@@ -255,7 +262,10 @@ impl Receiver {
                 "the content type must be application/secevent+jwt",
             ));
         }
-        let body = match Limited::new(request.into_body(), MAX_SET_BYTES).collect().await {
+        let body = match Limited::new(request.into_body(), MAX_SET_BYTES)
+            .collect()
+            .await
+        {
             Ok(body) => body.to_bytes(),
             Err(_) => return refuse(SetRefusal::InvalidRequest("the SET is too large or cut")),
         };
@@ -267,7 +277,9 @@ impl Receiver {
         };
         // RFC 8417 §2.3: `typ` tells a SET from any other JWT the transmitter's keys sign.
         if !jwt::typ_is(&header, "secevent+jwt") {
-            return refuse(SetRefusal::InvalidRequest("the SET's typ is not secevent+jwt"));
+            return refuse(SetRefusal::InvalidRequest(
+                "the SET's typ is not secevent+jwt",
+            ));
         }
         // Only the configured transmitter's SETs may cause a key lookup.
         if unverified.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
@@ -302,7 +314,11 @@ fn check_claims(claims: &Value, audience: &str) -> Result<(), SetRefusal> {
     let now = chaingate_oauth::util::now_secs();
     match jwt::numeric(claims, "iat") {
         Ok(Some(iat)) if iat <= now + SKEW_SECS => {}
-        Ok(Some(_)) => return Err(SetRefusal::InvalidRequest("the SET was issued in the future")),
+        Ok(Some(_)) => {
+            return Err(SetRefusal::InvalidRequest(
+                "the SET was issued in the future",
+            ))
+        }
         _ => return Err(SetRefusal::InvalidRequest("the SET has no valid iat")),
     }
     // RFC 8417 §2.2 does not require `exp`; when one is there it holds.

@@ -382,7 +382,6 @@ impl DomainTokens {
         Ok((token, Lookup::Miss))
     }
 
-
     /// One exchange (after the subject domain's, for a multi-hop domain), with the domain's
     /// response metadata checks.
     async fn exchange(

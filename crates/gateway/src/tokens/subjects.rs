@@ -96,8 +96,13 @@ impl Subjects {
     /// Records that `entry` was exchanged for a token of the subjects `ids`.
     pub(super) async fn record(&self, ids: &[SubjectId], entry: &Indexed) {
         for id in ids {
-            let entries = self.index.get_with(id.key(), async { Arc::default() }).await;
-            let mut entries = entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let entries = self
+                .index
+                .get_with(id.key(), async { Arc::default() })
+                .await;
+            let mut entries = entries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if !entries.contains(entry) {
                 if entries.len() == PER_SUBJECT {
                     entries.remove(0);
@@ -191,7 +196,9 @@ mod tests {
         ];
         subjects.record(&alice, &entry(1)).await;
         subjects.record(&alice, &entry(1)).await;
-        subjects.record(&[SubjectId::Opaque("bob".into())], &entry(2)).await;
+        subjects
+            .record(&[SubjectId::Opaque("bob".into())], &entry(2))
+            .await;
         let found = subjects
             .take(&[SubjectId::Email("alice@example.COM".into())])
             .await;
