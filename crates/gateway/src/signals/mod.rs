@@ -53,33 +53,33 @@ const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/v
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SetRefusal {
     /// Not a POST of one `application/secevent+jwt` SET with the required claims.
-    InvalidRequest(&'static str),
+    Request(&'static str),
     /// Not signed by one of the transmitter's keys.
-    InvalidKey,
+    Key,
     /// `iss` is not the configured transmitter.
-    InvalidIssuer,
+    Issuer,
     /// `aud` does not name this receiver.
-    InvalidAudience,
+    Audience,
 }
 
 impl SetRefusal {
     /// The RFC 8935 §2.4 `err` code.
     pub(crate) fn code(self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) => "invalid_request",
-            Self::InvalidKey => "invalid_key",
-            Self::InvalidIssuer => "invalid_issuer",
-            Self::InvalidAudience => "invalid_audience",
+            Self::Request(_) => "invalid_request",
+            Self::Key => "invalid_key",
+            Self::Issuer => "invalid_issuer",
+            Self::Audience => "invalid_audience",
         }
     }
 
     /// The `description`: fixed text, nothing of the SET.
     pub(crate) fn description(self) -> &'static str {
         match self {
-            Self::InvalidRequest(why) => why,
-            Self::InvalidKey => "the SET is not signed by a key of the transmitter",
-            Self::InvalidIssuer => "the SET's issuer is not the configured transmitter",
-            Self::InvalidAudience => "the SET's audience does not name this receiver",
+            Self::Request(why) => why,
+            Self::Key => "the SET is not signed by a key of the transmitter",
+            Self::Issuer => "the SET's issuer is not the configured transmitter",
+            Self::Audience => "the SET's audience does not name this receiver",
         }
     }
 }
@@ -249,7 +249,7 @@ impl Receiver {
     async fn verified(&self, request: Request<Incoming>) -> Result<Value, Error> {
         let refuse = |r| Err(Error::SecurityEvent(r));
         if request.method() != Method::POST {
-            return refuse(SetRefusal::InvalidRequest("a SET is pushed with POST"));
+            return refuse(SetRefusal::Request("a SET is pushed with POST"));
         }
         let media = request
             .headers()
@@ -258,7 +258,7 @@ impl Receiver {
             .and_then(|v| v.split(';').next())
             .map(str::trim);
         if !media.is_some_and(|m| m.eq_ignore_ascii_case(SECEVENT_JWT)) {
-            return refuse(SetRefusal::InvalidRequest(
+            return refuse(SetRefusal::Request(
                 "the content type must be application/secevent+jwt",
             ));
         }
@@ -267,26 +267,24 @@ impl Receiver {
             .await
         {
             Ok(body) => body.to_bytes(),
-            Err(_) => return refuse(SetRefusal::InvalidRequest("the SET is too large or cut")),
+            Err(_) => return refuse(SetRefusal::Request("the SET is too large or cut")),
         };
         let Ok(set) = std::str::from_utf8(&body).map(str::trim) else {
-            return refuse(SetRefusal::InvalidRequest("the SET is not a JWT"));
+            return refuse(SetRefusal::Request("the SET is not a JWT"));
         };
         let Ok((header, unverified)) = jwt::peek(set) else {
-            return refuse(SetRefusal::InvalidRequest("the SET is not a JWT"));
+            return refuse(SetRefusal::Request("the SET is not a JWT"));
         };
         // RFC 8417 §2.3: `typ` tells a SET from any other JWT the transmitter's keys sign.
         if !jwt::typ_is(&header, "secevent+jwt") {
-            return refuse(SetRefusal::InvalidRequest(
-                "the SET's typ is not secevent+jwt",
-            ));
+            return refuse(SetRefusal::Request("the SET's typ is not secevent+jwt"));
         }
         // Only the configured transmitter's SETs may cause a key lookup.
         if unverified.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
-            return refuse(SetRefusal::InvalidIssuer);
+            return refuse(SetRefusal::Issuer);
         }
         let Ok(kid) = short_kid(&header) else {
-            return refuse(SetRefusal::InvalidKey);
+            return refuse(SetRefusal::Key);
         };
         let keys = self.keys.get(kid).await.map_err(|e| {
             tracing::warn!(issuer = %self.issuer, error = %e, "transmitter keys unavailable");
@@ -296,7 +294,7 @@ impl Receiver {
             }
         })?;
         let Ok(verified) = jwt::verify(set, &header, &keys) else {
-            return refuse(SetRefusal::InvalidKey);
+            return refuse(SetRefusal::Key);
         };
         check_claims(&verified.claims, &self.audience).map_err(Error::SecurityEvent)?;
         Ok(verified.claims)
@@ -304,33 +302,29 @@ impl Receiver {
 }
 
 fn check_claims(claims: &Value, audience: &str) -> Result<(), SetRefusal> {
-    let audiences = jwt::audiences(claims).map_err(|_| SetRefusal::InvalidAudience)?;
+    let audiences = jwt::audiences(claims).map_err(|_| SetRefusal::Audience)?;
     if !audiences.iter().any(|a| a == audience) {
-        return Err(SetRefusal::InvalidAudience);
+        return Err(SetRefusal::Audience);
     }
     if jwt::string_claim(claims, "jti").is_err() {
-        return Err(SetRefusal::InvalidRequest("the SET has no jti"));
+        return Err(SetRefusal::Request("the SET has no jti"));
     }
     let now = chaingate_oauth::util::now_secs();
     match jwt::numeric(claims, "iat") {
         Ok(Some(iat)) if iat <= now + SKEW_SECS => {}
-        Ok(Some(_)) => {
-            return Err(SetRefusal::InvalidRequest(
-                "the SET was issued in the future",
-            ))
-        }
-        _ => return Err(SetRefusal::InvalidRequest("the SET has no valid iat")),
+        Ok(Some(_)) => return Err(SetRefusal::Request("the SET was issued in the future")),
+        _ => return Err(SetRefusal::Request("the SET has no valid iat")),
     }
     // RFC 8417 §2.2 does not require `exp`; when one is there it holds.
     if jwt::numeric(claims, "exp")
-        .map_err(|_| SetRefusal::InvalidRequest("the SET's exp is not a NumericDate"))?
+        .map_err(|_| SetRefusal::Request("the SET's exp is not a NumericDate"))?
         .is_some_and(|exp| exp <= now)
     {
-        return Err(SetRefusal::InvalidRequest("the SET has expired"));
+        return Err(SetRefusal::Request("the SET has expired"));
     }
     match claims.get("events").and_then(Value::as_object) {
         Some(events) if !events.is_empty() && events.values().all(Value::is_object) => Ok(()),
-        _ => Err(SetRefusal::InvalidRequest("the SET has no events object")),
+        _ => Err(SetRefusal::Request("the SET has no events object")),
     }
 }
 
