@@ -70,7 +70,7 @@ pub(crate) enum Error {
     UpstreamTimeout,
     /// Shared-signals transmitter: a pushed Security Event Token was refused (RFC 8935 §2.4).
     #[error("security event refused: {}", .0.description())]
-    SecurityEvent(crate::signals::SetRefusal),
+    SecurityEvent(SetRefusal),
     /// chaingate: too many requests in flight.
     #[error("overloaded")]
     Overloaded {
@@ -235,6 +235,41 @@ impl Synthetic {
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
         self.0
+    }
+}
+
+/// Why a pushed SET was refused: the RFC 8935 §2.4 error codes, answered below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SetRefusal {
+    /// Not a POST of one `application/secevent+jwt` SET with the required claims.
+    Request(&'static str),
+    /// Not signed by one of the transmitter's keys.
+    Key,
+    /// `iss` is not the configured transmitter.
+    Issuer,
+    /// `aud` does not name this receiver.
+    Audience,
+}
+
+impl SetRefusal {
+    /// The RFC 8935 §2.4 `err` code.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Self::Request(_) => "invalid_request",
+            Self::Key => "invalid_key",
+            Self::Issuer => "invalid_issuer",
+            Self::Audience => "invalid_audience",
+        }
+    }
+
+    /// The `description`: fixed text, nothing of the SET.
+    pub(crate) fn description(self) -> &'static str {
+        match self {
+            Self::Request(why) => why,
+            Self::Key => "the SET is not signed by a key of the transmitter",
+            Self::Issuer => "the SET's issuer is not the configured transmitter",
+            Self::Audience => "the SET's audience does not name this receiver",
+        }
     }
 }
 

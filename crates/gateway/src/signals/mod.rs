@@ -22,13 +22,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
-use crate::cache::Key;
 use crate::config::SharedSignals;
-use crate::error::Error;
+use crate::error::{Error, SetRefusal};
 use crate::metrics::DomainLabel;
 use crate::tokens::DomainTokens;
 use crate::validate::{short_kid, IssuerKeys};
 use crate::Body;
+use chaingate_oauth::digest::Sha256;
 use chaingate_oauth::jwt;
 use chaingate_oauth::remote::SharedClient;
 
@@ -48,41 +48,6 @@ const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-ty
 const CREDENTIAL_CHANGE: &str =
     "https://schemas.openid.net/secevent/caep/event-type/credential-change";
 const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
-
-/// Why a pushed SET was refused: the RFC 8935 §2.4 error codes, answered by `error.rs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SetRefusal {
-    /// Not a POST of one `application/secevent+jwt` SET with the required claims.
-    Request(&'static str),
-    /// Not signed by one of the transmitter's keys.
-    Key,
-    /// `iss` is not the configured transmitter.
-    Issuer,
-    /// `aud` does not name this receiver.
-    Audience,
-}
-
-impl SetRefusal {
-    /// The RFC 8935 §2.4 `err` code.
-    pub(crate) fn code(self) -> &'static str {
-        match self {
-            Self::Request(_) => "invalid_request",
-            Self::Key => "invalid_key",
-            Self::Issuer => "invalid_issuer",
-            Self::Audience => "invalid_audience",
-        }
-    }
-
-    /// The `description`: fixed text, nothing of the SET.
-    pub(crate) fn description(self) -> &'static str {
-        match self {
-            Self::Request(why) => why,
-            Self::Key => "the SET is not signed by a key of the transmitter",
-            Self::Issuer => "the SET's issuer is not the configured transmitter",
-            Self::Audience => "the SET's audience does not name this receiver",
-        }
-    }
-}
 
 /// `{event, result}` of `chaingate_security_events_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -134,7 +99,7 @@ pub(crate) struct Receiver {
     path: String,
     keys: IssuerKeys,
     /// Digests of the `jti`s applied lately.
-    seen: moka::future::Cache<Key, ()>,
+    seen: moka::future::Cache<[u8; 32], ()>,
     metrics: SignalsMetrics,
 }
 
@@ -197,7 +162,12 @@ impl Receiver {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        let jti_key = Key::of(&[self.issuer.as_bytes(), jti.as_bytes()]);
+        let jti_key = {
+            let mut digest = Sha256::new();
+            digest.part(self.issuer.as_bytes());
+            digest.part(jti.as_bytes());
+            digest.finish()
+        };
         if self.seen.contains_key(&jti_key) {
             for uri in events.keys() {
                 self.metrics.event(event_name(uri), "duplicate");
