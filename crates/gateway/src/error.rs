@@ -68,6 +68,9 @@ pub(crate) enum Error {
     /// Upstream: no response headers within the timeout.
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// Shared-signals transmitter: a pushed Security Event Token was refused (RFC 8935 §2.4).
+    #[error("security event refused: {}", .0.description())]
+    SecurityEvent(SetRefusal),
     /// chaingate: too many requests in flight.
     #[error("overloaded")]
     Overloaded {
@@ -175,6 +178,21 @@ impl Error {
                 "upstream did not answer in time",
             )
             .done(),
+            // RFC 8935 §2.3 names its members `err` and `description`, not RFC 6749's.
+            Self::SecurityEvent(refusal) => {
+                let body = format!(
+                    "{{\"err\":\"{}\",\"description\":\"{}\"}}",
+                    refusal.code(),
+                    refusal.description()
+                );
+                let mut response =
+                    Response::new(Body::Right(http_body_util::Full::new(Bytes::from(body))));
+                *response.status_mut() = StatusCode::BAD_REQUEST;
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }
         }
     }
 }
@@ -217,6 +235,41 @@ impl Synthetic {
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
         self.0
+    }
+}
+
+/// Why a pushed SET was refused: the RFC 8935 §2.4 error codes, answered below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SetRefusal {
+    /// Not a POST of one `application/secevent+jwt` SET with the required claims.
+    Request(&'static str),
+    /// Not signed by one of the transmitter's keys.
+    Key,
+    /// `iss` is not the configured transmitter.
+    Issuer,
+    /// `aud` does not name this receiver.
+    Audience,
+}
+
+impl SetRefusal {
+    /// The RFC 8935 §2.4 `err` code.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Self::Request(_) => "invalid_request",
+            Self::Key => "invalid_key",
+            Self::Issuer => "invalid_issuer",
+            Self::Audience => "invalid_audience",
+        }
+    }
+
+    /// The `description`: fixed text, nothing of the SET.
+    pub(crate) fn description(self) -> &'static str {
+        match self {
+            Self::Request(why) => why,
+            Self::Key => "the SET is not signed by a key of the transmitter",
+            Self::Issuer => "the SET's issuer is not the configured transmitter",
+            Self::Audience => "the SET's audience does not name this receiver",
+        }
     }
 }
 

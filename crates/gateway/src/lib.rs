@@ -39,6 +39,7 @@ mod metrics;
 mod outbound;
 pub mod reload;
 mod shed;
+mod signals;
 mod tokens;
 pub mod trace;
 mod validate;

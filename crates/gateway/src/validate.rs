@@ -23,46 +23,90 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 #[derive(Debug)]
 pub(crate) struct InboundValidator {
     settings: Arc<Validate>,
-    keys: Keys,
+    keys: IssuerKeys,
 }
 
+/// An issuer's keys: a `jwks_uri` fetched lazily (5 s, 256 KiB, cached 10 minutes, refetched
+/// for an unknown `kid` at most once per `min_refetch_interval`), or a `jwks_file` already
+/// loaded with the config. Shared by the route checks and the security-event receiver.
 #[derive(Debug)]
-enum Keys {
+pub(crate) enum IssuerKeys {
     Remote(Box<RemoteKeys>),
     File(Arc<KeySet>),
 }
 
-impl InboundValidator {
-    /// A validator for `settings`. A `jwks_uri` is fetched lazily through `client` (5 s, 256 KiB,
-    /// cached 10 minutes); a `jwks_file` was already loaded with the config.
-    pub(crate) fn new(settings: Arc<Validate>, client: SharedClient) -> Self {
-        let keys = match &settings.keys {
-            ValidateKeys::Remote(uri) => Keys::Remote(Box::new(RemoteKeys::new(
+impl IssuerKeys {
+    /// The keys of `source`; a remote one is fetched through `client` when first needed.
+    pub(crate) fn new(
+        source: &ValidateKeys,
+        algorithms: Vec<jsonwebtoken::Algorithm>,
+        min_refetch_interval: Duration,
+        client: SharedClient,
+    ) -> Self {
+        match source {
+            ValidateKeys::Remote(uri) => Self::Remote(Box::new(RemoteKeys::new(
                 uri.clone(),
-                settings.algorithms.clone(),
+                algorithms,
                 FetchLimits {
                     timeout: Duration::from_secs(5),
                     max_bytes: MAX_JWKS_BYTES,
                     cache_ttl: Duration::from_secs(600),
-                    min_refetch_interval: settings.jwks_min_refetch_interval,
+                    min_refetch_interval,
                 },
                 client,
             ))),
-            ValidateKeys::File(set) => Keys::File(Arc::new(set.clone())),
-        };
+            ValidateKeys::File(set) => Self::File(Arc::new(set.clone())),
+        }
+    }
+
+    /// The keys to try for a JWS naming `kid`; an error: they cannot be had at all.
+    pub(crate) async fn get(&self, kid: Option<&str>) -> Result<Arc<KeySet>, String> {
+        match self {
+            Self::Remote(remote) => remote.keys(kid).await,
+            Self::File(set) => Ok(set.clone()),
+        }
+    }
+
+    /// Whether they are at hand (always, for a file).
+    pub(crate) fn is_loaded(&self) -> bool {
+        match self {
+            Self::Remote(remote) => remote.is_loaded(),
+            Self::File(_) => true,
+        }
+    }
+}
+
+/// A JWS header's `kid`, if it is a short string: only such a one may cause a key lookup.
+pub(crate) fn short_kid(header: &Value) -> Result<Option<&str>, &'static str> {
+    match header.get("kid") {
+        None => Ok(None),
+        Some(Value::String(kid)) if kid.len() <= 256 => Ok(Some(kid.as_str())),
+        Some(_) => Err("kid is not a short string"),
+    }
+}
+
+impl InboundValidator {
+    /// A validator for `settings`; a `jwks_uri` is fetched lazily through `client`.
+    pub(crate) fn new(settings: Arc<Validate>, client: SharedClient) -> Self {
+        let keys = IssuerKeys::new(
+            &settings.keys,
+            settings.algorithms.clone(),
+            settings.jwks_min_refetch_interval,
+            client,
+        );
         Self { settings, keys }
     }
 
     /// Loads the issuer's keys once (readiness waits for this), retrying with backoff.
     pub(crate) async fn ready(&self) {
-        let Keys::Remote(remote) = &self.keys else {
+        if self.keys.is_loaded() {
             return;
-        };
+        }
         let mut backoff = self
             .settings
             .jwks_min_refetch_interval
             .max(Duration::from_millis(100));
-        while let Err(e) = remote.keys(None).await {
+        while let Err(e) = self.keys.get(None).await {
             tracing::warn!(issuer = %self.settings.issuer, error = %e, "JWKS not loaded yet");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -71,10 +115,7 @@ impl InboundValidator {
 
     /// Whether the issuer's keys are at hand (always, for a `jwks_file`): `/ready` waits for it.
     pub(crate) fn is_ready(&self) -> bool {
-        match &self.keys {
-            Keys::Remote(remote) => remote.is_loaded(),
-            Keys::File(_) => true,
-        }
+        self.keys.is_loaded()
     }
 
     /// Checks the caller's token: a bad token is `invalid_token` (the reason goes to the log);
@@ -107,15 +148,8 @@ impl InboundValidator {
         if unverified.get("iss").and_then(Value::as_str) != Some(settings.issuer.as_str()) {
             return Err(Refusal::Token("issuer is not the configured one".into()));
         }
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(kid)) if kid.len() <= 256 => Some(kid.as_str()),
-            Some(_) => return Err(Refusal::Token("kid is not a short string".into())),
-        };
-        let keys = match &self.keys {
-            Keys::Remote(remote) => remote.keys(kid).await.map_err(Refusal::KeysUnavailable)?,
-            Keys::File(set) => set.clone(),
-        };
+        let kid = short_kid(&header).map_err(|e| Refusal::Token(e.into()))?;
+        let keys = self.keys.get(kid).await.map_err(Refusal::KeysUnavailable)?;
         let verified = jwt::verify(token, &header, &keys).map_err(Refusal::Token)?;
         check_claims(settings, &verified.claims).map_err(Refusal::Token)
     }

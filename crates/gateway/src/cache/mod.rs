@@ -249,6 +249,11 @@ impl<V: Expiring, E: Clone + Send + Sync + 'static> ReadThrough<V, E> {
         self.entries.insert(key, value).await;
     }
 
+    /// Drops the entry for `key`; whether one was there (live or not yet swept).
+    pub(crate) async fn remove(&self, key: &Key) -> bool {
+        self.entries.remove(key).await.is_some()
+    }
+
     /// Drops the entry for `key`.
     pub(crate) async fn evict(&self, key: &Key) {
         self.entries.invalidate(key).await;

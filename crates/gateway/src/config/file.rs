@@ -39,6 +39,8 @@ pub(crate) struct FileConfig {
     pub(crate) reload: FileReload,
     /// `[tracing]`: absent, no spans are made.
     pub(crate) tracing: Option<super::tracing::FileTracing>,
+    /// `[shared_signals]`: absent, no security events are taken.
+    pub(crate) shared_signals: Option<super::shared_signals::FileSharedSignals>,
     /// Runtime worker threads; default: the CPUs the process may use.
     pub(crate) worker_threads: Option<usize>,
 }

@@ -17,6 +17,7 @@ mod response_metadata;
 mod route;
 mod scope_strategy;
 mod shared_cache;
+mod shared_signals;
 mod tracing;
 
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ pub(crate) use route::ValidateKeys;
 pub use route::{Route, Upstream, Validate};
 pub use scope_strategy::ScopeStrategy;
 pub use shared_cache::{SharedCacheServer, SharedCacheSettings};
+pub use shared_signals::SharedSignals;
 pub use tracing::TracingSettings;
 
 use digest::Digest;
@@ -78,6 +80,8 @@ pub struct Config {
     pub reload: ReloadSettings,
     /// `[tracing]`: OpenTelemetry traces over OTLP/HTTP (restart-only); `None`: off.
     pub tracing: Option<TracingSettings>,
+    /// `[shared_signals]`: the SSF transmitter whose revocation events evict cached tokens.
+    pub shared_signals: Option<SharedSignals>,
     /// Runtime worker threads (restart-only); `None`: the CPUs the process may use.
     pub worker_threads: Option<usize>,
     /// Digest of the text and overrides this config was read from.
@@ -359,6 +363,11 @@ impl Config {
                 interval: file.reload.interval,
             },
             tracing: file.tracing.as_ref().map(tracing::tracing).transpose()?,
+            shared_signals: file
+                .shared_signals
+                .as_ref()
+                .map(shared_signals::shared_signals)
+                .transpose()?,
             worker_threads: match file.worker_threads {
                 Some(0) => return Err(ConfigError::key("worker_threads", "must be at least 1")),
                 other => other,

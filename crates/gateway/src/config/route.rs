@@ -138,55 +138,14 @@ pub(super) fn validate_route(
 }
 
 fn validate_settings(i: usize, v: &file::FileValidate) -> Result<Validate, ConfigError> {
-    use chaingate_oauth::keys::{parse_asymmetric_alg, KeySet, DEFAULT_ALGORITHMS};
     let key = |field: &str| format!("routes[{i}].validate.{field}");
-    let algorithms = match &v.algorithms {
-        None => DEFAULT_ALGORITHMS.to_vec(),
-        Some(names) => names
-            .iter()
-            .enumerate()
-            .map(|(n, name)| {
-                parse_asymmetric_alg(name)
-                    .map_err(|e| ConfigError::key(key(&format!("algorithms[{n}]")), e))
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let keys = match (&v.jwks_uri, &v.jwks_file) {
-        (Some(uri), None) => {
-            let parsed: Uri = uri
-                .parse()
-                .map_err(|_| ConfigError::key(key("jwks_uri"), "not a valid URL"))?;
-            match parsed.scheme_str() {
-                Some("https") => {}
-                Some("http") if v.allow_insecure_http => {}
-                _ => {
-                    return Err(ConfigError::key(
-                        key("jwks_uri"),
-                        "must be https (or http with allow_insecure_http)",
-                    ))
-                }
-            }
-            ValidateKeys::Remote(parsed)
-        }
-        (None, Some(path)) => {
-            let text = std::fs::read(path).map_err(|e| {
-                ConfigError::key(
-                    key("jwks_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            ValidateKeys::File(
-                KeySet::from_jwks(&text, &algorithms)
-                    .map_err(|e| ConfigError::key(key("jwks_file"), e))?,
-            )
-        }
-        _ => {
-            return Err(ConfigError::key(
-                key("jwks_uri"),
-                "set exactly one of jwks_uri and jwks_file",
-            ))
-        }
-    };
+    let algorithms = algorithms(&key, v.algorithms.as_deref())?;
+    let keys = issuer_keys(
+        &key,
+        (v.jwks_uri.as_deref(), v.jwks_file.as_deref()),
+        v.allow_insecure_http,
+        &algorithms,
+    )?;
     let audiences = v.audience.to_vec();
     if audiences.is_empty() {
         return Err(ConfigError::key(
@@ -239,4 +198,69 @@ pub(super) fn validate_subject_domains(domains: &[Arc<Domain>]) -> Result<(), Co
         }
     }
     Ok(())
+}
+
+/// `algorithms`: the asymmetric JWS algorithms accepted for an issuer's tokens (default: all
+/// of them; `none` and HMAC are never accepted, RFC 8725 §3.1).
+pub(super) fn algorithms(
+    key: &dyn Fn(&str) -> String,
+    names: Option<&[String]>,
+) -> Result<Vec<jsonwebtoken::Algorithm>, ConfigError> {
+    use chaingate_oauth::keys::{parse_asymmetric_alg, DEFAULT_ALGORITHMS};
+    match names {
+        None => Ok(DEFAULT_ALGORITHMS.to_vec()),
+        Some(names) => names
+            .iter()
+            .enumerate()
+            .map(|(n, name)| {
+                parse_asymmetric_alg(name)
+                    .map_err(|e| ConfigError::key(key(&format!("algorithms[{n}]")), e))
+            })
+            .collect(),
+    }
+}
+
+/// An issuer's keys: exactly one of `jwks_uri` (https, or http when allowed) and `jwks_file`
+/// (read and parsed here, once).
+pub(super) fn issuer_keys(
+    key: &dyn Fn(&str) -> String,
+    (jwks_uri, jwks_file): (Option<&str>, Option<&std::path::Path>),
+    allow_insecure_http: bool,
+    algorithms: &[jsonwebtoken::Algorithm],
+) -> Result<ValidateKeys, ConfigError> {
+    use chaingate_oauth::keys::KeySet;
+    match (jwks_uri, jwks_file) {
+        (Some(uri), None) => {
+            let parsed: Uri = uri
+                .parse()
+                .map_err(|_| ConfigError::key(key("jwks_uri"), "not a valid URL"))?;
+            match parsed.scheme_str() {
+                Some("https") => {}
+                Some("http") if allow_insecure_http => {}
+                _ => {
+                    return Err(ConfigError::key(
+                        key("jwks_uri"),
+                        "must be https (or http with allow_insecure_http)",
+                    ))
+                }
+            }
+            Ok(ValidateKeys::Remote(parsed))
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read(path).map_err(|e| {
+                ConfigError::key(
+                    key("jwks_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Ok(ValidateKeys::File(
+                KeySet::from_jwks(&text, algorithms)
+                    .map_err(|e| ConfigError::key(key("jwks_file"), e))?,
+            ))
+        }
+        _ => Err(ConfigError::key(
+            key("jwks_uri"),
+            "set exactly one of jwks_uri and jwks_file",
+        )),
+    }
 }

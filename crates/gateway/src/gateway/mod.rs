@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::metrics::RouteLabel;
 use crate::outbound::{self, Peer, UpstreamClient};
 use crate::shed::{self, Shed};
+use crate::signals::{Receiver, SignalsMetrics};
 use crate::tokens::{Caller, DomainTokens, Lookup, TokensMetrics};
 use crate::validate::InboundValidator;
 use crate::{feedback, inbound, trace, Body};
@@ -31,6 +32,7 @@ use metrics::{RequestMetrics, RouteDuration, StatusCounters};
 pub(crate) struct GatewayMetrics {
     requests: RequestMetrics,
     tokens: TokensMetrics,
+    signals: SignalsMetrics,
 }
 
 impl GatewayMetrics {
@@ -40,6 +42,7 @@ impl GatewayMetrics {
         Self {
             requests: RequestMetrics::register(registry, exemplars),
             tokens: TokensMetrics::register(registry),
+            signals: SignalsMetrics::register(registry),
         }
     }
 }
@@ -61,6 +64,8 @@ pub(crate) struct Gateway {
     audit: bool,
     /// `[cache.shared]`: made once, kept across reloads (restart-only).
     shared: Option<Arc<crate::tokens::SharedTier>>,
+    /// `[shared_signals]`: the receiver of pushed revocation events.
+    signals: Option<Receiver>,
 }
 
 /// One route, with the runtime of each phase it goes through.
@@ -129,7 +134,12 @@ impl Gateway {
                 })
             })
             .collect::<Result<Vec<_>, rustls::Error>>()?;
+        let signals = config
+            .shared_signals
+            .as_ref()
+            .map(|settings| Receiver::new(settings, jwks_client.clone(), &metrics.signals));
         Ok(Self {
+            signals,
             routes,
             domains,
             shed: Shed::new(
@@ -164,6 +174,11 @@ impl Gateway {
         // `[tracing]` off it is disabled at its callsite and costs nothing further.
         let span = trace::server_span(&request);
         let response = async {
+            // signals: a Security Event Token pushed to the receiver's own path (RFC 8935) is
+            // the transmitter talking to chaingate, not a caller: answered before any route.
+            if let Some(signals) = self.signals.as_ref().filter(|s| s.is_for(&request)) {
+                return signals.receive(request, &self.domains).await;
+            }
             // route: the first configured prefix wins; nothing else about the request picks a
             // target, and an oversized target is refused before anything reads it.
             let route = self.route(&request)?;

@@ -63,6 +63,7 @@ impl DomainTokens {
                         if let Some(scope) = &fresh.scope {
                             self.grown.insert(key, scope.clone()).await;
                         }
+                        self.index_subject(key, None, at1).await;
                         Ok(Op::Put(fresh))
                     }
                     Err(error) => {

@@ -34,11 +34,14 @@ use chaingate_oauth::scope::Scopes;
 mod incremental;
 mod metadata;
 mod shared;
+mod subjects;
 mod token;
 pub(crate) use crate::cache::Lookup;
 pub(crate) use metadata::MetadataMetrics;
 use shared::{apply_remote_evictions, DomainShared};
 pub(crate) use shared::{shared_tier, SharedTier};
+pub(crate) use subjects::SubjectId;
+use subjects::Subjects;
 pub(crate) use token::CachedToken;
 
 #[cfg(test)]
@@ -95,6 +98,8 @@ struct BuiltFrom {
     retry_after: Duration,
     /// The subject domain's, so a kept hop never points at a replaced domain.
     subject: Option<Box<BuiltFrom>>,
+    /// `[shared_signals]` is set: entries are indexed by subject.
+    subjects: bool,
 }
 
 // The fingerprint digests the domain's secrets: never shown, not even as a digest.
@@ -125,6 +130,9 @@ pub(crate) struct DomainTokens {
     shared: Option<DomainShared>,
     /// `log.audit` when the domain was built: the fleet's evictions, which no request carries.
     audit: bool,
+    /// With `[shared_signals]`: whose tokens each entry was exchanged for, so a revocation
+    /// event can evict them.
+    subjects: Option<Subjects>,
 }
 
 impl DomainTokens {
@@ -174,6 +182,7 @@ impl DomainTokens {
             pool_idle: config.timeouts.pool_idle,
             retry_after: config.limits.retry_after,
             subject: subject.as_ref().map(|s| Box::new(s.built_from.clone())),
+            subjects: config.shared_signals.is_some(),
         };
         let tokens = match previous.iter().find(|d| d.built_from == built_from) {
             Some(kept) => kept.clone(),
@@ -221,6 +230,10 @@ impl DomainTokens {
                     built_from,
                     shared,
                     audit: config.log.audit,
+                    subjects: config
+                        .shared_signals
+                        .is_some()
+                        .then(|| Subjects::new(settings.max_entries)),
                 });
                 if let Some(shared) = &tokens.shared {
                     tokio::spawn(apply_remote_evictions(
@@ -363,6 +376,9 @@ impl DomainTokens {
         };
         let (token, loaded) = Box::pin(self.cache.load(key, load, Error::is_refusal)).await?;
         trace::record_coalesced(!loaded);
+        if loaded {
+            self.index_subject(key, scope, at1).await;
+        }
         Ok((token, Lookup::Miss))
     }
 

@@ -22,4 +22,5 @@ mod reload;
 mod response_metadata;
 mod secrets;
 mod shared_cache;
+mod shared_signals;
 mod upstream_pool;
