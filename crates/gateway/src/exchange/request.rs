@@ -146,19 +146,8 @@ fn authenticated(
         // credential. Never sent at or near its `exp`: the server would refuse it anyway, and a
         // 503 tells the caller to retry once the kubelet has rotated it.
         ClientAuth::AssertionFile(file) => {
-            let assertion = file.current().map_err(|e| {
-                tracing::warn!(
-                    path = %file.path.display(),
-                    reason = e.reason(),
-                    "client_assertion_file unusable"
-                );
-                Failure::error(
-                    Error::ExchangeUnavailable {
-                        retry_after: ASSERTION_RETRY_AFTER,
-                    },
-                    e.reason(),
-                )
-            })?;
+            // Logged and counted by the exchanger, which knows the domain.
+            let assertion = file.current().map_err(assertion_failure)?;
             form.append_pair("client_id", &credentials.client_id);
             form.append_pair("client_assertion_type", file.kind.urn());
             form.append_pair("client_assertion", assertion.expose());
@@ -176,6 +165,19 @@ fn authenticated(
                 "request build",
             )
         })
+}
+
+/// The exchange's failure for an unusable assertion file: 503, so callers retry once the
+/// kubelet (or spiffe-helper) has written a fresh one.
+pub(super) fn assertion_failure(e: crate::config::AssertionFileError) -> Failure {
+    let mut failure = Failure::error(
+        Error::ExchangeUnavailable {
+            retry_after: ASSERTION_RETRY_AFTER,
+        },
+        e.reason(),
+    );
+    failure.assertion = Some(e);
+    failure
 }
 
 /// Retry-After when the assertion file is unusable: the kubelet refreshes a projected token
