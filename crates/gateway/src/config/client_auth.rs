@@ -61,6 +61,9 @@ pub(super) fn client_auth(name: &str, d: &FileDomain) -> Result<ClientAuth, Conf
                 signing = signing.with_kid(kid.clone());
             }
             let audience = match d.client_assertion_audience.as_deref() {
+                // draft-ietf-oauth-rfc7523bis §4: the issuer identifier is the audience where it
+                // is known (discovery); without an issuer the token endpoint stays the default.
+                None if d.issuer.is_some() => AssertionAudience::Issuer,
                 None | Some("token_endpoint") => AssertionAudience::TokenEndpoint,
                 Some("issuer") => AssertionAudience::Issuer,
                 Some(url) => AssertionAudience::Fixed(url.to_string()),
