@@ -1,4 +1,6 @@
-//! Client authentication (RFC 6749 §2.3): client_secret_basic, client_secret_post, private_key_jwt.
+//! Client authentication (RFC 6749 §2.3): client_secret_basic, client_secret_post, private_key_jwt,
+//! and federated clients whose platform's JWT is the assertion (RFC 7523 §2.2,
+//! draft-ietf-oauth-spiffe-client-auth).
 
 use std::sync::Arc;
 
@@ -7,7 +9,7 @@ use base64::Engine as _;
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
-use super::config::{Client, ClientAuthMethod};
+use super::config::{Client, ClientAuthMethod, Federated};
 use super::state::Authority;
 use super::store::InsertError;
 use super::web::{Form, OAuthError};
@@ -17,6 +19,9 @@ use chaingate_oauth::util::now_secs;
 
 /// RFC 7523 §2.2 assertion type for client authentication.
 pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// draft-ietf-oauth-spiffe-client-auth: a JWT-SVID as the client assertion.
+const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
 
 const FAILED: &str = "client authentication failed";
 
@@ -32,6 +37,8 @@ enum Presented {
     },
     Assertion {
         assertion: Secret,
+        /// `client_assertion_type` was jwt-spiffe (only federated clients accept it).
+        spiffe: bool,
     },
     /// Only `client_id` (public clients, RFC 6749 §2.3 / §3.2.1).
     IdOnly {
@@ -41,7 +48,7 @@ enum Presented {
 
 /// Authenticates the client of a token, introspection or revocation request.
 /// `endpoint` is the URL of the endpoint being called (accepted as a client assertion `aud`).
-pub(crate) fn authenticate(
+pub(crate) async fn authenticate(
     state: &Authority,
     headers: &HeaderMap,
     form: &Form,
@@ -52,7 +59,7 @@ pub(crate) fn authenticate(
         Presented::Basic { id, .. } | Presented::Post { id, .. } | Presented::IdOnly { id } => {
             id.clone()
         }
-        Presented::Assertion { assertion } => assertion_client_id(assertion, form)?,
+        Presented::Assertion { assertion, .. } => assertion_client_id(assertion, form)?,
     };
     let Some(client) = state.client(&id) else {
         // Spend comparable time on unknown clients so ids cannot be probed by timing.
@@ -73,8 +80,15 @@ pub(crate) fn authenticate(
                 Err(OAuthError::invalid_client(FAILED))
             }
         }
-        (Presented::Assertion { assertion }, ClientAuthMethod::PrivateKeyJwt(keys)) => {
-            check_assertion(state, &client, keys, assertion, endpoint)
+        (
+            Presented::Assertion {
+                assertion,
+                spiffe: false,
+            },
+            ClientAuthMethod::PrivateKeyJwt(keys),
+        ) => check_assertion(state, &client, keys, assertion, endpoint),
+        (Presented::Assertion { assertion, .. }, ClientAuthMethod::Federated(federated)) => {
+            check_federated(state, &client, federated, assertion, endpoint).await
         }
         (Presented::IdOnly { .. }, ClientAuthMethod::None) => Ok(()),
         (Presented::IdOnly { .. }, _) => Err(OAuthError::invalid_client(
@@ -116,16 +130,21 @@ fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> 
         });
     }
     if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
-        if form.get("client_assertion_type") != Some(JWT_BEARER) {
-            return Err(OAuthError::invalid_client(
-                "unsupported or missing client_assertion_type",
-            ));
-        }
+        let spiffe = match form.get("client_assertion_type") {
+            Some(JWT_BEARER) => false,
+            Some(JWT_SPIFFE) => true,
+            _ => {
+                return Err(OAuthError::invalid_client(
+                    "unsupported or missing client_assertion_type",
+                ))
+            }
+        };
         let assertion = form
             .get("client_assertion")
             .ok_or_else(|| OAuthError::invalid_client("missing client_assertion"))?;
         found.push(Presented::Assertion {
             assertion: Secret::new(assertion),
+            spiffe,
         });
     }
     if found.len() > 1 {
@@ -196,15 +215,17 @@ pub(crate) fn form_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The client an assertion claims to be: `client_id` if sent, else its `iss`.
+/// The client an assertion claims to be: `client_id` if sent, else its `iss`. A federated
+/// client's assertion names the workload issuer as `iss`, so `client_id` is how it is found;
+/// for private_key_jwt, `iss` = `sub` = the client is checked with the signature.
 fn assertion_client_id(assertion: &Secret, form: &Form) -> Result<String, OAuthError> {
+    if let Some(id) = form.get("client_id") {
+        return Ok(id.to_string());
+    }
     let (_, claims) = jwt::peek(assertion.expose())
         .map_err(|e| OAuthError::invalid_client(format!("client_assertion: {e}")))?;
     let iss = claims.get("iss").and_then(|v| v.as_str());
     match (form.get("client_id"), iss) {
-        (Some(id), Some(iss)) if id != iss => Err(OAuthError::invalid_client(
-            "client_assertion iss does not match client_id",
-        )),
         (Some(id), _) => Ok(id.to_string()),
         (None, Some(iss)) => Ok(iss.to_string()),
         (None, None) => Err(OAuthError::invalid_client("client_assertion has no iss")),
@@ -248,6 +269,72 @@ fn check_assertion(
         Err(InsertError::Present) => Err(bad("jti was already used".into())),
         Err(InsertError::Full) => Err(OAuthError::unavailable("replay cache is full")),
     }
+}
+
+/// A federated client's assertion: signed by its workload issuer, for exactly its subject,
+/// aimed at this authority, in its lifetime, and (with `single_use`) never seen before.
+/// Every refusal is the same `invalid_client` (RFC 6749 §5.2); the log says which check
+/// failed, never anything of the assertion.
+async fn check_federated(
+    state: &Authority,
+    client: &Client,
+    federated: &Federated,
+    assertion: &Secret,
+    endpoint: &str,
+) -> Result<(), OAuthError> {
+    let refuse = |check: &'static str| {
+        tracing::info!(client_id = %client.id, check, "federated client assertion refused");
+        OAuthError::invalid_client(FAILED)
+    };
+    let (header, _) = jwt::peek(assertion.expose()).map_err(|_| refuse("malformed"))?;
+    if jwt::typ_is(&header, "at+jwt") {
+        return Err(refuse("typ"));
+    }
+    let kid = header.get("kid").and_then(|v| v.as_str());
+    let keys = state
+        .federated_keys(&client.id, federated, kid)
+        .await
+        .map_err(|e| {
+            tracing::warn!(client_id = %client.id, error = %e, "workload issuer keys unavailable");
+            OAuthError::unavailable("the workload issuer's keys are unavailable")
+        })?;
+    let verified =
+        jwt::verify(assertion.expose(), &header, &keys).map_err(|_| refuse("signature"))?;
+    let claims = &verified.claims;
+    if jwt::string_claim(claims, "iss").ok() != Some(federated.issuer.as_str()) {
+        return Err(refuse("iss"));
+    }
+    if jwt::string_claim(claims, "sub").ok() != Some(federated.subject.as_str()) {
+        return Err(refuse("sub"));
+    }
+    let token_endpoint = state.endpoint("/token");
+    let accepted: Vec<&str> = match &federated.audience {
+        Some(aud) => vec![aud.as_str()],
+        None => vec![state.issuer.as_str(), &token_endpoint, endpoint],
+    };
+    let auds = jwt::audiences(claims).map_err(|_| refuse("aud"))?;
+    if !auds.iter().any(|a| accepted.contains(&a.as_str())) {
+        return Err(refuse("aud"));
+    }
+    let exp = jwt::check_times(claims, state.config.clock_skew.as_secs())
+        .map_err(|_| refuse("exp, nbf or iat"))?;
+    if federated.single_use {
+        let jti = jwt::string_claim(claims, "jti").map_err(|_| refuse("jti"))?;
+        // A digest: the replay set holds no piece of the assertion.
+        let mut digest = chaingate_oauth::digest::Sha256::new();
+        digest.part(client.id.as_bytes());
+        digest.part(jti.as_bytes());
+        let key = format!(
+            "federated\u{0}{}",
+            chaingate_oauth::digest::hex(&digest.finish())
+        );
+        match state.replay.insert(key, exp) {
+            Ok(()) => {}
+            Err(InsertError::Present) => return Err(refuse("replay")),
+            Err(InsertError::Full) => return Err(OAuthError::unavailable("replay cache is full")),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

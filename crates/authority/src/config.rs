@@ -89,8 +89,37 @@ pub(crate) enum ClientAuthMethod {
     SecretBasic(Secret),
     SecretPost(Secret),
     PrivateKeyJwt(KeySet),
+    /// `federated`: a workload issuer's JWT is the credential (RFC 7523 §2.2,
+    /// draft-ietf-oauth-spiffe-client-auth).
+    Federated(Federated),
     /// A public client (RFC 6749 §2.1): sends only `client_id`.
     None,
+}
+
+/// `[[clients]] federated`: the client authenticates with a JWT its platform issued to it
+/// (a Kubernetes projected service account token, a SPIFFE JWT-SVID), not one it signed.
+#[derive(Debug)]
+pub(crate) struct Federated {
+    /// The workload issuer's `iss` (e.g. the cluster's service account issuer).
+    pub(crate) issuer: String,
+    /// The one `sub` accepted, e.g. `system:serviceaccount:ns:sa`.
+    pub(crate) subject: String,
+    /// `jwks_uri` (fetched and cached by the authority) or `jwks_file`.
+    pub(crate) keys: FederatedKeys,
+    /// The only `aud` accepted; `None`: this authority's issuer or token endpoint URL.
+    pub(crate) audience: Option<String>,
+    /// Algorithms accepted from the workload issuer.
+    pub(crate) algorithms: Vec<Algorithm>,
+    /// Refuse a second use of one `jti` within its lifetime. Off by default: the kubelet
+    /// hands the same projected token to every request until it rotates it.
+    pub(crate) single_use: bool,
+}
+
+/// Where a federated client's workload issuer keys come from.
+#[derive(Debug)]
+pub(crate) enum FederatedKeys {
+    Remote(http::Uri),
+    Static(KeySet),
 }
 
 impl ClientAuthMethod {
@@ -99,6 +128,7 @@ impl ClientAuthMethod {
             Self::SecretBasic(_) => "client_secret_basic",
             Self::SecretPost(_) => "client_secret_post",
             Self::PrivateKeyJwt(_) => "private_key_jwt",
+            Self::Federated(_) => "a federated client assertion",
             Self::None => "none",
         }
     }

@@ -40,6 +40,8 @@ pub(super) struct RawClient {
     client_name: Option<String>,
     /// Reciprocal OAuth: scope this authority asks the client's domain for in return.
     reciprocal: Option<String>,
+    /// A workload issuer's JWT instead of a secret or keys.
+    federated: Option<super::config_federated::RawFederated>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,7 +64,7 @@ pub(super) struct RawIssuer {
 }
 
 pub(super) fn validate_client(
-    c: RawClient,
+    mut c: RawClient,
     i: usize,
     base: &Path,
     dev_mode: bool,
@@ -87,6 +89,27 @@ pub(super) fn validate_client(
     };
     if secret.as_ref().is_some_and(Secret::is_empty) {
         return Err(ConfigError::key(key("client_secret"), "must not be empty"));
+    }
+    if let Some(raw) = c.federated.take() {
+        // The platform's token is the credential: a secret or key next to it is a mistake
+        // (which one would the client use?).
+        let conflicting = [
+            ("client_secret", c.client_secret.is_some()),
+            ("client_secret_file", c.client_secret_file.is_some()),
+            ("jwks_file", c.jwks_file.is_some()),
+            ("public", c.public),
+        ];
+        if let Some((field, _)) = conflicting.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::key(key(field), "conflicts with federated"));
+        }
+        if let Some(method) = c.auth_method.as_deref().filter(|m| *m != "federated") {
+            return Err(ConfigError::key(
+                key("auth_method"),
+                format!("\"{method}\" conflicts with federated (leave auth_method out)"),
+            ));
+        }
+        let federated = super::config_federated::validate_federated(raw, &key, base)?;
+        return finish(c, i, ClientAuthMethod::Federated(federated), dev_mode);
     }
     let default_method = if c.public {
         "none"
@@ -136,6 +159,17 @@ pub(super) fn validate_client(
                 "unknown method (client_secret_basic, client_secret_post, private_key_jwt, none)",
             )),
         };
+    finish(c, i, auth, dev_mode)
+}
+
+/// Everything of a client but its authentication.
+fn finish(
+    c: RawClient,
+    i: usize,
+    auth: ClientAuthMethod,
+    dev_mode: bool,
+) -> Result<Client, ConfigError> {
+    let key = |k: &str| format!("clients[{i}].{k}");
     let mut grants = BTreeSet::new();
     for (g, name) in c.grants.iter().enumerate() {
         grants.insert(match name.as_str() {

@@ -66,11 +66,15 @@ where
         let form = read_form(&parts.headers, body, state.config.max_body_bytes).await?;
         match post.as_str() {
             "/token" => grants::token(state, &parts.headers, &form).await,
-            "/introspect" => introspect(state, &parts.headers, &form).map(|v| (v, None)),
-            "/reciprocal/code" => {
-                reciprocal::code::issue(state, &parts.headers, &form).map(|v| (v, None))
-            }
-            _ => revoke(state, &parts.headers, &form).map(|v| (v, None)),
+            "/introspect" => introspect(state, &parts.headers, &form)
+                .await
+                .map(|v| (v, None)),
+            "/reciprocal/code" => reciprocal::code::issue(state, &parts.headers, &form)
+                .await
+                .map(|v| (v, None)),
+            _ => revoke(state, &parts.headers, &form)
+                .await
+                .map(|v| (v, None)),
         }
     }
     .await;
@@ -114,12 +118,12 @@ pub(crate) fn active_claims(state: &Authority, token: &str) -> Option<Value> {
 }
 
 /// RFC 7662: any authenticated client may introspect; inactive is just `{"active":false}`.
-fn introspect(
+async fn introspect(
     state: &Authority,
     headers: &http::HeaderMap,
     form: &web::Form,
 ) -> Result<Value, OAuthError> {
-    let client = authenticate(state, headers, form, &state.endpoint("/introspect"))?;
+    let client = authenticate(state, headers, form, &state.endpoint("/introspect")).await?;
     if client.is_public() {
         return Err(OAuthError::invalid_client(
             "public clients may not introspect tokens",
@@ -150,12 +154,12 @@ fn introspect(
 
 /// RFC 7009: 200 for every well-formed, authenticated request; only the token's own client
 /// can revoke it (others' requests are silently ignored, revealing nothing).
-fn revoke(
+async fn revoke(
     state: &Authority,
     headers: &http::HeaderMap,
     form: &web::Form,
 ) -> Result<Value, OAuthError> {
-    let client = authenticate(state, headers, form, &state.endpoint("/revoke"))?;
+    let client = authenticate(state, headers, form, &state.endpoint("/revoke")).await?;
     let token = form.require("token")?;
     if state.refresh.revoke(token, &client.id) {
         tracing::info!(client_id = %client.id, "refresh token revoked (whole grant)");

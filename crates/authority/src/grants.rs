@@ -68,7 +68,7 @@ pub(crate) async fn token(
             ))
         }
     };
-    let client = authenticate(state, headers, form, &state.endpoint("/token"))?;
+    let client = authenticate(state, headers, form, &state.endpoint("/token")).await?;
     if !client.grants.contains(&grant) {
         return Err(OAuthError::unauthorized_client(
             "client may not use this grant_type",

@@ -12,6 +12,7 @@ mod client_auth;
 mod code_grant;
 mod config;
 mod config_entries;
+mod config_federated;
 mod config_interactive;
 mod endpoints;
 mod forms;

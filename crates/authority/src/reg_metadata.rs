@@ -205,6 +205,8 @@ pub(crate) fn auth_method(
 pub(crate) fn secret_of(client: &Client) -> Option<chaingate_oauth::secret::Secret> {
     match &client.auth {
         ClientAuthMethod::SecretBasic(s) | ClientAuthMethod::SecretPost(s) => Some(s.clone()),
-        ClientAuthMethod::PrivateKeyJwt(_) | ClientAuthMethod::None => None,
+        ClientAuthMethod::PrivateKeyJwt(_)
+        | ClientAuthMethod::Federated(_)
+        | ClientAuthMethod::None => None,
     }
 }

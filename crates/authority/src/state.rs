@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::config::{AuthorityConfig, Client, KeySource, TrustedIssuer};
+use super::config::{
+    AuthorityConfig, Client, ClientAuthMethod, Federated, FederatedKeys, KeySource, TrustedIssuer,
+};
 use super::introspection::Introspector;
 use super::reciprocal;
 use super::refresh::RefreshStore;
@@ -36,6 +38,8 @@ pub(crate) struct Authority {
     remote: Vec<Option<RemoteKeys>>,
     /// Parallel to `config.trusted_issuers`: the introspection cache, if validated by introspection.
     pub(crate) introspectors: Vec<Option<Introspector>>,
+    /// Federated clients' workload issuer JWKS caches (`jwks_uri`), by client id.
+    federated: HashMap<String, RemoteKeys>,
     pub(crate) http: SharedClient,
     pub(crate) limits: FetchLimits,
     pub(crate) replay: ExpiringSet,
@@ -101,6 +105,26 @@ impl Authority {
                 KeySource::Static(_) | KeySource::Introspection(_) => None,
             })
             .collect();
+        let federated = config
+            .clients
+            .iter()
+            .filter_map(|c| match &c.auth {
+                ClientAuthMethod::Federated(Federated {
+                    keys: FederatedKeys::Remote(uri),
+                    algorithms,
+                    ..
+                }) => Some((
+                    c.id.clone(),
+                    RemoteKeys::new(
+                        uri.clone(),
+                        algorithms.clone(),
+                        limits.clone(),
+                        client.clone(),
+                    ),
+                )),
+                _ => None,
+            })
+            .collect();
         let introspectors = config
             .trusted_issuers
             .iter()
@@ -116,6 +140,7 @@ impl Authority {
             known_audiences,
             config,
             remote,
+            federated,
             introspectors,
             http: client,
             limits,
@@ -179,6 +204,23 @@ impl Authority {
             (KeySource::Remote(_), Some(remote)) => remote.keys(kid).await,
             (KeySource::Remote(_) | KeySource::Introspection(_), _) => {
                 Err("issuer keys are not configured".into())
+            }
+        }
+    }
+
+    /// A federated client's workload issuer keys: its `jwks_file`, or its `jwks_uri` through
+    /// the cache (refetched for an unknown `kid`, at most once per `jwks_min_refetch_interval`).
+    pub(crate) async fn federated_keys(
+        &self,
+        client_id: &str,
+        federated: &Federated,
+        kid: Option<&str>,
+    ) -> Result<Arc<KeySet>, String> {
+        match (&federated.keys, self.federated.get(client_id)) {
+            (FederatedKeys::Static(set), _) => Ok(Arc::new(set.clone())),
+            (FederatedKeys::Remote(_), Some(remote)) => remote.keys(kid).await,
+            (FederatedKeys::Remote(_), None) => {
+                Err("workload issuer keys are not configured".into())
             }
         }
     }

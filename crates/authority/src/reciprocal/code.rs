@@ -30,12 +30,12 @@ pub(crate) fn consented(
     policy || scope.is_subset(&state.flows.granted(user, recipient))
 }
 
-pub(crate) fn issue(
+pub(crate) async fn issue(
     state: &Authority,
     headers: &HeaderMap,
     form: &Form,
 ) -> Result<Value, OAuthError> {
-    let agent = authenticate(state, headers, form, &state.endpoint("/reciprocal/code"))?;
+    let agent = authenticate(state, headers, form, &state.endpoint("/reciprocal/code")).await?;
     if agent.is_public() {
         return Err(OAuthError::invalid_client(
             "public clients may not ask for reciprocal codes",

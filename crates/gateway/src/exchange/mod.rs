@@ -329,7 +329,10 @@ impl Exchanger {
         };
         // An unusable token file is this side's fault: checked before admission, so it neither
         // counts against the token server's breaker nor takes an in-flight slot.
-        let result = match self.assertion_usable().and(admitted.map_err(|(e, r)| Failure::error(e, r))) {
+        let result = match self
+            .assertion_usable()
+            .and(admitted.map_err(|(e, r)| Failure::error(e, r)))
+        {
             Err(failure) => Err(failure),
             Ok(_admission) => {
                 let attempts = self.attempts(subject, scope, started + self.domain.timeout);

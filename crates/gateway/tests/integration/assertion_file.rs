@@ -101,11 +101,20 @@ async fn the_token_server_sees_the_files_jwt_as_client_assertion_and_no_secret()
         (Some("jwt-bearer"), JWT_BEARER),
         (Some("jwt-spiffe"), JWT_SPIFFE),
     ] {
-        let jwt = token("spiffe://cluster.local/ns/demo/sa/chaingate", now_secs() + 3600);
+        let jwt = token(
+            "spiffe://cluster.local/ns/demo/sa/chaingate",
+            now_secs() + 3600,
+        );
         let projected = Projected::new(&jwt);
         let sts = TokenServer::start().await;
         let upstream = Upstream::start().await;
-        let gw = gateway(&config(&sts.url(), &upstream.url(), &projected.path(), kind)).await;
+        let gw = gateway(&config(
+            &sts.url(),
+            &upstream.url(),
+            &projected.path(),
+            kind,
+        ))
+        .await;
 
         let answer = get(gw.addr, "/x", Some("caller-at1")).await;
         assert_eq!(answer.status, 200, "{kind:?}: {}", answer.body);
@@ -114,7 +123,10 @@ async fn the_token_server_sees_the_files_jwt_as_client_assertion_and_no_secret()
         assert_eq!(request.param("client_assertion_type"), Some(urn));
         assert_eq!(request.param("client_id"), Some("gateway-wid"));
         assert_eq!(request.param("client_secret"), None);
-        assert_eq!(request.authorization, None, "{kind:?}: no Basic credentials");
+        assert_eq!(
+            request.authorization, None,
+            "{kind:?}: no Basic credentials"
+        );
         assert_eq!(get(gw.admin_addr, "/ready", None).await.status, 200);
     }
 }
@@ -131,7 +143,13 @@ async fn a_kubelet_symlink_swap_under_a_burst_fails_no_request_and_the_new_token
     })
     .await;
     let upstream = Upstream::start().await;
-    let gw = gateway(&config(&sts.url(), &upstream.url(), &projected.path(), None)).await;
+    let gw = gateway(&config(
+        &sts.url(),
+        &upstream.url(),
+        &projected.path(),
+        None,
+    ))
+    .await;
 
     // Eight callers, each request with its own AT1 so that each one is an exchange.
     let stop = Arc::new(AtomicBool::new(false));
@@ -228,7 +246,11 @@ async fn a_missing_or_expired_file_is_a_503_counted_logged_and_on_ready_until_a_
         get(gw.admin_addr, "/ready", None).await.body,
         "not ready\ndomain wid: client_assertion_file expired\n"
     );
-    assert_eq!(sts.calls(), 0, "nothing was sent with a missing or expired token");
+    assert_eq!(
+        sts.calls(),
+        0,
+        "nothing was sent with a missing or expired token"
+    );
 
     let logs = captured.text();
     let line = logs
@@ -236,7 +258,10 @@ async fn a_missing_or_expired_file_is_a_503_counted_logged_and_on_ready_until_a_
         .find(|l| l.contains("client_assertion_file unusable") && l.contains("\"expired\""))
         .expect("a warn line for the expired file");
     assert!(line.contains("\"wid\""), "names the domain: {line}");
-    assert!(line.contains(&path.display().to_string()), "names the path: {line}");
+    assert!(
+        line.contains(&path.display().to_string()),
+        "names the path: {line}"
+    );
     assert!(!logs.contains(&expired), "the JWT is in the logs");
     assert!(!logs.contains(expired.split('.').nth(1).unwrap()));
 

@@ -779,8 +779,14 @@ async fn private_key_jwt_aims_at_the_discovered_issuer_by_default_and_token_endp
     let upstream = Upstream::start().await;
     for (override_line, expected) in [
         ("", issuer_url.clone()),
-        ("client_assertion_audience = \"issuer\"\n", issuer_url.clone()),
-        ("client_assertion_audience = \"token_endpoint\"\n", sts.url()),
+        (
+            "client_assertion_audience = \"issuer\"\n",
+            issuer_url.clone(),
+        ),
+        (
+            "client_assertion_audience = \"token_endpoint\"\n",
+            sts.url(),
+        ),
     ] {
         let domains = format!(
             "[domains.x]\nissuer = \"{issuer_url}\"\nclient_id = \"gw\"\nauth_method = \"private_key_jwt\"\nclient_key_file = {:?}\n{override_line}allow_insecure_http = true\n",

@@ -6,5 +6,6 @@ mod chain;
 mod clients;
 mod endpoints;
 mod exchange;
+mod federated;
 mod introspected;
 mod jwks_fetch;
