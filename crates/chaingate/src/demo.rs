@@ -3,6 +3,10 @@
 //! Authority A (domain A) hands out AT1s by client_credentials; authority B trusts A's keys and
 //! speaks the chain grant; an echo upstream shows the claims of the token it received; the gateway
 //! sits in front of the upstream and exchanges at B.
+//!
+//! Secretless toward B: a demo "cluster" key, generated at start, signs a projected-style
+//! service account token that the gateway reads from a file (`client_assertion_file`), and B's
+//! client `chaingate` is `federated` with that key, as with a Kubernetes projected token.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,7 +26,16 @@ use chaingate_authority::{self as authority, AuthorityConfig, RunningAuthority};
 use chaingate_core::drain;
 use chaingate_core::serve::{self, ServeLimits};
 use chaingate_gateway::config::Config;
+use chaingate_oauth::keys::SigningKey;
 use chaingate_oauth::secret::Secret;
+use chaingate_oauth::util::{now_secs, random_id};
+
+/// The demo cluster's service account issuer and the gateway's service account.
+const CLUSTER_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+const SERVICE_ACCOUNT: &str = "system:serviceaccount:demo:chaingate";
+/// As a projected volume with `expirationSeconds: 3600`; rewritten at half-life like the
+/// kubelet (which refreshes at 80 %).
+const TOKEN_LIFETIME_SECS: u64 = 3600;
 
 /// Everything the demo started.
 #[derive(Debug)]
@@ -34,6 +47,7 @@ pub(crate) struct Demo {
     /// A fresh AT1 from authority A, for the printed `curl` line.
     pub at1: Secret,
     app_secret: Secret,
+    cluster: Cluster,
     upstream_stop: drain::Signal,
     upstream_task: JoinHandle<()>,
 }
@@ -48,12 +62,14 @@ pub(crate) enum DemoError {
     Start(#[from] chaingate_gateway::StartError),
     #[error("cannot get a first token from authority A: {0}")]
     FirstToken(String),
+    #[error("cannot make the demo cluster's key or token: {0}")]
+    Cluster(String),
 }
 
 /// Starts both authorities, the echo upstream and the gateway (data port `port`; 0 = any).
 pub(crate) async fn start(port: u16) -> Result<Demo, DemoError> {
     let app_secret = random_secret();
-    let gateway_secret = random_secret();
+    let mut cluster = Cluster::new()?;
     let authority_a = authority::spawn(AuthorityConfig::from_toml(&format!(
         r#"
 listen = "127.0.0.1:0"
@@ -78,10 +94,9 @@ default_audience = "urn:demo:upstream"
 
 [[clients]]
 client_id = "chaingate"
-client_secret = "{gateway}"
-auth_method = "client_secret_basic"
 grants = ["chain", "token-exchange"]
 scope = "b:read b:write"
+federated = {{ issuer = "{cluster_issuer}", subject = "{service_account}", jwks_file = {jwks:?} }}
 
 [[trusted_issuers]]
 issuer = "{a}"
@@ -90,10 +105,13 @@ allow_insecure_http = true
 audiences = ["urn:demo:gateway"]
 scope_map = {{ "a:read" = "b:read", "a:write" = "b:write" }}
 "#,
-        gateway = gateway_secret.expose(),
+        cluster_issuer = CLUSTER_ISSUER,
+        service_account = SERVICE_ACCOUNT,
+        jwks = cluster.jwks_file().display().to_string(),
         a = authority_a.issuer()
     ))?)
     .await?;
+    cluster.issue_for(authority_b.issuer())?;
     let (upstream, upstream_stop, upstream_task) = echo_upstream().await?;
     let gateway = chaingate_gateway::spawn(Config::from_toml(&format!(
         r#"
@@ -104,8 +122,7 @@ admin_listen = "127.0.0.1:0"
 token_endpoint = "{b}/token"
 grant = "chain"
 client_id = "chaingate"
-client_secret = "{gateway}"
-auth_method = "client_secret_basic"
+client_assertion_file = {token:?}
 allow_insecure_http = true
 scope = "b:read"
 
@@ -116,7 +133,7 @@ upstream = "http://{upstream}"
 domain = "b"
 "#,
         b = authority_b.issuer(),
-        gateway = gateway_secret.expose(),
+        token = cluster.token_file().display().to_string(),
     ))?)
     .await?;
     let at1 = first_token(authority_a.issuer(), &app_secret)
@@ -129,6 +146,7 @@ domain = "b"
         gateway,
         at1,
         app_secret,
+        cluster,
         upstream_stop,
         upstream_task,
     })
@@ -144,6 +162,8 @@ impl Demo {
             "chaingate demo: everything on loopback\n\
              \n  authority A (domain A)  {a}   issues AT1 to client demo-app\
              \n  authority B (domain B)  {b}   trusts A; chain grant for client chaingate\
+             \n                          (no secret: the gateway authenticates with a service account\
+             \n                          token signed by a demo cluster key, read from {token})\
              \n  upstream (echo)         http://{up}\
              \n  gateway                 http://{gw}   admin http://{admin} (/live /ready /metrics)\
              \n\nA fresh AT1 from authority A (scope a:read a:write, valid 10 minutes):\n\n  {at1}\
@@ -157,6 +177,7 @@ impl Demo {
             admin = self.gateway.admin_addr,
             at1 = self.at1.expose(),
             app = self.app_secret.expose(),
+            token = self.cluster.token_file().display(),
         )
     }
 
@@ -168,7 +189,77 @@ impl Demo {
         let _ = self.upstream_task.await;
         self.authority_b.shutdown().await;
         self.authority_a.shutdown().await;
+        self.cluster.remove();
     }
+}
+
+/// The demo's stand-in for a cluster: its service account signing key (public half in a
+/// JWKS file for authority B) and the gateway's projected token file, re-signed at half-life.
+#[derive(Debug)]
+struct Cluster {
+    dir: std::path::PathBuf,
+    key: std::sync::Arc<SigningKey>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+impl Cluster {
+    fn new() -> Result<Self, DemoError> {
+        let key = SigningKey::generate().map_err(DemoError::Cluster)?;
+        let dir = std::env::temp_dir().join(format!("chaingate-demo-{}", random_id()));
+        std::fs::create_dir(&dir)?;
+        let jwks = serde_json::json!({ "keys": [key.public_jwk()] });
+        std::fs::write(dir.join("cluster-jwks.json"), jwks.to_string())?;
+        Ok(Self {
+            dir,
+            key: std::sync::Arc::new(key),
+            refresher: None,
+        })
+    }
+
+    fn jwks_file(&self) -> std::path::PathBuf {
+        self.dir.join("cluster-jwks.json")
+    }
+
+    fn token_file(&self) -> std::path::PathBuf {
+        self.dir.join("token")
+    }
+
+    /// Writes the first token for `audience` and keeps it fresh.
+    fn issue_for(&mut self, audience: &str) -> Result<(), DemoError> {
+        write_token(&self.key, audience, &self.token_file())?;
+        let (key, audience, path) = (self.key.clone(), audience.to_string(), self.token_file());
+        self.refresher = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(TOKEN_LIFETIME_SECS / 2)).await;
+                if let Err(e) = write_token(&key, &audience, &path) {
+                    tracing::warn!(error = %e, "demo: cannot refresh the service account token");
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    fn remove(self) {
+        if let Some(refresher) = self.refresher {
+            refresher.abort();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A projected-service-account-shaped token, written whole and renamed into place.
+fn write_token(key: &SigningKey, audience: &str, path: &std::path::Path) -> Result<(), DemoError> {
+    let now = now_secs();
+    let claims = serde_json::json!({
+        "iss": CLUSTER_ISSUER, "sub": SERVICE_ACCOUNT, "aud": [audience],
+        "iat": now, "nbf": now, "exp": now + TOKEN_LIFETIME_SECS, "jti": random_id(),
+        "kubernetes.io": { "namespace": "demo", "serviceaccount": { "name": "chaingate" } },
+    });
+    let token = key.sign("JWT", &claims).map_err(DemoError::Cluster)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, token)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 fn random_secret() -> Secret {
