@@ -116,8 +116,16 @@ echo "yamllint: clean"
 step "kubectl kustomize + kubernetes-validate"
 "$KUBECTL" kustomize "$DEPLOY/kustomize/base" >"$WORK/base.yaml"
 "$KUBECTL" kustomize "$DEPLOY/kustomize/overlays/classic" >"$WORK/classic.yaml"
+"$KUBECTL" kustomize "$DEPLOY/kustomize/overlays/workload-identity" >"$WORK/workload-identity.yaml"
 "$VENV/bin/kubernetes-validate" --strict -k "$KUBERNETES_VERSION" "$WORK/base.yaml"
 "$VENV/bin/kubernetes-validate" --strict -k "$KUBERNETES_VERSION" "$WORK/classic.yaml"
+"$VENV/bin/kubernetes-validate" --strict -k "$KUBERNETES_VERSION" "$WORK/workload-identity.yaml"
+# Secretless: the projected token replaces the client secret, and no Secret is rendered.
+grep -q 'expirationSeconds: 3600' "$WORK/workload-identity.yaml"
+grep -q 'mountPath: /var/run/secrets/tokens' "$WORK/workload-identity.yaml"
+if grep -q '^kind: Secret' "$WORK/workload-identity.yaml"; then
+  echo "workload-identity overlay still renders a Secret"; exit 1
+fi
 "$VENV/bin/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION_CLASSIC" "$WORK/classic.yaml"
 echo "classic overlay also valid against $KUBERNETES_VERSION_CLASSIC"
 
@@ -172,7 +180,8 @@ if [ ! -x "$BIN" ]; then
   echo "missing: $BIN (build it first: cargo build -p chaingate --bin chaingate; cargo test does)"; exit 1
 fi
 "$PY" "$DEPLOY/tools/check.py" chaingate-check "$BIN" "$WORK" \
-  "$DEPLOY/kustomize/base/chaingate.toml" "${HELM_TOMLS[@]}"
+  "$DEPLOY/kustomize/base/chaingate.toml" \
+  "$DEPLOY/kustomize/overlays/workload-identity/chaingate.toml" "${HELM_TOMLS[@]}"
 
 # --- monitoring --------------------------------------------------------------------------
 step "PodMonitor / PrometheusRule / dashboard structure"
