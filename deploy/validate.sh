@@ -168,6 +168,21 @@ for variant in native classic; do
   HELM_TOMLS+=("$out/configmap.yaml")
 done
 
+step "helm template with values-workload-identity.yaml (secretless) + kubernetes-validate"
+"$HELM" lint --strict --kube-version "$KUBERNETES_VERSION" -f "$DEPLOY/helm/values-workload-identity.yaml" "$CHART"
+"$HELM" template demo "$CHART" --namespace default --kube-version "$KUBERNETES_VERSION" \
+  -f "$DEPLOY/helm/values-workload-identity.yaml" --output-dir "$WORK/helm-wid" >/dev/null
+find "$WORK/helm-wid/chaingate/templates" -name '*.yaml' -print0 | sort -z | xargs -0 cat >"$WORK/helm-wid.yaml"
+"$VENV/bin/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION" "$WORK/helm-wid.yaml"
+grep -q 'expirationSeconds: 3600' "$WORK/helm-wid.yaml"
+grep -q 'mountPath: /var/run/secrets/tokens' "$WORK/helm-wid.yaml"
+grep -q 'client_assertion_file = "/var/run/secrets/tokens/billing"' "$WORK/helm-wid.yaml"
+if grep -q -e '^kind: Secret' -e 'client_secret' "$WORK/helm-wid.yaml"; then
+  echo "values-workload-identity.yaml still renders a client secret"; exit 1
+fi
+echo "  ok   helm workload-identity: projected token, no Secret, valid against $KUBERNETES_VERSION"
+HELM_TOMLS+=("$WORK/helm-wid/chaingate/templates/configmap.yaml")
+
 step "helm chart behaviour (values switches) and what lint cannot see (docs, every branch)"
 "$PY" "$DEPLOY/tools/check.py" helm-rendered "$WORK/helm-native/chaingate/templates" \
   "$WORK/helm-classic/chaingate/templates"

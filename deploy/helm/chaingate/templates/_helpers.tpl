@@ -58,7 +58,11 @@ admin_listen = {{ printf "0.0.0.0:%d" (int .Values.chaingate.adminPort) | quote 
 {{- range $k, $v := $d.settings }}
 {{ $k }} = {{ toJson $v }}
 {{- end }}
+{{- if dig "serviceAccountToken" "audience" "" $d }}
+client_assertion_file = {{ printf "%s/%s" $.Values.chaingate.tokensDir $name | quote }}
+{{- else }}
 client_secret_file = {{ printf "%s/%s/%s" $.Values.chaingate.secretsDir $name $d.clientSecret.key | quote }}
+{{- end }}
 {{- end }}
 {{- range $.Values.chaingate.routes }}
 
@@ -142,9 +146,21 @@ encryption_key_file = {{ printf "%s/shared-cache/%s" .Values.chaingate.secretsDi
     - name: chaingate-config
       mountPath: /etc/chaingate
       readOnly: true
+    {{- $projected := false }}
     {{- range $name, $d := $v.chaingate.domains }}
+    {{- if dig "serviceAccountToken" "audience" "" $d }}
+    {{- $projected = true }}
+    {{- else }}
     - name: {{ printf "secret-%s" $name | trunc 63 | trimSuffix "-" }}
       mountPath: {{ printf "%s/%s" $v.chaingate.secretsDir $name }}
+      readOnly: true
+    {{- end }}
+    {{- end }}
+    {{- if $projected }}
+    # Projected service account tokens, one file per secretless domain; the kubelet rotates
+    # them by swapping the directory's ..data symlink (a directory mount, never subPath).
+    - name: sa-tokens
+      mountPath: {{ $v.chaingate.tokensDir }}
       readOnly: true
     {{- end }}
     {{- if or $v.chaingate.sharedCache.url $v.chaingate.sharedCache.clusterNodes }}
