@@ -4,6 +4,7 @@
 mod access_log;
 mod audit;
 mod claims;
+mod dpop_inbound;
 mod dpop_outbound;
 mod drain;
 mod early_close;
