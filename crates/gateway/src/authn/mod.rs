@@ -61,19 +61,18 @@ impl Authn {
         if token.expose().len() > self.max_token_bytes {
             return Err(Error::InvalidRequest("bearer token too long"));
         }
-        let mut bound = None;
         if let Some(validator) = &self.validator {
             match Box::pin(validator.check(token.expose())).await {
                 Err(Error::InvalidToken) if proven => return Err(Error::DpopInvalidToken),
                 other => other?,
             }
-            // Verified just now, so its claims can be read as they are.
-            bound = chaingate_oauth::jwt::peek(token.expose())
-                .ok()
-                .and_then(|(_, claims)| {
-                    chaingate_oauth::dpop::bound_jkt(&claims).map(str::to_owned)
-                });
         }
+        // The key a JWT AT1 is bound to (RFC 9449 §6.1). Read even where the route does not
+        // validate the token here: whoever holds a stolen AT1 cannot edit its `cnf` without
+        // breaking the signature the token server checks, so a proof by any other key is refused.
+        let bound = chaingate_oauth::jwt::peek(token.expose())
+            .ok()
+            .and_then(|(_, claims)| chaingate_oauth::dpop::bound_jkt(&claims).map(str::to_owned));
         if proven {
             dpop.check(request, tls, token.expose(), bound.as_deref())
                 .await?;

@@ -432,3 +432,39 @@ async fn a_route_without_dpop_is_unchanged_and_never_forwards_a_dpop_header() {
     assert!(upstream.received()[0].header("dpop").is_none());
     assert!(!metrics(&gw).await.contains("chaingate_dpop_proofs_total{"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_local_validation_a_jwt_at1_still_needs_a_proof_by_its_cnf_key() {
+    // A stolen bound AT1 on a route that leaves validation to the token server: its `cnf.jkt`
+    // cannot be edited without breaking the signature the token server checks, so a proof by
+    // the thief's own key must be refused here, before any exchange.
+    let issuer = Issuer::start().await;
+    let sts = TokenServer::start().await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&(config(&sts.url(), &upstream.url(), "") + "dpop = \"required\"\n")).await;
+    let (owner, thief) = (Forge::new(), Forge::new());
+    let at1 = issuer.token(Some(&owner.jkt()));
+    let htu = format!("http://{}/r", gw.addr);
+
+    let stolen = call(
+        gw.addr,
+        "/r",
+        Some(format!("DPoP {at1}")),
+        &[&thief.proof(&htu, &at1, |_, _| {})],
+    )
+    .await;
+    assert_proof_refused(&stolen, "thief's key");
+    assert!(
+        sts.calls() == 0,
+        "a refused proof never reaches the token server"
+    );
+
+    let owned = call(
+        gw.addr,
+        "/r",
+        Some(format!("DPoP {at1}")),
+        &[&owner.proof(&htu, &at1, |_, _| {})],
+    )
+    .await;
+    assert_eq!(owned.status, 200, "{}", owned.body);
+}
