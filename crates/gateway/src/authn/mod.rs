@@ -62,10 +62,9 @@ impl Authn {
             return Err(Error::InvalidRequest("bearer token too long"));
         }
         if let Some(validator) = &self.validator {
-            match Box::pin(validator.check(token.expose())).await {
-                Err(Error::InvalidToken) if proven => return Err(Error::DpopInvalidToken),
-                other => other?,
-            }
+            Box::pin(validator.check(token.expose()))
+                .await
+                .map_err(|e| token.in_its_scheme(e))?;
         }
         // The key a JWT AT1 is bound to (RFC 9449 §6.1). Read even where the route does not
         // validate the token here: whoever holds a stolen AT1 cannot edit its `cnf` without
@@ -104,14 +103,25 @@ impl Authn {
     }
 }
 
-/// The caller's token (AT1), borrowed from the request. Never printed.
+/// The caller's token (AT1), borrowed from the request, and whether it came under the DPoP
+/// scheme. Never printed.
 #[derive(Clone, Copy)]
-pub(crate) struct InboundToken<'a>(&'a str);
+pub(crate) struct InboundToken<'a>(&'a str, bool);
 
 impl<'a> InboundToken<'a> {
     /// The token's value, for the cache key digest and the exchange request only.
     pub(crate) fn expose(&self) -> &'a str {
         self.0
+    }
+
+    /// `error` as this caller must hear it: a token refused later (by the token server's
+    /// `invalid_grant`, say) is challenged under the scheme it came with, so a DPoP client is
+    /// told `DPoP`, not `Bearer` (RFC 9449 §7.1).
+    pub(crate) fn in_its_scheme(&self, error: Error) -> Error {
+        match error {
+            Error::InvalidToken if self.1 => Error::DpopInvalidToken,
+            other => other,
+        }
     }
 }
 
@@ -172,7 +182,7 @@ fn credential<'a>(
     }
     // is_b64token admits ASCII only, so this cannot fail.
     std::str::from_utf8(rest)
-        .map(|t| (scheme, InboundToken(t)))
+        .map(|t| (scheme, InboundToken(t, scheme == Scheme::Dpop)))
         .map_err(|_| Error::InvalidRequest("malformed bearer token"))
 }
 
@@ -214,12 +224,12 @@ fn has_access_token_param(query: &str) -> bool {
 impl<'a> InboundToken<'a> {
     /// A token that [`bearer`] accepted earlier, held on to for a background renewal.
     pub(crate) fn already_accepted(token: &'a str) -> Self {
-        Self(token)
+        Self(token, false)
     }
 
     #[cfg(test)]
     pub(crate) fn for_test(token: &'a str) -> Self {
-        Self(token)
+        Self(token, false)
     }
 }
 
@@ -284,7 +294,7 @@ mod tests {
 
     #[test]
     fn debug_does_not_show_the_token() {
-        let t = InboundToken("very-secret-token");
+        let t = InboundToken("very-secret-token", false);
         assert!(!format!("{t:?}").contains("very-secret"));
     }
 }

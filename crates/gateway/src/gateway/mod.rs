@@ -209,7 +209,11 @@ impl Gateway {
             let caller = Caller::new(&route.label.route, self.audit, || {
                 trace::traceparent(request.headers())
             });
-            let (at2, lookup) = route.tokens.for_route(&route.config, at1, &caller).await?;
+            let (at2, lookup) = route
+                .tokens
+                .for_route(&route.config, at1, &caller)
+                .await
+                .map_err(|e| at1.in_its_scheme(e))?;
             outcome.lookup = Some(lookup);
             // The next hop's parent is chaingate's span, not the caller's.
             trace::inject_current(request.headers_mut());

@@ -468,3 +468,39 @@ async fn without_local_validation_a_jwt_at1_still_needs_a_proof_by_its_cnf_key()
     .await;
     assert_eq!(owned.status, 200, "{}", owned.body);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_server_refusing_a_bound_subject_token_is_a_dpop_challenge_to_the_caller() {
+    // Keycloak, for one, answers invalid_grant to a token exchange whose subject token is
+    // DPoP-bound. The caller hears 401 invalid_token under the scheme it used, so a DPoP client
+    // is not told to come back with Bearer.
+    let sts =
+        TokenServer::scripted(|_, _| chaingate_test_support::Reply::error(400, "invalid_grant"))
+            .await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&(config(&sts.url(), &upstream.url(), "") + "dpop = \"allowed\"\n")).await;
+    let key = ProofKey::generate().unwrap();
+    let at1 = "bound-caller-token";
+    let proof = key
+        .proof("GET", &format!("http://{}/r", gw.addr), Some(at1), None)
+        .unwrap();
+
+    let dpop = call(gw.addr, "/r", Some(format!("DPoP {at1}")), &[&proof]).await;
+    assert_eq!(dpop.status, 401, "{}", dpop.body);
+    let c = challenges(&dpop);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert!(c[0].starts_with("DPoP error=\"invalid_token\""), "{c:?}");
+    assert_eq!(sts.calls(), 1);
+
+    let bearer = call(gw.addr, "/r", Some("Bearer plain-token".into()), &[]).await;
+    assert_eq!(bearer.status, 401, "{}", bearer.body);
+    let c = challenges(&bearer);
+    assert!(
+        c[0].starts_with("Bearer ") && c[0].contains("error=\"invalid_token\""),
+        "{c:?}"
+    );
+    assert!(
+        !upstream.received().iter().any(|_| true),
+        "nothing reached the upstream"
+    );
+}
