@@ -130,6 +130,11 @@ fn introspect(
         return Ok(json!({ "active": false }));
     };
     let mut out = json!({ "active": true, "token_type": "Bearer" });
+    // RFC 9449 §6.2: a bound token's key and scheme.
+    if let Some(jkt) = chaingate_oauth::dpop::bound_jkt(&claims) {
+        out["token_type"] = json!(chaingate_oauth::dpop::TOKEN_TYPE);
+        out["cnf"] = json!({ "jkt": jkt });
+    }
     for name in [
         "scope",
         "client_id",
@@ -215,6 +220,8 @@ fn metadata(state: &Authority) -> Response {
         "introspection_endpoint_auth_methods_supported": confidential_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "access_token_signing_alg_values_supported": [state.signing.alg()],
+        // RFC 9449 §5.1: the proof algorithms chaingate_oauth::dpop::verify accepts.
+        "dpop_signing_alg_values_supported": chaingate_oauth::keys::DEFAULT_ALGORITHMS,
     });
     if let Some(reg) = &interactive.registration {
         scopes.extend(reg.scope.iter().cloned());
