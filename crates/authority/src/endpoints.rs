@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use super::authorize;
 use super::client_auth::authenticate;
+use super::dpop;
 use super::forms;
 use super::grants::{self, CHAIN, JWT_BEARER, TOKEN_EXCHANGE};
 use super::reciprocal::{self, RECIPROCAL};
@@ -74,7 +75,7 @@ where
         }
     }
     .await;
-    match result {
+    let mut response = match result {
         Ok((Value::Null, _)) => {
             let mut r = web::json(StatusCode::OK, &json!({}));
             *r.body_mut() = http_body_util::Full::new(bytes::Bytes::new());
@@ -92,7 +93,11 @@ where
             tracing::info!(endpoint = %post, error = e.code, description = %e.description, "request refused");
             e.into_response()
         }
+    };
+    if post == "/token" {
+        dpop::add_nonce(state, response.headers_mut());
     }
+    response
 }
 
 /// Claims of a token this authority issued and still considers active, else `None`.

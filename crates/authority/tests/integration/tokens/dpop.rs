@@ -139,3 +139,45 @@ async fn bad_proofs_are_invalid_dpop_proof_and_never_quoted() {
         }
     }
 }
+
+#[tokio::test]
+async fn with_require_dpop_nonce_a_proof_without_the_nonce_gets_use_dpop_nonce_then_succeeds() {
+    let b = chaingate_authority::spawn(
+        chaingate_authority::AuthorityConfig::from_toml(
+            r#"
+listen = "127.0.0.1:0"
+default_audience = "urn:b:api"
+require_dpop_nonce = true
+
+[[clients]]
+client_id = "gateway"
+client_secret = "gw-secret"
+grants = ["client_credentials"]
+"#,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let url = format!("{}/token", b.issuer());
+    let key = ProofKey::generate().unwrap();
+    let r = post_dpop(&url, &[&key.proof("POST", &url, None, None).unwrap()], &[CC]).await;
+    assert_eq!(
+        (r.status, r.error()),
+        (StatusCode::BAD_REQUEST, "use_dpop_nonce"),
+        "{}",
+        r.raw
+    );
+    let nonce = r.headers["dpop-nonce"].to_str().unwrap().to_string();
+    let wrong = key.proof("POST", &url, None, Some("not-ours")).unwrap();
+    let r = post_dpop(&url, &[&wrong], &[CC]).await;
+    assert_eq!(r.error(), "use_dpop_nonce", "{}", r.raw);
+    let proof = key.proof("POST", &url, None, Some(&nonce)).unwrap();
+    let r = post_dpop(&url, &[&proof], &[CC]).await;
+    assert_bound(&r, &key);
+    // Every token response carries a nonce to use next (§8.2).
+    assert!(r.headers.contains_key("dpop-nonce"));
+    // Requests without a proof are unaffected.
+    let r = post(&url, Some(&basic("gateway", "gw-secret")), &[CC]).await;
+    assert_eq!(r.body["token_type"], "Bearer", "{}", r.raw);
+}
