@@ -13,6 +13,7 @@ mod code_grant;
 mod config;
 mod config_entries;
 mod config_interactive;
+mod dpop;
 mod endpoints;
 mod forms;
 mod grants;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::{AuthorityConfig, Client, KeySource, TrustedIssuer};
+use super::dpop;
 use super::introspection::Introspector;
 use super::reciprocal;
 use super::refresh::RefreshStore;
@@ -48,6 +49,8 @@ pub(crate) struct Authority {
     pub(crate) registry: Registry,
     /// Reciprocal OAuth, party B: redemption client, delivered grants, outcome counters.
     pub(crate) reciprocal: Arc<reciprocal::Runtime>,
+    /// DPoP nonces (RFC 9449 §8), used when `require_dpop_nonce` is on.
+    pub(crate) dpop_nonces: dpop::Nonces,
 }
 
 impl Authority {
@@ -126,6 +129,7 @@ impl Authority {
             refresh: RefreshStore::default(),
             registry: Registry::default(),
             reciprocal,
+            dpop_nonces: dpop::Nonces::new()?,
         })
     }
 
