@@ -132,7 +132,8 @@ pub(crate) fn authorization_code(
         scope.extend(family.scope.iter().cloned());
         let _ = state.flows.add_granted(&record.user, &client.id, &scope);
     }
-    let (response, family, jti) = issue_with_refresh(state, client, &record.user, scope, None, jkt)?;
+    let (response, family, jti) =
+        issue_with_refresh(state, client, &record.user, scope, None, jkt)?;
     state.flows.codes.with(&key, |r| {
         if let Some(r) = r {
             r.used = Some(UsedCode {
@@ -214,7 +215,8 @@ pub(crate) fn refresh(
     let ttl = state.config.interactive.refresh_token_ttl.as_secs();
     let (family, new_token) = state.refresh.rotate(token, &client.id, ttl).map_err(bad)?;
     let scope = requested.unwrap_or_else(|| family.scope.clone());
-    let (response, _, _) = issue_with_refresh(state, client, &family.user, scope, Some(new_token), jkt)?;
+    let (response, _, _) =
+        issue_with_refresh(state, client, &family.user, scope, Some(new_token), jkt)?;
     Ok(response)
 }
 

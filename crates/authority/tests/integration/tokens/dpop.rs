@@ -49,7 +49,12 @@ async fn a_proof_binds_client_credentials_and_chain_tokens_and_introspection_sho
     let d = Domains::start().await;
     let url = d.b_url("/token");
     let key = ProofKey::generate().unwrap();
-    let r = post_dpop(&url, &[&key.proof("POST", &url, None, None).unwrap()], &[CC]).await;
+    let r = post_dpop(
+        &url,
+        &[&key.proof("POST", &url, None, None).unwrap()],
+        &[CC],
+    )
+    .await;
     assert_bound(&r, &key);
     let bound = r.token();
 
@@ -93,12 +98,13 @@ async fn bad_proofs_are_invalid_dpop_proof_and_never_quoted() {
     let url = d.b_url("/token");
     let key = ProofKey::generate().unwrap();
     let forge = TestKey::new("dpop-forge");
-    let claims_at = |iat: u64, htm: &str, htu: &str| {
-        json!({ "jti": format!("j-{iat}-{htm}-{}", htu.len()), "htm": htm, "htu": htu, "iat": iat })
-    };
+    let claims_at = |iat: u64, htm: &str, htu: &str| json!({ "jti": format!("j-{iat}-{htm}-{}", htu.len()), "htm": htm, "htu": htu, "iat": iat });
     // The forging itself is right: a fresh, well-formed forged proof is accepted.
     let good = forged(&forge, &claims_at(now(), "POST", &url));
-    assert_eq!(post_dpop(&url, &[&good], &[CC]).await.status, StatusCode::OK);
+    assert_eq!(
+        post_dpop(&url, &[&good], &[CC]).await.status,
+        StatusCode::OK
+    );
 
     let mut tampered = key.proof("POST", &url, None, None).unwrap();
     let last = if tampered.ends_with('A') { 'B' } else { 'A' };
@@ -110,7 +116,10 @@ async fn bad_proofs_are_invalid_dpop_proof_and_never_quoted() {
     ];
     let cases: Vec<(&str, Vec<String>)> = vec![
         ("bad signature", vec![tampered]),
-        ("wrong htm", vec![key.proof("GET", &url, None, None).unwrap()]),
+        (
+            "wrong htm",
+            vec![key.proof("GET", &url, None, None).unwrap()],
+        ),
         (
             "wrong htu",
             vec![key
@@ -161,7 +170,12 @@ grants = ["client_credentials"]
     .unwrap();
     let url = format!("{}/token", b.issuer());
     let key = ProofKey::generate().unwrap();
-    let r = post_dpop(&url, &[&key.proof("POST", &url, None, None).unwrap()], &[CC]).await;
+    let r = post_dpop(
+        &url,
+        &[&key.proof("POST", &url, None, None).unwrap()],
+        &[CC],
+    )
+    .await;
     assert_eq!(
         (r.status, r.error()),
         (StatusCode::BAD_REQUEST, "use_dpop_nonce"),
