@@ -177,7 +177,15 @@ fn issue_with_refresh(
         None if client.grants.contains(&Grant::RefreshToken) => {
             let (family, token) = state
                 .refresh
-                .start(&client.id, user, scope, ttl)
+                // RFC 9449 §5: a public client's refresh token is bound to its DPoP key; a
+                // confidential client's is not (it authenticates on every refresh).
+                .start(
+                    &client.id,
+                    user,
+                    scope,
+                    jkt.filter(|_| client.is_public()),
+                    ttl,
+                )
                 .map_err(unavailable)?;
             response["refresh_token"] = Value::String(token);
             Some(family)
@@ -213,7 +221,10 @@ pub(crate) fn refresh(
         }
     }
     let ttl = state.config.interactive.refresh_token_ttl.as_secs();
-    let (family, new_token) = state.refresh.rotate(token, &client.id, ttl).map_err(bad)?;
+    let (family, new_token) = state
+        .refresh
+        .rotate(token, &client.id, jkt, ttl)
+        .map_err(bad)?;
     let scope = requested.unwrap_or_else(|| family.scope.clone());
     let (response, _, _) =
         issue_with_refresh(state, client, &family.user, scope, Some(new_token), jkt)?;
