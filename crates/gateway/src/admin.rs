@@ -3,7 +3,9 @@
 //! - `GET /live`: 200 while the process serves; touches nothing else.
 //! - `GET /ready`: 200 once config is loaded, listeners are bound and every domain has its token
 //!   endpoint (discovery) and credentials (self-registration); 503 before, while a domain has
-//!   lost its credentials (expired registered secret), and from the moment a drain starts.
+//!   lost its credentials (expired registered secret) or its `client_assertion_file` is
+//!   missing, unreadable, malformed or expired (the body names the domain and the reason), and
+//!   from the moment a drain starts.
 //! - `GET /metrics`: Prometheus metrics: OpenMetrics when the scraper asks for it (`Accept`),
 //!   else the Prometheus 0.0.4 text format.
 
@@ -58,10 +60,7 @@ impl Admin {
         match request.uri().path() {
             "/live" => text(StatusCode::OK, "live\n"),
             // Live check too: a self-registered domain whose secret expired is not ready.
-            "/ready" if self.readiness.is_ready() && self.gateway.load().is_ready() => {
-                text(StatusCode::OK, "ready\n")
-            }
-            "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            "/ready" => self.ready(),
             "/metrics" => {
                 self.gateway.load_full().update_gauges().await;
                 let mut body = String::with_capacity(16 * 1024);
@@ -96,10 +95,31 @@ impl Admin {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
-        body.as_bytes(),
-    ))));
+impl Admin {
+    /// `GET /ready`. A domain whose assertion file cannot be sent is named after the
+    /// `not ready` line (domain and reason only: the path and the token stay in the logs' and
+    /// the file's hands).
+    fn ready(&self) -> Response<Body> {
+        let gateway = self.gateway.load();
+        // Live check too: a self-registered domain whose secret expired is not ready.
+        let started = self.readiness.is_ready() && gateway.is_ready();
+        let unusable = gateway.unusable_assertions();
+        if started && unusable.is_empty() {
+            return text(StatusCode::OK, "ready\n");
+        }
+        let mut body = String::from("not ready\n");
+        for (domain, error) in unusable {
+            body.push_str(&format!(
+                "domain {domain}: client_assertion_file {}\n",
+                error.reason()
+            ));
+        }
+        text(StatusCode::SERVICE_UNAVAILABLE, body)
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Either::Right(Full::new(body.into())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::assertion_file::{AssertionFile, AssertionType};
 use super::digest::Digest;
 use super::domain::{AssertionAudience, AssertionKey, ClientAuth};
 use super::file::{FileDomain, SecretText};
@@ -22,7 +23,16 @@ pub(super) fn client_auth(name: &str, d: &FileDomain) -> Result<ClientAuth, Conf
         }
         Ok(())
     };
-    match d.auth_method.as_str() {
+    if let Some(path) = &d.client_assertion_file {
+        return assertion_file(name, d, path);
+    }
+    if d.client_assertion_type.is_some() {
+        return Err(ConfigError::key(
+            key("client_assertion_type"),
+            "only used with client_assertion_file",
+        ));
+    }
+    match d.auth_method() {
         "client_secret_basic" => Ok(ClientAuth::Basic(basic_authorization(
             d.client_id.as_deref().unwrap_or_default(),
             &secret(name, d)?,
@@ -51,6 +61,9 @@ pub(super) fn client_auth(name: &str, d: &FileDomain) -> Result<ClientAuth, Conf
                 signing = signing.with_kid(kid.clone());
             }
             let audience = match d.client_assertion_audience.as_deref() {
+                // draft-ietf-oauth-rfc7523bis §4: the issuer identifier is the audience where it
+                // is known (discovery); without an issuer the token endpoint stays the default.
+                None if d.issuer.is_some() => AssertionAudience::Issuer,
                 None | Some("token_endpoint") => AssertionAudience::TokenEndpoint,
                 Some("issuer") => AssertionAudience::Issuer,
                 Some(url) => AssertionAudience::Fixed(url.to_string()),
@@ -91,6 +104,58 @@ pub(super) fn client_auth(name: &str, d: &FileDomain) -> Result<ClientAuth, Conf
             "not client_secret_basic, client_secret_post, private_key_jwt or tls_client_auth",
         )),
     }
+}
+
+/// `client_assertion_file`: the file is the credential, so a secret, key or certificate
+/// alongside it is a mistake (which one would the server see?).
+fn assertion_file(
+    name: &str,
+    d: &FileDomain,
+    path: &std::path::Path,
+) -> Result<ClientAuth, ConfigError> {
+    let key = |field: &str| format!("domains.{name}.{field}");
+    if let Some(method) = d.auth_method.as_deref() {
+        if method != "client_assertion_file" {
+            return Err(ConfigError::key(
+                key("auth_method"),
+                format!(
+                    "\"{method}\" conflicts with client_assertion_file (leave auth_method out)"
+                ),
+            ));
+        }
+    }
+    let conflicting = [
+        ("client_secret", d.client_secret.is_some()),
+        ("client_secret_file", d.client_secret_file.is_some()),
+        ("client_key_file", d.client_key_file.is_some()),
+        ("client_cert_file", d.client_cert_file.is_some()),
+    ];
+    if let Some((field, _)) = conflicting.iter().find(|(_, set)| *set) {
+        return Err(ConfigError::key(
+            key(field),
+            "not used with client_assertion_file",
+        ));
+    }
+    let kind = match d.client_assertion_type.as_deref() {
+        None | Some("jwt-bearer") => AssertionType::JwtBearer,
+        Some("jwt-spiffe") => AssertionType::JwtSpiffe,
+        Some(_) => {
+            return Err(ConfigError::key(
+                key("client_assertion_type"),
+                "not jwt-bearer or jwt-spiffe",
+            ))
+        }
+    };
+    if path.as_os_str().is_empty() {
+        return Err(ConfigError::key(
+            key("client_assertion_file"),
+            "must not be empty",
+        ));
+    }
+    Ok(ClientAuth::AssertionFile(Arc::new(AssertionFile::new(
+        path.to_path_buf(),
+        kind,
+    ))))
 }
 
 fn secret(name: &str, d: &FileDomain) -> Result<Secret, ConfigError> {

@@ -97,6 +97,8 @@ pub enum ClientAuth {
     PrivateKeyJwt(Arc<AssertionKey>),
     /// Mutual TLS with this certificate; `client_id` in the body.
     TlsClientAuth(Arc<TlsIdentity>),
+    /// `client_assertion_file`: a platform-issued JWT, re-read when the file changes.
+    AssertionFile(Arc<super::AssertionFile>),
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -106,6 +108,7 @@ impl std::fmt::Debug for ClientAuth {
             Self::Post(_) => "ClientAuth::Post([redacted])",
             Self::PrivateKeyJwt(_) => "ClientAuth::PrivateKeyJwt([redacted])",
             Self::TlsClientAuth(_) => "ClientAuth::TlsClientAuth([redacted])",
+            Self::AssertionFile(_) => "ClientAuth::AssertionFile([redacted])",
         })
     }
 }
@@ -328,6 +331,10 @@ impl Domain {
                 d.part(format!("{:?}|{:?}", key.audience, key.key.kid()).as_bytes());
             }
             ClientAuth::TlsClientAuth(identity) => d.part(&super::digest::tls_digest(identity)),
+            // The path and type identify it; the contents rotate by design.
+            ClientAuth::AssertionFile(file) => {
+                d.part(format!("{}|{:?}", file.path.display(), file.kind).as_bytes())
+            }
         }
         d.part(self.scope.as_deref().unwrap_or("").as_bytes());
         for cert in self.ca_certs.iter().flatten() {

@@ -83,8 +83,13 @@ pub(crate) struct FileDomain {
     pub(crate) client_id: Option<String>,
     pub(crate) client_secret: Option<SecretText>,
     pub(crate) client_secret_file: Option<PathBuf>,
-    #[serde(default = "default_auth_method")]
-    pub(crate) auth_method: String,
+    /// Unset means `client_secret_basic`, or the file assertion with `client_assertion_file`
+    /// (see [`FileDomain::auth_method`]).
+    pub(crate) auth_method: Option<String>,
+    /// A JWT written by the platform (projected service account token, JWT-SVID), sent as the
+    /// client assertion; `client_assertion_type` is `jwt-bearer` (default) or `jwt-spiffe`.
+    pub(crate) client_assertion_file: Option<PathBuf>,
+    pub(crate) client_assertion_type: Option<String>,
     /// private_key_jwt: PKCS#8 PEM key, optional `kid`, `aud` and algorithm.
     pub(crate) client_key_file: Option<PathBuf>,
     pub(crate) client_key_id: Option<String>,
@@ -353,6 +358,9 @@ fn default_grant() -> String {
     "chain".to_string()
 }
 
-fn default_auth_method() -> String {
-    "client_secret_basic".to_string()
+impl FileDomain {
+    /// `auth_method`, defaulted: `client_secret_basic` (RFC 6749 §2.3.1).
+    pub(crate) fn auth_method(&self) -> &str {
+        self.auth_method.as_deref().unwrap_or("client_secret_basic")
+    }
 }

@@ -3,6 +3,7 @@
 //! Everything downstream of [`Config::from_toml`] works with parsed `Uri`s, `SocketAddr`s,
 //! `Duration`s, loaded PEMs and secrets; nothing parses configuration again.
 
+mod assertion_file;
 mod client_auth;
 mod digest;
 mod domain;
@@ -25,6 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use assertion_file::{AssertionFile, AssertionFileError, AssertionType};
 pub(crate) use chaingate_core::config::{load_certs, load_identity, validate_scope};
 pub use chaingate_core::config::{
     parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError, TlsIdentity,

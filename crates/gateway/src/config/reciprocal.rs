@@ -196,7 +196,9 @@ impl Reciprocal {
         match &self.client_auth {
             ClientAuth::Basic(value) => d.part(value.as_bytes()),
             ClientAuth::Post(secret) => d.part(secret.expose().as_bytes()),
-            ClientAuth::PrivateKeyJwt(_) | ClientAuth::TlsClientAuth(_) => {}
+            ClientAuth::PrivateKeyJwt(_)
+            | ClientAuth::TlsClientAuth(_)
+            | ClientAuth::AssertionFile(_) => {}
         }
         for cert in self.ca_certs.iter().flatten() {
             d.part(cert.as_ref());

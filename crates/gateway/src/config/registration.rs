@@ -147,7 +147,7 @@ pub(super) fn validate_registration(
             "not used with registration: the issued client_id is used",
         ));
     }
-    let secret_in_body = match d.auth_method.as_str() {
+    let secret_in_body = match d.auth_method() {
         "client_secret_basic" => false,
         "client_secret_post" => true,
         _ => {
@@ -195,10 +195,7 @@ pub(super) fn validate_registration(
     metadata.insert("grant_types".into(), json!([grant]));
     // Token requests only: no redirect-based flow is registered.
     metadata.insert("response_types".into(), json!([]));
-    metadata.insert(
-        "token_endpoint_auth_method".into(),
-        json!(d.auth_method.as_str()),
-    );
+    metadata.insert("token_endpoint_auth_method".into(), json!(d.auth_method()));
     if let Some(scope) = &d.scope {
         metadata.insert("scope".into(), json!(scope));
     }

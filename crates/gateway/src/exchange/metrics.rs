@@ -1,5 +1,5 @@
-//! `chaingate_token_exchanges_total`, `chaingate_token_exchange_duration_seconds`, retries and the
-//! circuit-breaker gauge, by domain.
+//! `chaingate_token_exchanges_total`, `chaingate_token_exchange_duration_seconds`, retries, the
+//! circuit-breaker gauge and unusable `client_assertion_file`s, by domain.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::config::AssertionFileError;
 use crate::metrics::DomainLabel;
 use chaingate_core::metrics::latency_histogram;
 
@@ -47,6 +48,13 @@ pub(super) struct DomainOutcome {
     outcome: Outcome,
 }
 
+/// `{domain, reason}` of `chaingate_client_assertion_errors_total`: `reason` is one of four.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DomainReason {
+    domain: Arc<str>,
+    reason: &'static str,
+}
+
 impl DomainLabel {
     pub(super) fn outcome(&self, outcome: Outcome) -> DomainOutcome {
         DomainOutcome {
@@ -63,6 +71,7 @@ pub(crate) struct ExchangeMetrics {
     pub(super) duration: Family<DomainLabel, Histogram>,
     pub(super) retries: Family<DomainLabel, Counter>,
     pub(super) circuit_open: Family<DomainLabel, Gauge>,
+    pub(super) assertion_errors: Family<DomainReason, Counter>,
     pub(super) reciprocal: super::ReciprocalMetrics,
     pub(super) registration: super::RegistrationMetrics,
 }
@@ -95,11 +104,19 @@ impl ExchangeMetrics {
             "1 while the domain's circuit breaker fails exchanges fast",
             circuit_open.clone(),
         );
+        let assertion_errors = Family::default();
+        registry.register(
+            "chaingate_client_assertion_errors",
+            "Token requests not sent because the client_assertion_file was missing, unreadable, \
+             malformed or expired",
+            assertion_errors.clone(),
+        );
         Self {
             exchanges,
             duration,
             retries,
             circuit_open,
+            assertion_errors,
             reciprocal: super::ReciprocalMetrics::register(registry),
             registration: super::RegistrationMetrics::register(registry),
         }
@@ -122,6 +139,8 @@ impl ExchangeMetrics {
             duration: self.duration.get_or_create_owned(label),
             retries: self.retries.get_or_create_owned(label),
             circuit_open: self.circuit_open.get_or_create_owned(label),
+            assertion_errors: self.assertion_errors.clone(),
+            label: label.clone(),
         }
     }
 }
@@ -134,4 +153,19 @@ pub(super) struct DomainExchangeMetrics {
     pub(super) retries: Counter,
     pub(super) circuit_open: Gauge,
     pub(super) duration: Histogram,
+    /// Touched only on the (rare) error path, so its series exist only for domains that had one.
+    assertion_errors: Family<DomainReason, Counter>,
+    label: DomainLabel,
+}
+
+impl DomainExchangeMetrics {
+    /// Counts one token request the assertion file kept from being sent.
+    pub(super) fn assertion_error(&self, error: AssertionFileError) {
+        self.assertion_errors
+            .get_or_create(&DomainReason {
+                domain: self.label.domain.clone(),
+                reason: error.reason(),
+            })
+            .inc();
+    }
 }

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::audit::{Caller, Decision};
 use crate::authn::InboundToken;
-use crate::config::{ClientAuth, Domain, Grant, TokenEndpoint};
+use crate::config::{AssertionFileError, ClientAuth, Domain, Grant, TokenEndpoint};
 use crate::error::Error;
 use crate::metrics::DomainLabel;
 use crate::trace;
@@ -327,8 +327,10 @@ impl Exchanger {
         } else {
             self.guard.admit(self.retry_after)
         };
-        let result = match admitted {
-            Err((error, reason)) => Err(Failure::error(error, reason)),
+        // An unusable token file is this side's fault: checked before admission, so it neither
+        // counts against the token server's breaker nor takes an in-flight slot.
+        let result = match self.assertion_usable().and(admitted.map_err(|(e, r)| Failure::error(e, r))) {
+            Err(failure) => Err(failure),
             Ok(_admission) => {
                 let attempts = self.attempts(subject, scope, started + self.domain.timeout);
                 let result = match tokio::time::timeout(self.domain.timeout, attempts).await {
@@ -458,7 +460,8 @@ impl Exchanger {
                     scope,
                     actor: actor.as_deref(),
                 },
-            )?;
+            )
+            .inspect_err(|failure| self.assertion_failed(failure))?;
             if let Some(dpop) = &self.domain.dpop {
                 self.prove(&mut request, &dpop.key, &endpoints.token)?;
             }
@@ -492,6 +495,43 @@ impl Exchanger {
                     return Ok(issued);
                 }
             }
+        }
+    }
+
+    /// An unusable `client_assertion_file`: a warn naming the domain and the path (never the
+    /// contents) and `chaingate_client_assertion_errors_total{domain,reason}`.
+    fn assertion_failed(&self, failure: &Failure) {
+        let (Some(error), ClientAuth::AssertionFile(file)) =
+            (failure.assertion, &self.domain.client_auth)
+        else {
+            return;
+        };
+        self.metrics.assertion_error(error);
+        tracing::warn!(
+            domain = %self.domain.name,
+            path = %file.path.display(),
+            reason = error.reason(),
+            "client_assertion_file unusable"
+        );
+    }
+
+    /// `Err` (logged and counted) if the domain's `client_assertion_file` cannot be sent now.
+    fn assertion_usable(&self) -> Result<(), Failure> {
+        let ClientAuth::AssertionFile(file) = &self.domain.client_auth else {
+            return Ok(());
+        };
+        file.current().map(drop).map_err(|e| {
+            let failure = request::assertion_failure(e);
+            self.assertion_failed(&failure);
+            failure
+        })
+    }
+
+    /// Why the domain's `client_assertion_file` cannot be sent now, if it has one (`/ready`).
+    pub(crate) fn assertion_unusable(&self) -> Option<AssertionFileError> {
+        match &self.domain.client_auth {
+            ClientAuth::AssertionFile(file) => file.current().err(),
+            _ => None,
         }
     }
 
@@ -593,6 +633,8 @@ struct Failure {
     reason: &'static str,
     /// `Some` if another attempt may be made, with the server's wait (Retry-After) if it gave one.
     retry_hint: Option<Option<Duration>>,
+    /// Set when the `client_assertion_file` kept the request from being built.
+    assertion: Option<AssertionFileError>,
 }
 
 impl Failure {
@@ -602,6 +644,7 @@ impl Failure {
             outcome: Outcome::Error,
             reason,
             retry_hint: None,
+            assertion: None,
         }
     }
 

@@ -142,6 +142,16 @@ fn authenticated(
             form.append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE);
             form.append_pair("client_assertion", &assertion);
         }
+        // RFC 7523 §2.2 / draft-ietf-oauth-spiffe-client-auth: the platform's JWT is the
+        // credential. Never sent at or near its `exp`: the server would refuse it anyway, and a
+        // 503 tells the caller to retry once the kubelet has rotated it.
+        ClientAuth::AssertionFile(file) => {
+            // Logged and counted by the exchanger, which knows the domain.
+            let assertion = file.current().map_err(assertion_failure)?;
+            form.append_pair("client_id", &credentials.client_id);
+            form.append_pair("client_assertion_type", file.kind.urn());
+            form.append_pair("client_assertion", assertion.expose());
+        }
         // RFC 8705 §2: the certificate authenticates; client_id identifies.
         ClientAuth::TlsClientAuth(_) => {
             form.append_pair("client_id", &credentials.client_id);
@@ -156,6 +166,23 @@ fn authenticated(
             )
         })
 }
+
+/// The exchange's failure for an unusable assertion file: 503, so callers retry once the
+/// kubelet (or spiffe-helper) has written a fresh one.
+pub(super) fn assertion_failure(e: crate::config::AssertionFileError) -> Failure {
+    let mut failure = Failure::error(
+        Error::ExchangeUnavailable {
+            retry_after: ASSERTION_RETRY_AFTER,
+        },
+        e.reason(),
+    );
+    failure.assertion = Some(e);
+    failure
+}
+
+/// Retry-After when the assertion file is unusable: the kubelet refreshes a projected token
+/// well before expiry, so a short wait usually finds a fresh one.
+const ASSERTION_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Serialize)]
 struct AssertionClaims<'a> {

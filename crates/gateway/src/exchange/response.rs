@@ -162,6 +162,7 @@ pub(super) fn classify_error(status: StatusCode, body: &[u8], grant: &Grant) -> 
         outcome: Outcome::Rejected,
         reason,
         retry_hint: None,
+        assertion: None,
     }
 }
 

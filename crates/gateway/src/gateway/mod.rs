@@ -13,7 +13,7 @@ use tracing::{Instrument, Span};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::authn::{Authn, InboundProofs, ProofsTotal};
-use crate::config::{Config, Route};
+use crate::config::{AssertionFileError, Config, Route};
 use crate::error::Error;
 use crate::metrics::RouteLabel;
 use crate::outbound::{self, Peer, UpstreamClient};
@@ -276,6 +276,21 @@ impl Gateway {
                 .iter()
                 .filter_map(|r| r.authn.validator())
                 .all(InboundValidator::is_ready)
+    }
+
+    /// Domains whose `client_assertion_file` is unusable now, with why: `/ready` names them.
+    /// Not part of [`Self::is_ready`], which startup waits on: a missing token file must not
+    /// keep the listeners from serving the other domains.
+    pub(crate) fn unusable_assertions(&self) -> Vec<(Arc<str>, AssertionFileError)> {
+        self.domains
+            .iter()
+            .filter_map(|d| {
+                let exchanger = d.exchanger();
+                exchanger
+                    .assertion_unusable()
+                    .map(|e| (exchanger.domain().name.clone(), e))
+            })
+            .collect()
     }
 
     /// Deletes self-registrations that asked for it (graceful shutdown), concurrently.

@@ -2,6 +2,7 @@
 //! Helpers (token servers, upstreams, clients, PKI) come from `chaingate-test-support`.
 
 mod access_log;
+mod assertion_file;
 mod audit;
 mod claims;
 mod dpop_inbound;

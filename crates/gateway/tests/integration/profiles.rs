@@ -747,3 +747,61 @@ async fn discovery_is_repeated_every_discovery_refresh_and_a_failed_refresh_keep
     assert_eq!((first.calls(), second.calls()), (2, 2));
     assert_eq!(get(gw.admin_addr, "/ready", None).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_key_jwt_aims_at_the_discovered_issuer_by_default_and_token_endpoint_on_request() {
+    // draft-ietf-oauth-rfc7523bis: with the issuer known, it is the audience; the override stays.
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, _) = client_key(dir.path(), "k");
+    let sts = TokenServer::start().await;
+    let token_url = sts.url();
+    let issuer = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let issuer_cell = issuer.clone();
+    let addr = serve(move |req: http::Request<hyper::body::Incoming>| {
+        let (issuer, token_url) = (issuer_cell.clone(), token_url.clone());
+        async move {
+            let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+            if req.uri().path() == "/.well-known/oauth-authorization-server" {
+                let body = format!(
+                    r#"{{"issuer":"{}","token_endpoint":"{token_url}"}}"#,
+                    issuer.get().unwrap()
+                );
+                *response.body_mut() = http_body_util::Full::new(bytes::Bytes::from(body));
+            } else {
+                *response.status_mut() = http::StatusCode::NOT_FOUND;
+            }
+            response
+        }
+    })
+    .await;
+    let issuer_url = format!("http://{addr}");
+    issuer.set(issuer_url.clone()).unwrap();
+    let upstream = Upstream::start().await;
+    for (override_line, expected) in [
+        ("", issuer_url.clone()),
+        ("client_assertion_audience = \"issuer\"\n", issuer_url.clone()),
+        ("client_assertion_audience = \"token_endpoint\"\n", sts.url()),
+    ] {
+        let domains = format!(
+            "[domains.x]\nissuer = \"{issuer_url}\"\nclient_id = \"gw\"\nauth_method = \"private_key_jwt\"\nclient_key_file = {:?}\n{override_line}allow_insecure_http = true\n",
+            pem.display().to_string()
+        );
+        let gw = gateway(&gateway_toml(&domains, "x", &upstream)).await;
+        // Discovery is an event the gateway reports on /ready; wait for it, bounded.
+        let mut ready = 0;
+        for _ in 0..200 {
+            ready = get(gw.admin_addr, "/ready", None).await.status.as_u16();
+            if ready == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(ready, 200);
+        let before = sts.calls();
+        let caller = format!("caller-{}", override_line.len());
+        assert_eq!(get(gw.addr, "/", Some(&caller)).await.status, 200);
+        let request = &sts.requests()[before];
+        let claims = claims_of(request.param("client_assertion").unwrap());
+        assert_eq!(claims["aud"], expected, "{override_line:?}");
+    }
+}

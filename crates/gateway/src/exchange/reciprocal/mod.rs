@@ -307,7 +307,9 @@ fn code_request(settings: &Reciprocal, subject: &Secret, scope: &str) -> Request
             form.append_pair("client_secret", secret.expose());
         }
         // Config validation admits only the two secret methods here.
-        ClientAuth::PrivateKeyJwt(_) | ClientAuth::TlsClientAuth(_) => {}
+        ClientAuth::PrivateKeyJwt(_)
+        | ClientAuth::TlsClientAuth(_)
+        | ClientAuth::AssertionFile(_) => {}
     }
     request
         .body(Full::new(Bytes::from(form.finish())))
