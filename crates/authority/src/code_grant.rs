@@ -77,6 +77,7 @@ pub(crate) fn authorization_code(
     state: &Authority,
     client: &Client,
     form: &Form,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     let key = digest(form.require("code")?);
     let outcome = state.flows.codes.with(&key, |record| match record {
@@ -131,7 +132,8 @@ pub(crate) fn authorization_code(
         scope.extend(family.scope.iter().cloned());
         let _ = state.flows.add_granted(&record.user, &client.id, &scope);
     }
-    let (response, family, jti) = issue_with_refresh(state, client, &record.user, scope, None)?;
+    let (response, family, jti) =
+        issue_with_refresh(state, client, &record.user, scope, None, jkt)?;
     state.flows.codes.with(&key, |r| {
         if let Some(r) = r {
             r.used = Some(UsedCode {
@@ -151,6 +153,7 @@ fn issue_with_refresh(
     user: &str,
     scope: BTreeSet<String>,
     rotated: Option<String>,
+    jkt: Option<&str>,
 ) -> Result<Issued, OAuthError> {
     let audiences = vec![client
         .audience
@@ -163,7 +166,7 @@ fn issue_with_refresh(
         max_exp: None,
         act: None,
     };
-    let (mut response, jti) = issue_token_jti(state, client, issue)?;
+    let (mut response, jti) = issue_token_jti(state, client, issue, jkt)?;
     let ttl = state.config.interactive.refresh_token_ttl.as_secs();
     let unavailable = |e: RefreshError| OAuthError::unavailable(e.describe());
     let family = match rotated {
@@ -174,7 +177,15 @@ fn issue_with_refresh(
         None if client.grants.contains(&Grant::RefreshToken) => {
             let (family, token) = state
                 .refresh
-                .start(&client.id, user, scope, ttl)
+                // RFC 9449 §5: a public client's refresh token is bound to its DPoP key; a
+                // confidential client's is not (it authenticates on every refresh).
+                .start(
+                    &client.id,
+                    user,
+                    scope,
+                    jkt.filter(|_| client.is_public()),
+                    ttl,
+                )
                 .map_err(unavailable)?;
             response["refresh_token"] = Value::String(token);
             Some(family)
@@ -190,6 +201,7 @@ pub(crate) fn refresh(
     state: &Authority,
     client: &Client,
     form: &Form,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     let token = form.require("refresh_token")?;
     let bad = |e: RefreshError| match e {
@@ -209,9 +221,13 @@ pub(crate) fn refresh(
         }
     }
     let ttl = state.config.interactive.refresh_token_ttl.as_secs();
-    let (family, new_token) = state.refresh.rotate(token, &client.id, ttl).map_err(bad)?;
+    let (family, new_token) = state
+        .refresh
+        .rotate(token, &client.id, jkt, ttl)
+        .map_err(bad)?;
     let scope = requested.unwrap_or_else(|| family.scope.clone());
-    let (response, _, _) = issue_with_refresh(state, client, &family.user, scope, Some(new_token))?;
+    let (response, _, _) =
+        issue_with_refresh(state, client, &family.user, scope, Some(new_token), jkt)?;
     Ok(response)
 }
 

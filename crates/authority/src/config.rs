@@ -39,6 +39,8 @@ struct RawConfig {
     jwks_min_refetch_interval: Option<String>,
     max_failed_auth_per_minute: Option<u32>,
     #[serde(default)]
+    require_dpop_nonce: bool,
+    #[serde(default)]
     clients: Vec<RawClient>,
     #[serde(default)]
     trusted_issuers: Vec<RawIssuer>,
@@ -73,6 +75,8 @@ pub struct AuthorityConfig {
     pub(crate) jwks_cache_ttl: Duration,
     pub(crate) jwks_min_refetch_interval: Duration,
     pub(crate) max_failed_auth_per_minute: u32,
+    /// RFC 9449 §8: DPoP proofs at the token endpoint must carry a nonce this authority issued.
+    pub(crate) require_dpop_nonce: bool,
     pub(crate) clients: Vec<Arc<Client>>,
     pub(crate) trusted_issuers: Vec<TrustedIssuer>,
     /// Users, sessions, codes, refresh tokens and registration (the user-facing side).
@@ -361,6 +365,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
             Duration::from_secs(300),
         )?,
         max_body_bytes: raw.max_body_bytes.unwrap_or(64 * 1024),
+        require_dpop_nonce: raw.require_dpop_nonce,
         jwks_fetch_timeout: duration(
             "jwks_fetch_timeout",
             raw.jwks_fetch_timeout.as_deref(),

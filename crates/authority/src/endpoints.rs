@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use super::authorize;
 use super::client_auth::authenticate;
+use super::dpop;
 use super::forms;
 use super::grants::{self, CHAIN, JWT_BEARER, TOKEN_EXCHANGE};
 use super::reciprocal::{self, RECIPROCAL};
@@ -78,7 +79,7 @@ where
         }
     }
     .await;
-    match result {
+    let mut response = match result {
         Ok((Value::Null, _)) => {
             let mut r = web::json(StatusCode::OK, &json!({}));
             *r.body_mut() = http_body_util::Full::new(bytes::Bytes::new());
@@ -96,7 +97,11 @@ where
             tracing::info!(endpoint = %post, error = e.code, description = %e.description, "request refused");
             e.into_response()
         }
+    };
+    if post == "/token" {
+        dpop::add_nonce(state, response.headers_mut());
     }
+    response
 }
 
 /// Claims of a token this authority issued and still considers active, else `None`.
@@ -134,6 +139,11 @@ async fn introspect(
         return Ok(json!({ "active": false }));
     };
     let mut out = json!({ "active": true, "token_type": "Bearer" });
+    // RFC 9449 §6.2: a bound token's key and scheme.
+    if let Some(jkt) = chaingate_oauth::dpop::bound_jkt(&claims) {
+        out["token_type"] = json!(chaingate_oauth::dpop::TOKEN_TYPE);
+        out["cnf"] = json!({ "jkt": jkt });
+    }
     for name in [
         "scope",
         "client_id",
@@ -219,6 +229,8 @@ fn metadata(state: &Authority) -> Response {
         "introspection_endpoint_auth_methods_supported": confidential_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "access_token_signing_alg_values_supported": [state.signing.alg()],
+        // RFC 9449 §5.1: the proof algorithms chaingate_oauth::dpop::verify accepts.
+        "dpop_signing_alg_values_supported": chaingate_oauth::keys::DEFAULT_ALGORITHMS,
     });
     if let Some(reg) = &interactive.registration {
         scopes.extend(reg.scope.iter().cloned());

@@ -10,10 +10,12 @@ use serde_json::{json, Value};
 use super::client_auth::authenticate;
 use super::code_grant;
 use super::config::{Client, Grant};
+use super::dpop;
 use super::reciprocal::{self, RECIPROCAL};
 use super::state::Authority;
 use super::subject::{self, PresentedToken};
 use super::web::{Form, OAuthError};
+use chaingate_oauth::dpop::TOKEN_TYPE;
 use chaingate_oauth::util::{join_scope, now_secs, parse_scope, random_id};
 
 pub(crate) const CHAIN: &str = "http://oauth.net/grant_type/chain";
@@ -36,6 +38,9 @@ struct AccessTokenClaims<'a> {
     jti: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     act: Option<Value>,
+    /// RFC 9449 §6.1: the key the token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Value>,
 }
 
 /// What to put in an issued token, decided by the grant.
@@ -75,13 +80,16 @@ pub(crate) async fn token(
         ));
     }
     let client = &*client;
+    // Checked after client authentication so unauthenticated requests fill no replay cache.
+    let jkt = dpop::check(state, headers)?;
+    let jkt = jkt.as_deref();
     let mut body = match grant {
-        Grant::ClientCredentials => client_credentials(state, client, form),
-        Grant::Chain => chain(state, client, form).await,
-        Grant::TokenExchange => exchange(state, client, form).await,
-        Grant::JwtBearer => jwt_bearer(state, client, form).await,
-        Grant::AuthorizationCode => code_grant::authorization_code(state, client, form),
-        Grant::RefreshToken => code_grant::refresh(state, client, form),
+        Grant::ClientCredentials => client_credentials(state, client, form, jkt),
+        Grant::Chain => chain(state, client, form, jkt).await,
+        Grant::TokenExchange => exchange(state, client, form, jkt).await,
+        Grant::JwtBearer => jwt_bearer(state, client, form, jkt).await,
+        Grant::AuthorizationCode => code_grant::authorization_code(state, client, form, jkt),
+        Grant::RefreshToken => code_grant::refresh(state, client, form, jkt),
         // Answered with `{}`: not a token response, so no `reciprocal` member or `Link`.
         Grant::Reciprocal => {
             return reciprocal::redeem::grant(state, client, form).map(|v| (v, None))
@@ -176,6 +184,7 @@ fn client_credentials(
     state: &Authority,
     client: &Client,
     form: &Form,
+    jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
     let scope = decide_scope(requested_scope(form)?, &client.scope, true)?;
     let audiences = targets(state, client, form)?;
@@ -186,7 +195,7 @@ fn client_credentials(
         max_exp: None,
         act: None,
     };
-    issue_token(state, client, issue)
+    issue_token(state, client, issue, jkt)
 }
 
 /// Extracts the token from `oauth_token`: bare, or `<scheme> <token>` with scheme `Bearer`.
@@ -204,7 +213,12 @@ fn chain_token(form: &Form) -> Result<&str, OAuthError> {
     }
 }
 
-async fn chain(state: &Authority, client: &Client, form: &Form) -> Result<Value, OAuthError> {
+async fn chain(
+    state: &Authority,
+    client: &Client,
+    form: &Form,
+    jkt: Option<&str>,
+) -> Result<Value, OAuthError> {
     let token = chain_token(form)?;
     let presented = subject::validate(state, client, token)
         .await
@@ -218,12 +232,17 @@ async fn chain(state: &Authority, client: &Client, form: &Form) -> Result<Value,
         max_exp: Some(presented.exp),
         act: None,
     };
-    issue_token(state, client, issue)
+    issue_token(state, client, issue, jkt)
 }
 
 /// RFC 7523 §2.1 (and the second step of draft-ietf-oauth-identity-chaining): the `assertion`
 /// is validated like a chain-grant token; every failure is `invalid_grant` (§3.1).
-async fn jwt_bearer(state: &Authority, client: &Client, form: &Form) -> Result<Value, OAuthError> {
+async fn jwt_bearer(
+    state: &Authority,
+    client: &Client,
+    form: &Form,
+    jkt: Option<&str>,
+) -> Result<Value, OAuthError> {
     if form.count("assertion") != 1 {
         return Err(OAuthError::invalid_request(
             "exactly one assertion parameter is required",
@@ -241,7 +260,7 @@ async fn jwt_bearer(state: &Authority, client: &Client, form: &Form) -> Result<V
         max_exp: Some(presented.exp),
         act: None,
     };
-    issue_token(state, client, issue)
+    issue_token(state, client, issue, jkt)
 }
 
 /// Scope (requested ∩ mapped token scope ∩ client scope) and mapped subject.
@@ -263,7 +282,12 @@ fn mapped(
     ))
 }
 
-async fn exchange(state: &Authority, client: &Client, form: &Form) -> Result<Value, OAuthError> {
+async fn exchange(
+    state: &Authority,
+    client: &Client,
+    form: &Form,
+    jkt: Option<&str>,
+) -> Result<Value, OAuthError> {
     let subject_token = form.require("subject_token")?;
     let subject_type = form.require("subject_token_type")?;
     if subject_type != ACCESS_TOKEN_TYPE && subject_type != JWT_TYPE {
@@ -326,7 +350,7 @@ async fn exchange(state: &Authority, client: &Client, form: &Form) -> Result<Val
         max_exp,
         act,
     };
-    let mut response = issue_token(state, client, issue)?;
+    let mut response = issue_token(state, client, issue, jkt)?;
     response["issued_token_type"] = Value::String(issued_type.to_string());
     // A JWT asked for as a JWT (an identity-chaining authorization grant) is not meant to be
     // used as an access token: RFC 8693 §2.2.1 says so with token_type N_A.
@@ -337,8 +361,13 @@ async fn exchange(state: &Authority, client: &Client, form: &Form) -> Result<Val
 }
 
 /// Signs an RFC 9068 access token and builds the RFC 6749 §5.1 response (no refresh token).
-fn issue_token(state: &Authority, client: &Client, issue: Issue<'_>) -> Result<Value, OAuthError> {
-    issue_token_jti(state, client, issue).map(|(response, _)| response)
+fn issue_token(
+    state: &Authority,
+    client: &Client,
+    issue: Issue<'_>,
+    jkt: Option<&str>,
+) -> Result<Value, OAuthError> {
+    issue_token_jti(state, client, issue, jkt).map(|(response, _)| response)
 }
 
 /// [`issue_token`], also returning the token's `jti` and `exp` (to revoke it later).
@@ -346,6 +375,7 @@ pub(crate) fn issue_token_jti(
     state: &Authority,
     client: &Client,
     issue: Issue<'_>,
+    jkt: Option<&str>,
 ) -> Result<(Value, (String, u64)), OAuthError> {
     let now = now_secs();
     let mut exp = now + state.config.token_ttl.as_secs();
@@ -372,6 +402,7 @@ pub(crate) fn issue_token_jti(
         exp,
         jti: random_id(),
         act: issue.act,
+        cnf: jkt.map(|jkt| json!({ "jkt": jkt })),
     };
     let jti = (claims.jti.clone(), exp);
     let token = state.signing.sign("at+jwt", &claims).map_err(|e| {
@@ -381,7 +412,7 @@ pub(crate) fn issue_token_jti(
     tracing::info!(client_id = %client.id, sub = %issue.sub, exp, "issued access token");
     let mut response = json!({
         "access_token": token,
-        "token_type": "Bearer",
+        "token_type": if jkt.is_some() { TOKEN_TYPE } else { "Bearer" },
         "expires_in": exp - now,
     });
     if let Some(scope) = scope {

@@ -14,6 +14,7 @@ mod config;
 mod config_entries;
 mod config_federated;
 mod config_interactive;
+mod dpop;
 mod endpoints;
 mod forms;
 mod grants;

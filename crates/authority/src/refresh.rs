@@ -23,6 +23,8 @@ pub(crate) struct Family {
     pub(crate) client_id: String,
     pub(crate) user: String,
     pub(crate) scope: BTreeSet<String>,
+    /// RFC 9449 §5: the DPoP key a public client's refresh tokens are bound to.
+    pub(crate) jkt: Option<String>,
     revoked: bool,
     exp: u64,
 }
@@ -43,6 +45,8 @@ pub(crate) enum RefreshError {
     /// A rotated token came back: the family is now revoked.
     Reused,
     Full,
+    /// A bound refresh token without a proof by its key (RFC 9449 §5).
+    OtherKey,
 }
 
 impl RefreshError {
@@ -54,6 +58,7 @@ impl RefreshError {
             Self::OtherClient => "refresh token was issued to another client",
             Self::Reused => "refresh token was already used; the grant is revoked",
             Self::Full => "refresh token store is full",
+            Self::OtherKey => "refresh token is bound to another DPoP key",
         }
     }
 }
@@ -74,6 +79,7 @@ impl RefreshStore {
         client_id: &str,
         user: &str,
         scope: BTreeSet<String>,
+        jkt: Option<&str>,
         ttl: u64,
     ) -> Result<(String, String), RefreshError> {
         let id = random_id();
@@ -86,6 +92,7 @@ impl RefreshStore {
                 client_id: client_id.to_string(),
                 user: user.to_string(),
                 scope,
+                jkt: jkt.map(str::to_owned),
                 revoked: false,
                 exp,
             },
@@ -94,15 +101,25 @@ impl RefreshStore {
         Ok((id, token))
     }
 
-    /// Rotates: `token` becomes invalid and a new one of the same family is returned.
+    /// Rotates: `token` becomes invalid and a new one of the same family is returned. `jkt`:
+    /// the key the request proved possession of; a bound family needs that key, and a refusal
+    /// leaves the token as it was (whoever lacks the key has not spent it).
     pub(crate) fn rotate(
         &self,
         token: &str,
         client_id: &str,
+        jkt: Option<&str>,
         ttl: u64,
     ) -> Result<(Family, String), RefreshError> {
         let mut inner = self.lock();
         let family = check(&mut inner, token, client_id, true)?;
+        if family
+            .jkt
+            .as_deref()
+            .is_some_and(|bound| Some(bound) != jkt)
+        {
+            return Err(RefreshError::OtherKey);
+        }
         if let Some(record) = inner.tokens.get_mut(&digest(token)) {
             record.rotated = true;
         }
@@ -220,22 +237,22 @@ mod tests {
     fn rotation_and_reuse_detection() {
         let store = RefreshStore::default();
         let scope: BTreeSet<String> = ["a".to_string()].into();
-        let (_, t1) = store.start("c", "u", scope, 60).unwrap();
-        let (family, t2) = store.rotate(&t1, "c", 60).unwrap();
+        let (_, t1) = store.start("c", "u", scope, None, 60).unwrap();
+        let (family, t2) = store.rotate(&t1, "c", None, 60).unwrap();
         assert_eq!(family.user, "u");
         assert_eq!(
-            store.rotate(&t2, "other", 60).unwrap_err(),
+            store.rotate(&t2, "other", None, 60).unwrap_err(),
             RefreshError::OtherClient
         );
         assert_eq!(
-            store.rotate(&t1, "c", 60).unwrap_err(),
+            store.rotate(&t1, "c", None, 60).unwrap_err(),
             RefreshError::Reused
         );
         assert_eq!(
-            store.rotate(&t2, "c", 60).unwrap_err(),
+            store.rotate(&t2, "c", None, 60).unwrap_err(),
             RefreshError::Revoked
         );
-        let (_, t3) = store.start("c", "u", BTreeSet::new(), 0).unwrap();
+        let (_, t3) = store.start("c", "u", BTreeSet::new(), None, 0).unwrap();
         assert_eq!(store.existing(&t3, "c").unwrap_err(), RefreshError::Expired);
     }
 }

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::config::{
     AuthorityConfig, Client, ClientAuthMethod, Federated, FederatedKeys, KeySource, TrustedIssuer,
 };
+use super::dpop;
 use super::introspection::Introspector;
 use super::reciprocal;
 use super::refresh::RefreshStore;
@@ -52,6 +53,8 @@ pub(crate) struct Authority {
     pub(crate) registry: Registry,
     /// Reciprocal OAuth, party B: redemption client, delivered grants, outcome counters.
     pub(crate) reciprocal: Arc<reciprocal::Runtime>,
+    /// DPoP nonces (RFC 9449 §8), used when `require_dpop_nonce` is on.
+    pub(crate) dpop_nonces: dpop::Nonces,
 }
 
 impl Authority {
@@ -151,6 +154,7 @@ impl Authority {
             refresh: RefreshStore::default(),
             registry: Registry::default(),
             reciprocal,
+            dpop_nonces: dpop::Nonces::new()?,
         })
     }
 

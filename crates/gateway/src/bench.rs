@@ -29,7 +29,7 @@ impl HitPath {
     pub async fn token<B>(&self, request: &Request<B>) -> Result<usize, String> {
         let phases = async {
             let route = self.gateway.route(request)?;
-            let at1 = route.authn.authenticate(request).await?;
+            let at1 = route.authn.authenticate(request, false).await?;
             let caller = crate::tokens::Caller::new(&route.label.route, false, || None);
             let (at2, _) = route.tokens.for_route(&route.config, at1, &caller).await?;
             Ok::<_, crate::error::Error>(at2.authorization.len())

@@ -21,6 +21,21 @@ pub(crate) enum Error {
     /// Caller: no Authorization header, or a scheme other than Bearer.
     #[error("no bearer credentials")]
     MissingToken,
+    /// Caller, on a `dpop` route: no credentials; `bearer_too`: Bearer is accepted as well
+    /// (`dpop = "allowed"`), so both schemes are challenged (RFC 9449 §7.1).
+    #[error("no DPoP or bearer credentials")]
+    DpopMissingToken {
+        /// Challenge Bearer next to DPoP.
+        bearer_too: bool,
+    },
+    /// Caller, on a `dpop` route: the DPoP token is not accepted, a Bearer token is bound to a
+    /// key, or Bearer is not allowed (RFC 9449 §7.1).
+    #[error("the DPoP token is not accepted")]
+    DpopInvalidToken,
+    /// Caller: the DPoP proof failed a check of RFC 9449 §4.3; a fixed description, nothing
+    /// of the proof.
+    #[error("invalid DPoP proof: {0}")]
+    InvalidDpopProof(&'static str),
     /// Caller: malformed or several credentials.
     #[error("malformed request: {0}")]
     InvalidRequest(&'static str),
@@ -102,6 +117,32 @@ impl Error {
                 "bearer token required",
             )
             .challenge(REALM),
+            Self::DpopMissingToken { bearer_too } => {
+                let mut r = respond(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "DPoP token required",
+                )
+                .challenge_owned(dpop_challenge(""));
+                if bearer_too {
+                    r.headers_mut()
+                        .append(WWW_AUTHENTICATE, HeaderValue::from_static(REALM));
+                }
+                r
+            }
+            Self::DpopInvalidToken => respond(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the access token is not accepted",
+            )
+            .challenge_owned(dpop_challenge("error=\"invalid_token\", ")),
+            Self::InvalidDpopProof(why) => {
+                respond(StatusCode::UNAUTHORIZED, "invalid_dpop_proof", why).challenge_owned(
+                    dpop_challenge(&format!(
+                        "error=\"invalid_dpop_proof\", error_description=\"{why}\", "
+                    )),
+                )
+            }
             Self::InvalidRequest(why) => respond(StatusCode::BAD_REQUEST, "invalid_request", why)
                 .challenge("Bearer realm=\"chaingate\", error=\"invalid_request\""),
             Self::InvalidToken => respond(
@@ -197,6 +238,17 @@ impl Error {
     }
 }
 
+/// A `DPoP` challenge: `params` (each ending in `, `) then the accepted algorithms (§5, §7.1).
+fn dpop_challenge(params: &str) -> HeaderValue {
+    let algs: Vec<String> = chaingate_oauth::keys::DEFAULT_ALGORITHMS
+        .iter()
+        .filter_map(|a| serde_json::to_value(a).ok()?.as_str().map(str::to_owned))
+        .collect();
+    // Descriptions and parameters are fixed ASCII, so this cannot fail.
+    HeaderValue::from_str(&format!("DPoP {params}algs=\"{}\"", algs.join(" ")))
+        .unwrap_or_else(|_| HeaderValue::from_static("DPoP"))
+}
+
 struct Synthetic(Response<Body>);
 
 fn respond(status: StatusCode, error: &'static str, description: &'static str) -> Synthetic {
@@ -214,6 +266,11 @@ impl Synthetic {
         self.0
             .headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        self.0
+    }
+
+    fn challenge_owned(mut self, value: HeaderValue) -> Response<Body> {
+        self.0.headers_mut().insert(WWW_AUTHENTICATE, value);
         self.0
     }
 

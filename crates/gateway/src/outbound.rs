@@ -44,7 +44,7 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// Caller-supplied copies of what only chaingate may assert.
-const UNTRUSTED: [HeaderName; 9] = [
+const UNTRUSTED: [HeaderName; 10] = [
     header::FORWARDED,
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-forwarded-proto"),
@@ -54,6 +54,8 @@ const UNTRUSTED: [HeaderName; 9] = [
     HeaderName::from_static("client-cert"),
     HeaderName::from_static("client-cert-chain"),
     HeaderName::from_static("x-forwarded-client-cert"),
+    // The caller's proof was for chaingate (RFC 9449 §4.3); an upstream gets its own or none.
+    chaingate_oauth::dpop::DPOP,
 ];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -8,7 +8,10 @@
 //! One more row per server is DPoP (RFC 9449): a `dpop = true` domain whose token server checks
 //! the gateway's proofs (oidc-provider with its own proof validation and nonces required) and
 //! binds the token to the key (`cnf.jkt`); the upstream then receives `DPoP <AT2>` with a proof
-//! by that key for exactly the request it got.
+//! by that key for exactly the request it got. Against chaingate's authority (nonces required
+//! too) the row runs both ways: A binds the caller's AT1 to the caller's key, the gateway checks
+//! the caller's proof on a `dpop = "allowed"` route, B exchanges the bound AT1, and the upstream
+//! gets AT2 bound to the gateway's key.
 
 use chaingate_test_support as support;
 
@@ -17,6 +20,7 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use chaingate_authority::{self as authority, AuthorityConfig};
+use chaingate_oauth::dpop::ProofKey;
 use serde_json::json;
 use support::*;
 
@@ -46,12 +50,25 @@ fn pkjwt_key(dir: &Path) -> (PathBuf, serde_json::Value) {
 }
 
 async fn at1(issuer_a: &str) -> String {
-    let request = http::Request::post(format!("{issuer_a}/token"))
+    at1_bound(issuer_a, None).await
+}
+
+/// AT1 from A, bound to `key` when given (a DPoP proof with the token request, RFC 9449 §5).
+async fn at1_bound(issuer_a: &str, key: Option<&ProofKey>) -> String {
+    let token_endpoint = format!("{issuer_a}/token");
+    let mut request = http::Request::post(&token_endpoint)
         .header("content-type", "application/x-www-form-urlencoded")
         .header(
             "authorization",
             format!("Basic {}", STANDARD.encode(format!("app:{APP_SECRET}"))),
-        )
+        );
+    if let Some(key) = key {
+        request = request.header(
+            "dpop",
+            key.proof("POST", &token_endpoint, None, None).unwrap(),
+        );
+    }
+    let request = request
         .body(http_body_util::Full::new(bytes::Bytes::from_static(
             b"grant_type=client_credentials&scope=a:read",
         )))
@@ -158,6 +175,7 @@ name = "dpop"
 path_prefix = "/dpop/"
 upstream = "{}"
 domain = "dpop"
+dpop = "allowed"
 "#,
         upstream.url()
     );
@@ -217,13 +235,85 @@ async fn dpop_bound_token_reaches_the_upstream_with_its_proof(
     }
 }
 
+/// Which DPoP rows a server plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dpop {
+    /// None.
+    Off,
+    /// B checks the gateway's proofs and binds AT2 to the gateway's key.
+    TowardB,
+    /// That, and A binds the caller's AT1 to the caller's key, which the gateway checks on a
+    /// `dpop = "allowed"` route before B exchanges the bound AT1.
+    BothWays,
+}
+
+/// A caller with a DPoP-bound AT1 of A: its proof passes the gateway, B takes the bound subject
+/// token, and the upstream gets AT2 bound to the gateway's key, not the caller's. A proof by any
+/// other key than AT1's is refused before the exchange.
+async fn bound_caller_token_is_exchanged_and_forwarded_bound_to_the_gateway(
+    gw: &chaingate_gateway::Running,
+    upstream: &Upstream,
+    issuer_a: &str,
+    issuer_b: &str,
+) {
+    let (caller, thief) = (ProofKey::generate().unwrap(), ProofKey::generate().unwrap());
+    let at1 = at1_bound(issuer_a, Some(&caller)).await;
+    let claims = chaingate_test_support::consent::claims(&at1);
+    assert_eq!(
+        chaingate_oauth::dpop::bound_jkt(&claims),
+        Some(caller.jkt()),
+        "A bound AT1: {claims}"
+    );
+    let path = "/dpop/orders/bound";
+    let url = format!("http://{}{path}", gw.addr);
+    let http = client();
+    let call = |key: &ProofKey| {
+        let request = http::Request::get(&url)
+            .header("authorization", format!("DPoP {at1}"))
+            .header("dpop", key.proof("GET", &url, Some(&at1), None).unwrap())
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        send(&http, request)
+    };
+    let stolen = call(&thief).await;
+    assert_eq!(stolen.status, 401, "{}", stolen.body);
+    assert_eq!(stolen.json()["error"], "invalid_dpop_proof");
+
+    let answer = call(&caller).await;
+    assert_eq!(
+        answer.status, 200,
+        "{path} against {issuer_b}: {}",
+        answer.body
+    );
+    let received = upstream
+        .received()
+        .into_iter()
+        .rfind(|r| r.uri.starts_with(path))
+        .unwrap();
+    let at2 = received
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("DPoP "))
+        .expect("a DPoP AT2 upstream")
+        .to_string();
+    let claims = chaingate_test_support::consent::claims(&at2);
+    assert_eq!(claims["iss"], issuer_b);
+    let jkt = chaingate_oauth::dpop::bound_jkt(&claims).expect("AT2 bound");
+    assert_ne!(
+        jkt,
+        caller.jkt(),
+        "AT2 is the gateway's to prove, not the caller's"
+    );
+    assert!(!received.contains(&at1), "AT1 reached the upstream");
+    assert!(received.header("dpop").is_some());
+}
+
 /// Every (grant, client) route answers 200 with a token of B for the caller of A.
 async fn swap_through_every_combination(
     issuer_a: &str,
     issuer_b: &str,
     pem: &Path,
     mtls: Option<&Mtls<'_>>,
-    dpop: bool,
+    dpop: Dpop,
 ) {
     let upstream = Upstream::start().await;
     let gw = gateway(&gateway_config(issuer_b, pem, &upstream, mtls)).await;
@@ -262,9 +352,15 @@ async fn swap_through_every_combination(
             assert_eq!(claims["client_id"], client_id, "{path}");
         }
     }
-    if dpop {
+    if dpop != Dpop::Off {
         dpop_bound_token_reaches_the_upstream_with_its_proof(&gw, &upstream, &token, issuer_b)
             .await;
+    }
+    if dpop == Dpop::BothWays {
+        bound_caller_token_is_exchanged_and_forwarded_bound_to_the_gateway(
+            &gw, &upstream, issuer_a, issuer_b,
+        )
+        .await;
     }
     let bad = get(gw.addr, "/chain-gw-basic/x", Some("not-a-token-from-a")).await;
     assert_eq!(
@@ -297,7 +393,7 @@ async fn every_grant_and_client_auth_works_against_oidc_provider() {
         token_endpoint: peer.mtls_token_endpoint.clone().expect("B offers mTLS"),
         pki: &pki,
     };
-    swap_through_every_combination(&a, &b, &pem, Some(&mtls), true).await;
+    swap_through_every_combination(&a, &b, &pem, Some(&mtls), Dpop::TowardB).await;
     peer.stop().await;
 }
 
@@ -322,6 +418,7 @@ async fn every_grant_and_client_auth_works_against_the_chaingate_authority() {
             r#"
 listen = "127.0.0.1:0"
 default_audience = "urn:b:api"
+require_dpop_nonce = true
 
 [[clients]]
 client_id = "gw-basic"
@@ -355,5 +452,5 @@ scope_map = {{ "a:read" = "b:read", "a:write" = "b:write" }}
     )
     .await
     .unwrap();
-    swap_through_every_combination(a.issuer(), b.issuer(), &pem, None, false).await;
+    swap_through_every_combination(a.issuer(), b.issuer(), &pem, None, Dpop::BothWays).await;
 }

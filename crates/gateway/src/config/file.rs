@@ -184,6 +184,11 @@ pub(crate) struct FileRoute {
     pub(crate) validate: Option<FileValidate>,
     /// What a token's `ruri` must name instead of `upstream` (response_metadata = "verify").
     pub(crate) resource_uri: Option<String>,
+    /// Whether the caller may (or must) present a DPoP-bound token with a proof (RFC 9449).
+    #[serde(default)]
+    pub(crate) dpop: super::route_dpop::InboundDpop,
+    /// Oldest acceptable proof `iat` on a DPoP route.
+    pub(crate) dpop_max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

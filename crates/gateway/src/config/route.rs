@@ -28,6 +28,10 @@ pub struct Route {
     /// The origin a token's `ruri` must name (response_metadata = "verify"): `resource_uri`'s,
     /// else the upstream's, as `scheme://host:port`.
     pub resource_origin: Arc<str>,
+    /// `dpop`: whether the caller may present `Authorization: DPoP` with a proof (RFC 9449 §7).
+    pub dpop: super::InboundDpop,
+    /// `dpop_max_age`: the oldest proof `iat` accepted, and how long a `jti` is remembered.
+    pub dpop_max_age: Duration,
 }
 
 /// `[routes.validate]`: RFC 9068 §4 / RFC 8725 checks of the caller's token.
@@ -113,7 +117,10 @@ pub(super) fn validate_route(
         None => super::origin(&r.upstream)
             .ok_or_else(|| ConfigError::key(key("upstream"), "must be an http(s) origin"))?,
     };
+    let dpop_max_age = super::route_dpop::max_age(&key("dpop_max_age"), r)?;
     Ok(Route {
+        dpop: r.dpop,
+        dpop_max_age,
         resource_origin: Arc::from(resource_origin),
         name: Arc::from(r.name.as_deref().unwrap_or(&r.path_prefix)),
         path_prefix: r.path_prefix.clone(),

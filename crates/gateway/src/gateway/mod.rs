@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
 use crate::access_log::{AccessLog, Entry};
-use crate::authn::Authn;
+use crate::authn::{Authn, InboundProofs, ProofsTotal};
 use crate::config::{AssertionFileError, Config, Route};
 use crate::error::Error;
 use crate::metrics::RouteLabel;
@@ -33,6 +33,7 @@ pub(crate) struct GatewayMetrics {
     requests: RequestMetrics,
     tokens: TokensMetrics,
     signals: SignalsMetrics,
+    dpop_proofs: ProofsTotal,
 }
 
 impl GatewayMetrics {
@@ -43,6 +44,7 @@ impl GatewayMetrics {
             requests: RequestMetrics::register(registry, exemplars),
             tokens: TokensMetrics::register(registry),
             signals: SignalsMetrics::register(registry),
+            dpop_proofs: crate::authn::register_dpop_metrics(registry),
         }
     }
 }
@@ -115,7 +117,16 @@ impl Gateway {
                     .clone()
                     .map(|settings| InboundValidator::new(settings, jwks_client.clone()));
                 Ok(RouteRuntime {
-                    authn: Authn::new(config.limits.max_token_bytes, validator),
+                    authn: Authn::new(
+                        config.limits.max_token_bytes,
+                        validator,
+                        InboundProofs::new(
+                            route.dpop,
+                            route.dpop_max_age,
+                            route.name.clone(),
+                            &metrics.dpop_proofs,
+                        ),
+                    ),
                     tokens: domains
                         .iter()
                         .find(|d| *d.name() == route.domain.name)
@@ -190,14 +201,19 @@ impl Gateway {
             // shed: refuse at once rather than queue when too many requests are in flight.
             // The place is held until both bodies have ended (`shed::InFlight`).
             let mut permit = Some(self.shed.admit()?);
-            // authn: exactly one bearer token (RFC 6750 §2.1), optionally validated locally.
-            let at1 = route.authn.authenticate(&request).await?;
+            // authn: exactly one bearer token (RFC 6750 §2.1), optionally validated locally; on
+            // a `dpop` route a DPoP token's proof is checked here (RFC 9449 §4.3, §7.1).
+            let at1 = route.authn.authenticate(&request, peer.tls).await?;
             // tokens: AT1 → AT2 for the route's domain and scope, from the cache or exchanged
             // once for all concurrent callers; refreshed ahead, hop by hop, metadata checked.
             let caller = Caller::new(&route.label.route, self.audit, || {
                 trace::traceparent(request.headers())
             });
-            let (at2, lookup) = route.tokens.for_route(&route.config, at1, &caller).await?;
+            let (at2, lookup) = route
+                .tokens
+                .for_route(&route.config, at1, &caller)
+                .await
+                .map_err(|e| at1.in_its_scheme(e))?;
             outcome.lookup = Some(lookup);
             // The next hop's parent is chaingate's span, not the caller's.
             trace::inject_current(request.headers_mut());

@@ -5,6 +5,7 @@ mod access_log;
 mod assertion_file;
 mod audit;
 mod claims;
+mod dpop_inbound;
 mod dpop_outbound;
 mod drain;
 mod early_close;

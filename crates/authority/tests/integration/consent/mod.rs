@@ -5,6 +5,7 @@
 use chaingate_test_support::consent as support;
 
 mod config;
+mod dpop_refresh;
 mod flow;
 mod incremental;
 mod registration;

@@ -4,6 +4,7 @@ use chaingate_test_support::authority as support;
 
 mod chain;
 mod clients;
+mod dpop;
 mod endpoints;
 mod exchange;
 mod federated;

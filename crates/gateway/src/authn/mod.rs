@@ -3,7 +3,10 @@
 //! RFC 6750 §2.1 (`b64token`) and §2 (one method per request): query and body tokens are not
 //! accepted, and a request that tries to use them next to the header is refused. A route with
 //! `[routes.validate]` then checks the token locally (RFC 9068 §4), so a bad token never reaches
-//! the token server.
+//! the token server. A route with `dpop` also takes `Authorization: DPoP` with its proof
+//! (RFC 9449 §7.1, [`dpop`]).
+
+mod dpop;
 
 use std::fmt;
 
@@ -13,23 +16,72 @@ use http::{HeaderMap, Uri};
 use crate::error::Error;
 use crate::validate::InboundValidator;
 
+pub(crate) use dpop::{register as register_dpop_metrics, InboundProofs, ProofsTotal};
+
 /// One route's authentication: the bearer token, bounded, and optionally validated locally.
 #[derive(Debug)]
 pub(crate) struct Authn {
     max_token_bytes: usize,
     validator: Option<InboundValidator>,
+    dpop: Option<InboundProofs>,
 }
 
 impl Authn {
-    pub(crate) fn new(max_token_bytes: usize, validator: Option<InboundValidator>) -> Self {
+    pub(crate) fn new(
+        max_token_bytes: usize,
+        validator: Option<InboundValidator>,
+        dpop: Option<InboundProofs>,
+    ) -> Self {
         Self {
             max_token_bytes,
             validator,
+            dpop,
         }
     }
 
-    /// The caller's token, once it has passed every check this route makes.
+    /// The caller's token, once it has passed every check this route makes; `tls`: whether
+    /// the caller reached chaingate over TLS (the scheme of its DPoP proof's `htu`).
     pub(crate) async fn authenticate<'r, B>(
+        &self,
+        request: &'r http::Request<B>,
+        tls: bool,
+    ) -> Result<InboundToken<'r>, Error> {
+        let Some(dpop) = &self.dpop else {
+            return self.bearer_only(request).await;
+        };
+        let (scheme, token) = match credential(request.headers(), request.uri(), true) {
+            Err(Error::MissingToken) => {
+                return Err(Error::DpopMissingToken {
+                    bearer_too: dpop.mode() == crate::config::InboundDpop::Allowed,
+                })
+            }
+            other => other?,
+        };
+        let proven = scheme == Scheme::Dpop;
+        if token.expose().len() > self.max_token_bytes {
+            return Err(Error::InvalidRequest("bearer token too long"));
+        }
+        if let Some(validator) = &self.validator {
+            Box::pin(validator.check(token.expose()))
+                .await
+                .map_err(|e| token.in_its_scheme(e))?;
+        }
+        // The key a JWT AT1 is bound to (RFC 9449 §6.1). Read even where the route does not
+        // validate the token here: whoever holds a stolen AT1 cannot edit its `cnf` without
+        // breaking the signature the token server checks, so a proof by any other key is refused.
+        let bound = chaingate_oauth::jwt::peek(token.expose())
+            .ok()
+            .and_then(|(_, claims)| chaingate_oauth::dpop::bound_jkt(&claims).map(str::to_owned));
+        if proven {
+            dpop.check(request, tls, token.expose(), bound.as_deref())
+                .await?;
+        } else {
+            dpop.check_bearer(bound.as_deref())?;
+        }
+        Ok(token)
+    }
+
+    async fn bearer_only<'r, B>(
         &self,
         request: &'r http::Request<B>,
     ) -> Result<InboundToken<'r>, Error> {
@@ -51,14 +103,25 @@ impl Authn {
     }
 }
 
-/// The caller's token (AT1), borrowed from the request. Never printed.
+/// The caller's token (AT1), borrowed from the request, and whether it came under the DPoP
+/// scheme. Never printed.
 #[derive(Clone, Copy)]
-pub(crate) struct InboundToken<'a>(&'a str);
+pub(crate) struct InboundToken<'a>(&'a str, bool);
 
 impl<'a> InboundToken<'a> {
     /// The token's value, for the cache key digest and the exchange request only.
     pub(crate) fn expose(&self) -> &'a str {
         self.0
+    }
+
+    /// `error` as this caller must hear it: a token refused later (by the token server's
+    /// `invalid_grant`, say) is challenged under the scheme it came with, so a DPoP client is
+    /// told `DPoP`, not `Bearer` (RFC 9449 §7.1).
+    pub(crate) fn in_its_scheme(&self, error: Error) -> Error {
+        match error {
+            Error::InvalidToken if self.1 => Error::DpopInvalidToken,
+            other => other,
+        }
     }
 }
 
@@ -70,6 +133,24 @@ impl fmt::Debug for InboundToken<'_> {
 
 /// Extracts the bearer token from a request's headers.
 pub(crate) fn bearer<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<InboundToken<'a>, Error> {
+    // On a route without `dpop` the DPoP scheme is not ours: as if no credential came.
+    credential(headers, uri, false).map(|(_, token)| token)
+}
+
+/// The Authorization scheme a token came under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// The one token of the Authorization header, under Bearer or DPoP (RFC 9449 §7.1: the same
+/// `token68` syntax as Bearer).
+fn credential<'a>(
+    headers: &'a HeaderMap,
+    uri: &Uri,
+    accept_dpop: bool,
+) -> Result<(Scheme, InboundToken<'a>), Error> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(Error::MissingToken);
@@ -89,15 +170,19 @@ pub(crate) fn bearer<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<InboundTok
             Err(Error::MissingToken)
         };
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case(b"bearer") {
+        Scheme::Bearer
+    } else if accept_dpop && scheme.eq_ignore_ascii_case(b"dpop") {
+        Scheme::Dpop
+    } else {
         return Err(Error::MissingToken);
-    }
+    };
     if rest.is_empty() || !is_b64token(rest) {
         return Err(Error::InvalidRequest("malformed bearer token"));
     }
     // is_b64token admits ASCII only, so this cannot fail.
     std::str::from_utf8(rest)
-        .map(InboundToken)
+        .map(|t| (scheme, InboundToken(t, scheme == Scheme::Dpop)))
         .map_err(|_| Error::InvalidRequest("malformed bearer token"))
 }
 
@@ -139,12 +224,12 @@ fn has_access_token_param(query: &str) -> bool {
 impl<'a> InboundToken<'a> {
     /// A token that [`bearer`] accepted earlier, held on to for a background renewal.
     pub(crate) fn already_accepted(token: &'a str) -> Self {
-        Self(token)
+        Self(token, false)
     }
 
     #[cfg(test)]
     pub(crate) fn for_test(token: &'a str) -> Self {
-        Self(token)
+        Self(token, false)
     }
 }
 
@@ -209,7 +294,7 @@ mod tests {
 
     #[test]
     fn debug_does_not_show_the_token() {
-        let t = InboundToken("very-secret-token");
+        let t = InboundToken("very-secret-token", false);
         assert!(!format!("{t:?}").contains("very-secret"));
     }
 }
