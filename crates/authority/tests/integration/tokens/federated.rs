@@ -139,6 +139,8 @@ async fn a_projected_token_from_the_trusted_cluster_gets_a_token_by_jwks_uri_and
 
 #[tokio::test]
 async fn every_failed_check_is_the_same_invalid_client() {
+    let captured = chaingate_test_support::logs::Logs::global();
+    let mut sent = Vec::new();
     let c = cluster().await;
     let other = TestKey::new("cluster-1");
     let forged = other.sign("JWT", &claims(&c.token(json!({}))));
@@ -171,6 +173,23 @@ async fn every_failed_check_is_the_same_invalid_client() {
             &assertion,
             what,
         );
+        sent.push(assertion);
+    }
+    sent.push(forged);
+    // The log says which check failed, for which client; nothing of the assertion.
+    let logs = captured.text();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("federated client assertion refused") && l.contains("\"sub\""))
+        .expect("a log line for the wrong sub");
+    assert!(line.contains("\"wid\""), "{line}");
+    for assertion in &sent {
+        for part in assertion.split('.').skip(1) {
+            assert!(
+                !logs.contains(part),
+                "a piece of an assertion is in the logs"
+            );
+        }
     }
 }
 
