@@ -8,13 +8,15 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_printed_curl_line_reaches_the_upstream_with_a_domain_b_token() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chaingate"))
-        .args(["demo", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_chaingate"))
+            .args(["demo", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -71,19 +73,30 @@ async fn the_printed_curl_line_reaches_the_upstream_with_a_domain_b_token() {
     assert!(!answer.body.contains(&at1));
 
     let interrupted = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(interrupted.success());
     let status = tokio::task::block_in_place(|| {
         for _ in 0..500 {
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = child.0.try_wait().unwrap() {
                 return status;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = child.kill();
+        let _ = child.0.kill();
         panic!("the demo did not stop on Ctrl-C");
     });
     assert!(status.success(), "{status:?}");
+}
+
+/// Stops the demo when the test fails before its Ctrl-C: a leaked demo keeps the file
+/// descriptors it inherited (the build lock of whoever ran the tests) and its ports.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
