@@ -12,6 +12,12 @@
 //! too) the row runs both ways: A binds the caller's AT1 to the caller's key, the gateway checks
 //! the caller's proof on a `dpop = "allowed"` route, B exchanges the bound AT1, and the upstream
 //! gets AT2 bound to the gateway's key.
+//!
+//! Against the authority every grant also runs with `gw-wid`, a client with no secret of its own:
+//! the gateway sends a Kubernetes-style service account token from a file
+//! (`client_assertion_file`) and B authenticates it as a `federated` client. oidc-provider has
+//! no such client authentication (its assertions need `iss` = `sub` = the client id and a fresh
+//! `jti` each time), so it has no such row.
 
 use chaingate_test_support as support;
 
@@ -28,6 +34,8 @@ const APP_SECRET: &str = "matrix-app-secret";
 const BASIC_SECRET: &str = "matrix-basic-secret";
 const POST_SECRET: &str = "matrix-post-secret";
 const PKJWT_KID: &str = "gw-pkjwt-es256";
+const CLUSTER_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+const CLUSTER_SA: &str = "system:serviceaccount:mesh:chaingate";
 
 const GRANTS: [&str; 3] = ["token-exchange", "chain", "jwt-bearer"];
 const CLIENTS: [(&str, &str); 3] = [
@@ -85,10 +93,13 @@ struct Mtls<'a> {
 }
 
 /// The clients a server is tried with: all of [`CLIENTS`], and `gw-mtls` where mTLS is offered.
-fn clients(mtls: Option<&Mtls<'_>>) -> Vec<(&'static str, &'static str)> {
+fn clients(mtls: Option<&Mtls<'_>>, wid: Option<&Path>) -> Vec<(&'static str, &'static str)> {
     let mut all = CLIENTS.to_vec();
     if mtls.is_some() {
         all.push(("gw-mtls", "tls_client_auth"));
+    }
+    if wid.is_some() {
+        all.push(("gw-wid", "client_assertion_file"));
     }
     all
 }
@@ -100,10 +111,11 @@ fn gateway_config(
     pem: &Path,
     upstream: &Upstream,
     mtls: Option<&Mtls<'_>>,
+    wid: Option<&Path>,
 ) -> String {
     let mut toml = String::from("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n");
     for grant in GRANTS {
-        for (client_id, method) in clients(mtls) {
+        for (client_id, method) in clients(mtls, wid) {
             let name = format!("{grant}-{client_id}");
             let credentials = match method {
                 "client_secret_basic" => format!("client_secret = \"{BASIC_SECRET}\""),
@@ -117,10 +129,21 @@ fn gateway_config(
                         mtls.pki.ca_file.display().to_string()
                     )
                 }
+                // Secretless: the platform's token, no auth_method or secret (issue: workload identity).
+                "client_assertion_file" => format!(
+                    "client_assertion_file = {:?}",
+                    wid.expect("only offered with a token file")
+                        .display()
+                        .to_string()
+                ),
                 _ => format!(
                     "client_key_file = {:?}\nclient_key_id = \"{PKJWT_KID}\"",
                     pem.display().to_string()
                 ),
+            };
+            let auth_method = match method {
+                "client_assertion_file" => String::new(),
+                method => format!("auth_method = \"{method}\""),
             };
             let grant_settings = match grant {
                 "token-exchange" => "audience = \"urn:b:api\"\n",
@@ -142,7 +165,7 @@ fn gateway_config(
 {endpoint}
 grant = "{grant}"
 {grant_settings}client_id = "{client_id}"
-auth_method = "{method}"
+{auth_method}
 {credentials}
 allow_insecure_http = true
 scope = "b:read"
@@ -313,10 +336,11 @@ async fn swap_through_every_combination(
     issuer_b: &str,
     pem: &Path,
     mtls: Option<&Mtls<'_>>,
+    wid: Option<&Path>,
     dpop: Dpop,
 ) {
     let upstream = Upstream::start().await;
-    let gw = gateway(&gateway_config(issuer_b, pem, &upstream, mtls)).await;
+    let gw = gateway(&gateway_config(issuer_b, pem, &upstream, mtls, wid)).await;
     let mut ready = 0;
     for _ in 0..200 {
         ready = get(gw.admin_addr, "/ready", None).await.status.as_u16();
@@ -328,7 +352,7 @@ async fn swap_through_every_combination(
     assert_eq!(ready, 200, "discovery of {issuer_b} never completed");
     let token = at1(issuer_a).await;
     for grant in GRANTS {
-        for (client_id, _) in clients(mtls) {
+        for (client_id, _) in clients(mtls, wid) {
             let path = format!("/{grant}-{client_id}/orders");
             let answer = get(gw.addr, &path, Some(&token)).await;
             assert_eq!(
@@ -393,7 +417,7 @@ async fn every_grant_and_client_auth_works_against_oidc_provider() {
         token_endpoint: peer.mtls_token_endpoint.clone().expect("B offers mTLS"),
         pki: &pki,
     };
-    swap_through_every_combination(&a, &b, &pem, Some(&mtls), Dpop::TowardB).await;
+    swap_through_every_combination(&a, &b, &pem, Some(&mtls), None, Dpop::TowardB).await;
     peer.stop().await;
 }
 
@@ -413,12 +437,22 @@ async fn every_grant_and_client_auth_works_against_the_chaingate_authority() {
     .unwrap();
     let all_grants =
         "grants = [\"token-exchange\", \"chain\", \"jwt-bearer\"]\nscope = \"b:read b:write\"";
+    // Workload identity: B's `gw-wid` trusts a cluster's service account tokens; the gateway
+    // sends one read from a projected-style file instead of any secret of its own.
+    let cluster = support::authority::TestKey::new("cluster-1");
+    let cluster_jwks = dir.path().join("cluster.jwks.json");
+    std::fs::write(&cluster_jwks, cluster.jwks()).unwrap();
     let b = authority::spawn(
         AuthorityConfig::from_toml(&format!(
             r#"
 listen = "127.0.0.1:0"
 default_audience = "urn:b:api"
 require_dpop_nonce = true
+
+[[clients]]
+client_id = "gw-wid"
+federated = {{ issuer = "{CLUSTER_ISSUER}", subject = "{CLUSTER_SA}", jwks_file = {cluster_jwks:?} }}
+{all_grants}
 
 [[clients]]
 client_id = "gw-basic"
@@ -446,11 +480,28 @@ audiences = ["urn:a:gateway"]
 scope_map = {{ "a:read" = "b:read", "a:write" = "b:write" }}
 "#,
             jwks = jwks.display().to_string(),
+            cluster_jwks = cluster_jwks.display().to_string(),
             a = a.issuer()
         ))
         .unwrap(),
     )
     .await
     .unwrap();
-    swap_through_every_combination(a.issuer(), b.issuer(), &pem, None, Dpop::BothWays).await;
+    let token_file = dir.path().join("token");
+    let now = chaingate_oauth::util::now_secs();
+    let sa_token = cluster.sign(
+        "JWT",
+        &json!({ "iss": CLUSTER_ISSUER, "sub": CLUSTER_SA, "aud": b.issuer(),
+                 "iat": now, "nbf": now, "exp": now + 3600, "jti": "sa-token-1" }),
+    );
+    std::fs::write(&token_file, &sa_token).unwrap();
+    swap_through_every_combination(
+        a.issuer(),
+        b.issuer(),
+        &pem,
+        None,
+        Some(&token_file),
+        Dpop::BothWays,
+    )
+    .await;
 }
