@@ -151,6 +151,11 @@ pub(crate) enum OneOrMany {
 }
 
 impl OneOrMany {
+    /// Whether the key was written at all (an empty list counts).
+    pub(crate) fn is_set(&self) -> bool {
+        !matches!(self, Self::None)
+    }
+
     pub(crate) fn to_vec(&self) -> Vec<String> {
         match self {
             Self::None => Vec::new(),
@@ -174,7 +179,7 @@ impl std::fmt::Debug for FileDomain {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileRoute {
     pub(crate) name: Option<String>,
-    pub(crate) path_prefix: String,
+    pub(crate) path_prefix: Option<String>,
     pub(crate) upstream: String,
     pub(crate) domain: String,
     pub(crate) scope: Option<String>,
@@ -189,6 +194,25 @@ pub(crate) struct FileRoute {
     pub(crate) dpop: super::route_dpop::InboundDpop,
     /// Oldest acceptable proof `iat` on a DPoP route.
     pub(crate) dpop_max_age: Option<String>,
+    /// The one path this route takes, instead of `path_prefix`.
+    pub(crate) path: Option<String>,
+    /// Only requests for this host (`Host` or `:authority`; the port only if given here).
+    pub(crate) host: Option<String>,
+    /// Only requests with one of these methods.
+    pub(crate) methods: Option<Vec<String>>,
+    /// Only requests carrying each of these fields once, with exactly this value.
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    /// RFC 8693 `audience` for this route's tokens, instead of the domain's.
+    #[serde(default)]
+    pub(crate) audience: OneOrMany,
+    /// RFC 8707 `resource` for this route's tokens, instead of the domain's.
+    #[serde(default)]
+    pub(crate) resource: OneOrMany,
+    /// RFC 9396 `authorization_details`: an array of tables, each with a string `type`.
+    pub(crate) authorization_details: Option<Vec<serde_json::Value>>,
+    /// `always` (default), `if_needed` or `never`: whether the caller's token is exchanged.
+    #[serde(default)]
+    pub(crate) exchange: super::targets::ExchangeMode,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,6 +11,7 @@ mod dpop;
 mod env;
 mod file;
 mod grant;
+mod matching;
 mod reciprocal;
 mod registration;
 mod response_metadata;
@@ -19,6 +20,7 @@ mod route_dpop;
 mod scope_strategy;
 mod shared_cache;
 mod shared_signals;
+mod targets;
 mod tracing;
 
 use std::net::SocketAddr;
@@ -35,6 +37,7 @@ pub(crate) use client_auth::basic_authorization;
 pub use domain::{AssertionAudience, AssertionKey, ClientAuth, Domain, Protection, TokenEndpoint};
 pub use dpop::DpopKey;
 pub use grant::{Grant, OAuthTokenFormat, TokenExchange, TOKEN_TYPE_PREFIX};
+pub use matching::{Conditions, HostMatch};
 pub use reciprocal::Reciprocal;
 pub use registration::Registration;
 pub use response_metadata::{origin, ResponseMetadata};
@@ -44,6 +47,7 @@ pub use route_dpop::{InboundDpop, DEFAULT_DPOP_MAX_AGE};
 pub use scope_strategy::ScopeStrategy;
 pub use shared_cache::{SharedCacheServer, SharedCacheSettings};
 pub use shared_signals::SharedSignals;
+pub use targets::{ExchangeMode, Targets};
 pub use tracing::TracingSettings;
 
 use digest::Digest;
@@ -203,6 +207,12 @@ pub struct LogSettings {
 // === impl Config ===
 
 impl Config {
+    /// What `chaingate check` warns about without refusing the config: routes that can never
+    /// match because an earlier one takes every request they would.
+    pub fn warnings(&self) -> Vec<String> {
+        matching::shadowed(&self.routes)
+    }
+
     /// Reads and validates a config file, with `CHAINGATE_*` overrides from `env`.
     pub fn load(
         path: &Path,

@@ -190,8 +190,8 @@ impl Gateway {
             if let Some(signals) = self.signals.as_ref().filter(|s| s.is_for(&request)) {
                 return signals.receive(request, &self.domains).await;
             }
-            // route: the first configured prefix wins; nothing else about the request picks a
-            // target, and an oversized target is refused before anything reads it.
+            // route: the first route whose path, host, method and headers match wins; an
+            // oversized target is refused before anything reads it.
             let route = self.route(&request)?;
             outcome.route = Some(route);
             trace::record_route(&span, request.method(), &route.config);
@@ -241,7 +241,8 @@ impl Gateway {
         response
     }
 
-    /// The route for `request`: the first whose prefix matches its path.
+    /// The route for `request`: the first whose path (prefix or exact), host, method and
+    /// headers match.
     pub(crate) fn route<B>(&self, request: &Request<B>) -> Result<&RouteRuntime, Error> {
         let target = request
             .uri()
@@ -253,7 +254,7 @@ impl Gateway {
         let path = request.uri().path();
         self.routes
             .iter()
-            .find(|r| path.starts_with(&r.config.path_prefix))
+            .find(|r| r.config.matches(path, request))
             .ok_or(Error::NoRoute)
     }
 
