@@ -129,6 +129,10 @@ pub(super) fn classify_error(status: StatusCode, body: &[u8], grant: &Grant) -> 
             "insufficient_claims",
         ),
         "invalid_target" => (Error::InsufficientScope, "invalid_target"),
+        // RFC 9396 §5: the route's authorization details were refused, as a scope can be.
+        "invalid_authorization_details" => {
+            (Error::InsufficientScope, "invalid_authorization_details")
+        }
         "invalid_client" => (
             Error::ExchangeFailed("client credentials rejected"),
             "invalid_client",

@@ -13,7 +13,7 @@ use tracing::{Instrument, Span};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::authn::{Authn, InboundProofs, ProofsTotal};
-use crate::config::{AssertionFileError, Config, Route};
+use crate::config::{AssertionFileError, Config, ExchangeMode, Route};
 use crate::error::Error;
 use crate::metrics::RouteLabel;
 use crate::outbound::{self, Peer, UpstreamClient};
@@ -83,6 +83,8 @@ pub(crate) struct RouteRuntime {
     pub(crate) label: RouteLabel,
     duration: RouteDuration,
     requests: StatusCounters,
+    /// `chaingate_exchange_skipped_total{route}`; only routes that may skip have a child.
+    skipped: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Gateway {
@@ -140,6 +142,8 @@ impl Gateway {
                     upstream_nonce: outbound::UpstreamNonce::default(),
                     duration: metrics.requests.duration.child(&label),
                     requests: StatusCounters::new(&metrics.requests.requests, &label.route),
+                    skipped: (route.exchange != ExchangeMode::Always)
+                        .then(|| metrics.requests.skipped.get_or_create_owned(&label)),
                     label,
                     config: route,
                 })
@@ -209,24 +213,47 @@ impl Gateway {
             let caller = Caller::new(&route.label.route, self.audit, || {
                 trace::traceparent(request.headers())
             });
-            let (at2, lookup) = route
-                .tokens
-                .for_route(&route.config, at1, &caller)
-                .await
-                .map_err(|e| at1.in_its_scheme(e))?;
-            outcome.lookup = Some(lookup);
+            // `exchange = "never"`, or `"if_needed"` with a token already for the target
+            // audience: the caller's own Authorization goes upstream, nothing is exchanged.
+            let skip = match route.config.exchange {
+                ExchangeMode::Always => false,
+                ExchangeMode::IfNeeded => at1.aimed_at_target(),
+                ExchangeMode::Never => true,
+            };
+            let credential = match request.headers().get(http::header::AUTHORIZATION) {
+                Some(own) if skip => {
+                    if let Some(skipped) = &route.skipped {
+                        skipped.inc();
+                    }
+                    outcome.lookup = Some(Lookup::Skipped);
+                    outbound::Credential {
+                        authorization: own.clone(),
+                        dpop: None,
+                    }
+                }
+                _ => {
+                    let (at2, lookup) = route
+                        .tokens
+                        .for_route(&route.config, at1, &caller)
+                        .await
+                        .map_err(|e| at1.in_its_scheme(e))?;
+                    outcome.lookup = Some(lookup);
+                    outbound::Credential {
+                        authorization: at2.authorization.clone(),
+                        dpop: at2.dpop.clone(),
+                    }
+                }
+            };
             // The next hop's parent is chaingate's span, not the caller's.
             trace::inject_current(request.headers_mut());
             // outbound: swap the credential, strip hop-by-hop fields, stream both bodies.
             // A DPoP-bound AT2 goes as `DPoP` with a fresh proof for this request (RFC 9449 §7.1).
             let limits = (self.body_idle, self.upstream_timeout);
             let target = route.target();
-            let credential = outbound::Credential {
-                authorization: at2.authorization.clone(),
-                dpop: at2.dpop.clone(),
-            };
             let (response, replay) =
                 outbound::forward(target, request, credential, &peer, &mut permit, limits).await?;
+            // A refusal of the caller's own token is the caller's to hear: nothing to re-exchange.
+            let replay = replay.filter(|_| !skip);
             // feedback: an upstream 401 invalid_token (RFC 6750 §3.1) evicts, re-exchanges and
             // retries a bodyless request once; 401 use_dpop_nonce (RFC 9449 §9) resends once.
             let route = (&route.config, &route.tokens, target);
