@@ -399,3 +399,5 @@ const MAX_ACCESS_LOG_BUFFER: usize = 16 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod route_tests;
