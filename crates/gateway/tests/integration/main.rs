@@ -22,6 +22,7 @@ mod reciprocal;
 mod registration;
 mod reload;
 mod response_metadata;
+mod route_targets;
 mod secrets;
 mod shared_cache;
 mod shared_signals;
