@@ -4,6 +4,8 @@
 
 use chaingate_test_support as support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -305,7 +307,24 @@ async fn never_forwards_the_validated_token_and_relays_its_refusal() {
     let dir = tempfile::tempdir().unwrap();
     let sts = TokenServer::start().await;
     let upstream = Upstream::start().await;
-    let routes = route("direct", "path_prefix = \"/\"\nexchange = \"never\"", &upstream)
+    // An upstream that refuses every token as RFC 6750 §3.1 says, counting what it is sent.
+    let refusals = Arc::new(AtomicUsize::new(0));
+    let counter = refusals.clone();
+    let refusing = serve(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            http::Response::builder()
+                .status(401)
+                .header("www-authenticate", "Bearer error=\"invalid_token\"")
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        }
+    })
+    .await;
+    let routes = format!(
+        "[[routes]]\nname = \"refusing\"\npath_prefix = \"/refusing\"\nupstream = \"http://{refusing}\"\ndomain = \"te\"\nexchange = \"never\"\n{}",
+        validate(&key, dir.path())
+    ) + &route("direct", "path_prefix = \"/\"\nexchange = \"never\"", &upstream)
         + &validate(&key, dir.path());
     let gw = gateway(&te_config(&sts, &routes)).await;
 
@@ -315,17 +334,25 @@ async fn never_forwards_the_validated_token_and_relays_its_refusal() {
         format!("Bearer {token}")
     );
     // The upstream refuses the caller's own token: the caller hears it; nothing is exchanged
-    // and nothing retried.
-    let refused = get(gw.addr, "/status/401", Some(&token)).await;
+    // and nothing retried (an exchanged token would be evicted and exchanged again).
+    let refused = get(gw.addr, "/refusing", Some(&token)).await;
     assert_eq!(refused.status, 401);
-    assert_eq!(upstream.received().len(), 2);
+    assert!(refused
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
+    assert_eq!(refusals.load(Ordering::SeqCst), 1);
     let bad = caller_token(&key, json!("urn:other"));
     assert_eq!(get(gw.addr, "/x", Some(&bad)).await.status, 401);
-    assert_eq!(upstream.received().len(), 2);
+    assert_eq!(upstream.received().len(), 1);
     assert_eq!(sts.calls(), 0);
     let scrape = metrics(&gw).await;
-    assert_eq!(
-        sample(&scrape, "chaingate_exchange_skipped_total{route=\"direct\"}"),
-        Some(2.0)
-    );
+    let skipped = |route: &str| {
+        sample(
+            &scrape,
+            &format!("chaingate_exchange_skipped_total{{route=\"{route}\"}}"),
+        )
+    };
+    assert_eq!(skipped("direct"), Some(1.0));
+    assert_eq!(skipped("refusing"), Some(1.0));
 }
