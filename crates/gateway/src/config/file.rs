@@ -41,6 +41,8 @@ pub(crate) struct FileConfig {
     pub(crate) tracing: Option<super::tracing::FileTracing>,
     /// `[shared_signals]`: absent, no security events are taken.
     pub(crate) shared_signals: Option<super::shared_signals::FileSharedSignals>,
+    /// `[protected_resource]`: RFC 9728 metadata every route inherits; absent, none is served.
+    pub(crate) protected_resource: Option<super::protected_resource::FileProtectedResource>,
     /// Runtime worker threads; default: the CPUs the process may use.
     pub(crate) worker_threads: Option<usize>,
 }
@@ -189,6 +191,8 @@ pub(crate) struct FileRoute {
     pub(crate) dpop: super::route_dpop::InboundDpop,
     /// Oldest acceptable proof `iat` on a DPoP route.
     pub(crate) dpop_max_age: Option<String>,
+    /// This route's RFC 9728 metadata, over the top-level `[protected_resource]`.
+    pub(crate) protected_resource: Option<super::protected_resource::FileProtectedResource>,
 }
 
 #[derive(Debug, Deserialize)]

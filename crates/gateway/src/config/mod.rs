@@ -18,6 +18,7 @@ mod route;
 mod route_dpop;
 mod scope_strategy;
 mod shared_cache;
+mod protected_resource;
 mod shared_signals;
 mod tracing;
 
@@ -43,6 +44,7 @@ pub use route::{Route, Upstream, Validate};
 pub use route_dpop::{InboundDpop, DEFAULT_DPOP_MAX_AGE};
 pub use scope_strategy::ScopeStrategy;
 pub use shared_cache::{SharedCacheServer, SharedCacheSettings};
+pub use protected_resource::{ProtectedResource, WELL_KNOWN};
 pub use shared_signals::SharedSignals;
 pub use tracing::TracingSettings;
 
@@ -250,12 +252,13 @@ impl Config {
                 "at least one [[routes]] entry is required",
             ));
         }
-        let routes = file
+        let mut routes = file
             .routes
             .iter()
             .enumerate()
             .map(|(i, route)| validate_route(i, route, &domains))
             .collect::<Result<Vec<_>, _>>()?;
+        protected_resource::resolve(file.protected_resource.as_ref(), &file.routes, &mut routes)?;
         let at_least_one = |key: &str, n: usize| match n {
             0 => Err(ConfigError::key(key, "must be at least 1")),
             n => Ok(n),

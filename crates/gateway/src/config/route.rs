@@ -32,6 +32,8 @@ pub struct Route {
     pub dpop: super::InboundDpop,
     /// `dpop_max_age`: the oldest proof `iat` accepted, and how long a `jti` is remembered.
     pub dpop_max_age: Duration,
+    /// RFC 9728 metadata of this route (its own table over `[protected_resource]`), if any.
+    pub protected_resource: Option<Arc<super::ProtectedResource>>,
 }
 
 /// `[routes.validate]`: RFC 9068 §4 / RFC 8725 checks of the caller's token.
@@ -119,6 +121,8 @@ pub(super) fn validate_route(
     };
     let dpop_max_age = super::route_dpop::max_age(&key("dpop_max_age"), r)?;
     Ok(Route {
+        // Set once every route is known: routes may share a metadata document.
+        protected_resource: None,
         dpop: r.dpop,
         dpop_max_age,
         resource_origin: Arc::from(resource_origin),
