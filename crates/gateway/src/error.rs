@@ -143,13 +143,17 @@ impl Error {
             .challenge_owned(dpop_challenge("error=\"invalid_token\", ", p401)),
             Self::InvalidDpopProof(why) => {
                 respond(StatusCode::UNAUTHORIZED, "invalid_dpop_proof", why).challenge_owned(
-                    dpop_challenge(&format!(
-                        "error=\"invalid_dpop_proof\", error_description=\"{why}\", "
-                    ), p401),
+                    dpop_challenge(
+                        &format!("error=\"invalid_dpop_proof\", error_description=\"{why}\", "),
+                        p401,
+                    ),
                 )
             }
             Self::InvalidRequest(why) => respond(StatusCode::BAD_REQUEST, "invalid_request", why)
-                .challenge("Bearer realm=\"chaingate\", error=\"invalid_request\"", p401),
+                .challenge(
+                    "Bearer realm=\"chaingate\", error=\"invalid_request\"",
+                    p401,
+                ),
             Self::InvalidToken => respond(
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
@@ -173,7 +177,10 @@ impl Error {
                 "insufficient_scope",
                 "the access token does not allow this request",
             )
-            .challenge("Bearer realm=\"chaingate\", error=\"insufficient_scope\"", p403),
+            .challenge(
+                "Bearer realm=\"chaingate\", error=\"insufficient_scope\"",
+                p403,
+            ),
             Self::BadFraming(why) => {
                 respond(StatusCode::BAD_REQUEST, "invalid_request", why).close()
             }
@@ -310,7 +317,8 @@ impl StepUp {
         let safe = |v: &&str| {
             !v.is_empty()
                 && v.len() <= MAX_STEP_UP_VALUE
-                && v.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+                && v.bytes()
+                    .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
         };
         let mut params = String::new();
         if let Some(acr) = acr_values.filter(safe) {

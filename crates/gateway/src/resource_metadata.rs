@@ -106,7 +106,10 @@ fn document(p: &ProtectedResource, routes: &[&Route]) -> Bytes {
             .iter()
             .filter_map(|a| serde_json::to_value(a).ok())
             .collect();
-        doc.insert("dpop_signing_alg_values_supported".into(), Value::Array(algs));
+        doc.insert(
+            "dpop_signing_alg_values_supported".into(),
+            Value::Array(algs),
+        );
     }
     // §2: true only when every route behind this document refuses Bearer.
     let required = routes.iter().all(|r| r.dpop == InboundDpop::Required);

@@ -75,7 +75,10 @@ pub(super) fn resolve(
                     .scopes_supported
                     .clone()
                     .or_else(|| top.scopes_supported.clone()),
-                resource_name: own.resource_name.clone().or_else(|| top.resource_name.clone()),
+                resource_name: own
+                    .resource_name
+                    .clone()
+                    .or_else(|| top.resource_name.clone()),
                 resource_documentation: own
                     .resource_documentation
                     .clone()
@@ -93,7 +96,9 @@ pub(super) fn resolve(
         let Some(mine) = &route.protected_resource else {
             continue;
         };
-        let clash = routes[..i].iter().filter_map(|r| r.protected_resource.as_ref());
+        let clash = routes[..i]
+            .iter()
+            .filter_map(|r| r.protected_resource.as_ref());
         if let Some(other) = clash
             .filter(|o| o.metadata_path == mine.metadata_path)
             .find(|o| o != &mine)

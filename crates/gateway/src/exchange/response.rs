@@ -45,9 +45,9 @@ impl ErrorBody {
         // challenge parameter (the shape Entra ID's claims challenges use).
         let claims = match &self.claims {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(object @ serde_json::Value::Object(_)) => Some(
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(object.to_string()),
-            ),
+            Some(object @ serde_json::Value::Object(_)) => {
+                Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(object.to_string()))
+            }
             _ => None,
         };
         StepUp::new(

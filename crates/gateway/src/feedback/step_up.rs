@@ -161,8 +161,14 @@ mod tests {
         assert_eq!(answered(401, upstream, &none).as_deref(), Some(upstream));
         let other = r#"Bearer error="invalid_token""#;
         assert_eq!(answered(401, other, &params()).as_deref(), Some(other));
-        assert_eq!(answered(500, upstream, &params()).as_deref(), Some(upstream));
-        assert_eq!(answered(401, "Basic realm=\"x\"", &params()).as_deref(), Some("Basic realm=\"x\""));
+        assert_eq!(
+            answered(500, upstream, &params()).as_deref(),
+            Some(upstream)
+        );
+        assert_eq!(
+            answered(401, "Basic realm=\"x\"", &params()).as_deref(),
+            Some("Basic realm=\"x\"")
+        );
     }
 
     #[test]
@@ -170,9 +176,17 @@ mod tests {
         // An escaped quote is a legal quoted-string but must not reach our header unescaped.
         let upstream = r#"Bearer error="insufficient_claims", claims="a\"b", max_age=x"#;
         let relayed = answered(401, upstream, &params()).unwrap();
-        assert!(relayed.starts_with("Bearer realm=\"chaingate\", error=\"insufficient_claims\", resource_metadata="), "{relayed}");
+        assert!(
+            relayed.starts_with(
+                "Bearer realm=\"chaingate\", error=\"insufficient_claims\", resource_metadata="
+            ),
+            "{relayed}"
+        );
         let unterminated = r#"Bearer error="insufficient_claims"#;
-        assert_eq!(answered(401, unterminated, &params()).as_deref(), Some(unterminated));
+        assert_eq!(
+            answered(401, unterminated, &params()).as_deref(),
+            Some(unterminated)
+        );
     }
 
     #[test]

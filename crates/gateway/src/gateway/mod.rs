@@ -18,11 +18,11 @@ use crate::config::{AssertionFileError, Config, Route};
 use crate::error::{ChallengeParams, Error};
 use crate::metrics::RouteLabel;
 use crate::outbound::{self, Peer, UpstreamClient};
+use crate::resource_metadata::{self, Documents};
 use crate::shed::{self, Shed};
 use crate::signals::{Receiver, SignalsMetrics};
 use crate::tokens::{Caller, DomainTokens, Lookup, TokensMetrics};
 use crate::validate::InboundValidator;
-use crate::resource_metadata::{self, Documents};
 use crate::{feedback, inbound, trace, Body};
 use chaingate_oauth::remote::SharedClient;
 
