@@ -41,6 +41,8 @@ pub(crate) struct FileConfig {
     pub(crate) tracing: Option<super::tracing::FileTracing>,
     /// `[shared_signals]`: absent, no security events are taken.
     pub(crate) shared_signals: Option<super::shared_signals::FileSharedSignals>,
+    /// `[protected_resource]`: RFC 9728 metadata every route inherits; absent, none is served.
+    pub(crate) protected_resource: Option<super::protected_resource::FileProtectedResource>,
     /// Runtime worker threads; default: the CPUs the process may use.
     pub(crate) worker_threads: Option<usize>,
 }
@@ -213,6 +215,8 @@ pub(crate) struct FileRoute {
     /// `always` (default), `if_needed` or `never`: whether the caller's token is exchanged.
     #[serde(default)]
     pub(crate) exchange: super::targets::ExchangeMode,
+    /// This route's RFC 9728 metadata, over the top-level `[protected_resource]`.
+    pub(crate) protected_resource: Option<super::protected_resource::FileProtectedResource>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,6 +12,7 @@ mod env;
 mod file;
 mod grant;
 mod matching;
+mod protected_resource;
 mod reciprocal;
 mod registration;
 mod response_metadata;
@@ -38,6 +39,7 @@ pub use domain::{AssertionAudience, AssertionKey, ClientAuth, Domain, Protection
 pub use dpop::DpopKey;
 pub use grant::{Grant, OAuthTokenFormat, TokenExchange, TOKEN_TYPE_PREFIX};
 pub use matching::{Conditions, HostMatch};
+pub use protected_resource::{ProtectedResource, WELL_KNOWN};
 pub use reciprocal::Reciprocal;
 pub use registration::Registration;
 pub use response_metadata::{origin, ResponseMetadata};
@@ -260,12 +262,13 @@ impl Config {
                 "at least one [[routes]] entry is required",
             ));
         }
-        let routes = file
+        let mut routes = file
             .routes
             .iter()
             .enumerate()
             .map(|(i, route)| validate_route(i, route, &domains))
             .collect::<Result<Vec<_>, _>>()?;
+        protected_resource::resolve(file.protected_resource.as_ref(), &file.routes, &mut routes)?;
         let at_least_one = |key: &str, n: usize| match n {
             0 => Err(ConfigError::key(key, "must be at least 1")),
             n => Ok(n),

@@ -43,6 +43,8 @@ pub struct Route {
     /// `exchange`: always (default), only if the caller's token is not already for the
     /// target audience, or never.
     pub exchange: super::ExchangeMode,
+    /// RFC 9728 metadata of this route (its own table over `[protected_resource]`), if any.
+    pub protected_resource: Option<Arc<super::ProtectedResource>>,
 }
 
 /// `[routes.validate]`: RFC 9068 §4 / RFC 8725 checks of the caller's token.
@@ -138,6 +140,8 @@ pub(super) fn validate_route(
         conditions: matching.conditions,
         targets,
         exchange,
+        // Set once every route is known: routes may share a metadata document.
+        protected_resource: None,
         dpop: r.dpop,
         dpop_max_age,
         resource_origin: Arc::from(resource_origin),

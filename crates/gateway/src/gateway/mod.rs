@@ -1,4 +1,5 @@
-//! The request path: route → framing → shed → authn → tokens → outbound → feedback, in one function
+//! The request path: signals → metadata → route → framing → shed → authn → tokens → outbound →
+//! feedback, in one function
 //! ([`Gateway::handle`]). Each phase is a module of its own; this one only puts them in order
 //! and records what happened.
 
@@ -14,9 +15,10 @@ use tracing::{Instrument, Span};
 use crate::access_log::{AccessLog, Entry};
 use crate::authn::{Authn, InboundProofs, ProofsTotal};
 use crate::config::{AssertionFileError, Config, ExchangeMode, Route};
-use crate::error::Error;
+use crate::error::{ChallengeParams, Error};
 use crate::metrics::RouteLabel;
 use crate::outbound::{self, Peer, UpstreamClient};
+use crate::resource_metadata::{self, Documents};
 use crate::shed::{self, Shed};
 use crate::signals::{Receiver, SignalsMetrics};
 use crate::tokens::{Caller, DomainTokens, Lookup, TokensMetrics};
@@ -68,6 +70,8 @@ pub(crate) struct Gateway {
     shared: Option<Arc<crate::tokens::SharedTier>>,
     /// `[shared_signals]`: the receiver of pushed revocation events.
     signals: Option<Receiver>,
+    /// `[protected_resource]`: the RFC 9728 documents, if any route has one.
+    metadata: Option<Documents>,
 }
 
 /// One route, with the runtime of each phase it goes through.
@@ -81,6 +85,8 @@ pub(crate) struct RouteRuntime {
     /// The upstream's last DPoP nonce (RFC 9449 §9), for routes whose tokens are bound.
     upstream_nonce: outbound::UpstreamNonce,
     pub(crate) label: RouteLabel,
+    /// `resource_metadata` and `scope` for this route's challenges, rendered once.
+    challenge: ChallengeParams,
     duration: RouteDuration,
     requests: StatusCounters,
     /// `chaingate_exchange_skipped_total{route}`; only routes that may skip have a child.
@@ -140,6 +146,7 @@ impl Gateway {
                         config.timeouts.pool_idle,
                     )?,
                     upstream_nonce: outbound::UpstreamNonce::default(),
+                    challenge: resource_metadata::challenge_params(&route),
                     duration: metrics.requests.duration.child(&label),
                     requests: StatusCounters::new(&metrics.requests.requests, &label.route),
                     skipped: (route.exchange != ExchangeMode::Always)
@@ -155,6 +162,7 @@ impl Gateway {
             .map(|settings| Receiver::new(settings, jwks_client.clone(), &metrics.signals));
         Ok(Self {
             signals,
+            metadata: Documents::new(&config.routes),
             routes,
             domains,
             shed: Shed::new(
@@ -193,6 +201,11 @@ impl Gateway {
             // the transmitter talking to chaingate, not a caller: answered before any route.
             if let Some(signals) = self.signals.as_ref().filter(|s| s.is_for(&request)) {
                 return signals.receive(request, &self.domains).await;
+            }
+            // metadata: RFC 9728 documents are public and name where a token comes from, so
+            // a client that has none yet can read them; answered before any route (§3).
+            if let Some(metadata) = self.metadata.as_ref().filter(|m| m.is_for(&request)) {
+                return Ok(metadata.serve(&request));
             }
             // route: the first route whose path, host, method and headers match wins; an
             // oversized target is refused before anything reads it.
@@ -256,14 +269,18 @@ impl Gateway {
             let replay = replay.filter(|_| !skip);
             // feedback: an upstream 401 invalid_token (RFC 6750 §3.1) evicts, re-exchanges and
             // retries a bodyless request once; 401 use_dpop_nonce (RFC 9449 §9) resends once.
+            let (timeout, challenge) = (self.upstream_timeout, &route.challenge);
             let route = (&route.config, &route.tokens, target);
             let response =
-                feedback::after(route, replay, response, self.upstream_timeout, &caller).await?;
+                feedback::after(route, replay, response, timeout, &caller, challenge).await?;
             Ok(shed::until_body_ends(response, permit))
         }
         .instrument(span.clone())
         .await
-        .unwrap_or_else(Error::into_response);
+        .unwrap_or_else(|e| {
+            let none = ChallengeParams::default();
+            e.into_response(outcome.route.map_or(&none, |r| &r.challenge))
+        });
         self.record(outcome, &response, &span);
         response
     }

@@ -17,6 +17,7 @@ mod in_flight;
 mod inbound_validation;
 mod incremental_scopes;
 mod profiles;
+mod protected_resource;
 mod protection;
 mod reciprocal;
 mod registration;
