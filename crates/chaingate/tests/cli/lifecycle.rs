@@ -217,7 +217,7 @@ async fn worker_threads_sets_the_runtime_workers_and_one_runs_on_the_main_thread
 fn check_warns_about_a_route_an_earlier_one_shadows_and_still_exits_0() {
     let base = config("http://127.0.0.1:1/token", "http://127.0.0.1:2", "");
     // After the catch-all `/` route, a `/late` route can never match.
-    let shadowed = base.clone()
+    let shadowed = base
         + "\n[[routes]]\nname = \"late\"\npath_prefix = \"/late\"\nupstream = \"http://127.0.0.1:2\"\ndomain = \"billing\"\n";
     let (_dir, path) = write_config(&shadowed);
     let out = Command::new(BIN)

@@ -196,12 +196,12 @@ impl Conditions {
             (_, None) => true,
             (None, Some(_)) => false,
             (Some(later), Some(earlier)) => {
-                later.host == earlier.host
-                    && (earlier.port.is_none() || earlier.port == later.port)
+                later.host == earlier.host && (earlier.port.is_none() || earlier.port == later.port)
             }
         };
         let methods = self.methods.is_empty()
-            || (!other.methods.is_empty() && other.methods.iter().all(|m| self.methods.contains(m)));
+            || (!other.methods.is_empty()
+                && other.methods.iter().all(|m| self.methods.contains(m)));
         let headers = self.headers.iter().all(|h| other.headers.contains(h));
         host && methods && headers
     }
@@ -228,7 +228,10 @@ impl Route {
 pub(super) fn shadowed(routes: &[Route]) -> Vec<String> {
     let mut warnings = Vec::new();
     for (i, later) in routes.iter().enumerate() {
-        if let Some(j) = routes[..i].iter().position(|earlier| earlier.shadows(later)) {
+        if let Some(j) = routes[..i]
+            .iter()
+            .position(|earlier| earlier.shadows(later))
+        {
             warnings.push(format!(
                 "routes[{i}] (\"{}\") can never match: routes[{j}] (\"{}\") comes first and matches every request it would",
                 later.name, routes[j].name

@@ -401,6 +401,6 @@ const MAX_HEADER_BYTES: usize = 1024 * 1024;
 const MAX_ACCESS_LOG_BUFFER: usize = 16 * 1024 * 1024;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod route_tests;
+#[cfg(test)]
+mod tests;

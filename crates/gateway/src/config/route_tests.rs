@@ -72,7 +72,10 @@ fn host_methods_and_headers_are_checked_at_load() {
         ("host = \"user@a.example\"", "routes[0].host"),
         ("methods = []", "routes[0].methods"),
         ("methods = [\"GET\", \"G T\"]", "routes[0].methods[1]"),
-        ("headers = { \"bad name\" = \"x\" }", "routes[0].headers.bad name"),
+        (
+            "headers = { \"bad name\" = \"x\" }",
+            "routes[0].headers.bad name",
+        ),
         ("headers = { \"x-a\" = \"\\n\" }", "routes[0].headers.x-a"),
         (
             "headers = { authorization = \"Bearer x\" }",
@@ -102,7 +105,11 @@ fn a_request_matches_on_host_method_and_headers() {
         builder.body(()).unwrap()
     };
     let matches = |r: &http::Request<()>| route.matches(r.uri().path(), r);
-    assert!(matches(&request("api.EXAMPLE:8443", "POST", &["tools/call"])));
+    assert!(matches(&request(
+        "api.EXAMPLE:8443",
+        "POST",
+        &["tools/call"]
+    )));
     assert!(matches(&request("api.example.", "POST", &["tools/call"])));
     assert!(!matches(&request("other.example", "POST", &["tools/call"])));
     assert!(!matches(&request("api.example", "GET", &["tools/call"])));
@@ -121,7 +128,11 @@ fn a_request_matches_on_host_method_and_headers() {
         .unwrap();
     assert!(matches(&h2));
 
-    let with_port = loaded("billing", "path_prefix = \"/\"\nhost = \"api.example:8443\"", "");
+    let with_port = loaded(
+        "billing",
+        "path_prefix = \"/\"\nhost = \"api.example:8443\"",
+        "",
+    );
     let at = |host: &str| {
         let r = request(host, "GET", &[]);
         with_port.matches("/mcp", &r)
@@ -145,7 +156,10 @@ fn a_route_an_earlier_one_covers_is_warned_about() {
         }
         Config::from_toml(&text).unwrap().warnings()
     };
-    let warnings = config(&["path_prefix = \"/api\"", "name = \"late\"\npath = \"/api/x\""]);
+    let warnings = config(&[
+        "path_prefix = \"/api\"",
+        "name = \"late\"\npath = \"/api/x\"",
+    ]);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("routes[1]") && warnings[0].contains("late"));
     assert!(warnings[0].contains("routes[0]"));
@@ -153,12 +167,18 @@ fn a_route_an_earlier_one_covers_is_warned_about() {
     for pair in [
         ["path_prefix = \"/api/x\"", "path_prefix = \"/api\""],
         ["path = \"/api\"", "path_prefix = \"/api\""],
-        ["path_prefix = \"/\"\nmethods = [\"GET\"]", "path_prefix = \"/\""],
+        [
+            "path_prefix = \"/\"\nmethods = [\"GET\"]",
+            "path_prefix = \"/\"",
+        ],
         [
             "path_prefix = \"/\"\nmethods = [\"GET\"]",
             "path_prefix = \"/\"\nmethods = [\"GET\", \"POST\"]",
         ],
-        ["path_prefix = \"/\"\nhost = \"a.example\"", "path_prefix = \"/\""],
+        [
+            "path_prefix = \"/\"\nhost = \"a.example\"",
+            "path_prefix = \"/\"",
+        ],
         [
             "path_prefix = \"/\"\nhost = \"a.example:80\"",
             "path_prefix = \"/\"\nhost = \"a.example\"",
@@ -172,7 +192,10 @@ fn a_route_an_earlier_one_covers_is_warned_about() {
     }
     // Covering conditions: absent, or admitting more.
     for pair in [
-        ["path_prefix = \"/\"", "path_prefix = \"/\"\nmethods = [\"GET\"]"],
+        [
+            "path_prefix = \"/\"",
+            "path_prefix = \"/\"\nmethods = [\"GET\"]",
+        ],
         [
             "path_prefix = \"/\"\nmethods = [\"GET\", \"POST\"]",
             "path_prefix = \"/x\"\nmethods = [\"POST\"]",
@@ -253,12 +276,20 @@ fn exchange_modes_need_what_they_rely_on() {
         loaded("te", "path_prefix = \"/\"", "").exchange,
         ExchangeMode::Always
     );
-    let if_needed = loaded("te", "path_prefix = \"/\"\nexchange = \"if_needed\"", VALIDATE);
+    let if_needed = loaded(
+        "te",
+        "path_prefix = \"/\"\nexchange = \"if_needed\"",
+        VALIDATE,
+    );
     assert_eq!(if_needed.exchange, ExchangeMode::IfNeeded);
     let validate = if_needed.validate.unwrap();
     assert_eq!(validate.target_audiences, ["urn:te:default"]);
     assert_eq!(validate.audiences, ["urn:chaingate"]);
-    let never = loaded("billing", "path_prefix = \"/\"\nexchange = \"never\"", VALIDATE);
+    let never = loaded(
+        "billing",
+        "path_prefix = \"/\"\nexchange = \"never\"",
+        VALIDATE,
+    );
     assert_eq!(never.exchange, ExchangeMode::Never);
     assert!(never.validate.unwrap().target_audiences.is_empty());
 

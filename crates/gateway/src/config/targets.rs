@@ -43,7 +43,9 @@ pub enum ExchangeMode {
 
 /// An absolute URI without a fragment (RFC 8707 §2).
 pub(super) fn is_resource_uri(text: &str) -> bool {
-    text.parse::<http::Uri>().is_ok_and(|u| u.scheme().is_some()) && !text.contains('#')
+    text.parse::<http::Uri>()
+        .is_ok_and(|u| u.scheme().is_some())
+        && !text.contains('#')
 }
 
 /// The route's targets, if it sets any, merged over the domain's.

@@ -50,6 +50,9 @@ mod tests;
 /// A domain's token for the caller, and whether the cache had it.
 pub(crate) type TokenResult = Result<(Arc<CachedToken>, Lookup), Error>;
 
+/// What a renewal asks for: the scope, and an incremental entry's whole held scope.
+type Renewal = (Option<String>, Option<Scopes>);
+
 /// The exchange's metrics, `chaingate_token_cache_*`, `chaingate_scope_upgrades_total` and the
 /// response-metadata refusals.
 #[derive(Debug, Clone)]
@@ -425,7 +428,7 @@ impl DomainTokens {
         current: &Arc<CachedToken>,
         key: Key,
         at1: InboundToken<'_>,
-        ((scope, held), targets): ((Option<String>, Option<Scopes>), Option<&Arc<Targets>>),
+        ((scope, held), targets): (Renewal, Option<&Arc<Targets>>),
         caller: &Caller<'_>,
     ) {
         let targets = targets.cloned();
@@ -445,7 +448,8 @@ impl DomainTokens {
             // replica stored is taken as this one's renewal.
             let mut lease = None;
             if let Some(shared) = &domain.shared {
-                let skey = domain.shared_key(&shared.tier, scope.as_deref(), targets.as_deref(), token);
+                let skey =
+                    domain.shared_key(&shared.tier, scope.as_deref(), targets.as_deref(), token);
                 match shared
                     .tier
                     .claim(&skey, current.expires_unix_ms(), &shared.counters)

@@ -27,7 +27,10 @@ fn keys_differ_by_domain_scope_and_token() {
         token_key("billing", Some("a"), None, InboundToken::for_test("tok2"))
     );
     // Length prefixes keep shifted boundaries apart.
-    assert_ne!(token_key("ab", Some("c"), None, t), token_key("a", Some("bc"), None, t));
+    assert_ne!(
+        token_key("ab", Some("c"), None, t),
+        token_key("a", Some("bc"), None, t)
+    );
 }
 
 #[test]

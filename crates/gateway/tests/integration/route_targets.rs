@@ -114,12 +114,27 @@ async fn routes_with_different_targets_never_share_a_token_and_the_server_sees_t
     let gw = gateway(&te_config(&sts, &routes)).await;
 
     // One caller token on three routes: three exchanges, three tokens.
-    assert_eq!(seen(&get(gw.addr, "/a", Some("caller-1")).await), "Bearer at2-0");
-    assert_eq!(seen(&get(gw.addr, "/b", Some("caller-1")).await), "Bearer at2-1");
-    assert_eq!(seen(&get(gw.addr, "/", Some("caller-1")).await), "Bearer at2-2");
+    assert_eq!(
+        seen(&get(gw.addr, "/a", Some("caller-1")).await),
+        "Bearer at2-0"
+    );
+    assert_eq!(
+        seen(&get(gw.addr, "/b", Some("caller-1")).await),
+        "Bearer at2-1"
+    );
+    assert_eq!(
+        seen(&get(gw.addr, "/", Some("caller-1")).await),
+        "Bearer at2-2"
+    );
     // Each route's own token is cached for it.
-    assert_eq!(seen(&get(gw.addr, "/a/x", Some("caller-1")).await), "Bearer at2-0");
-    assert_eq!(seen(&get(gw.addr, "/b/x", Some("caller-1")).await), "Bearer at2-1");
+    assert_eq!(
+        seen(&get(gw.addr, "/a/x", Some("caller-1")).await),
+        "Bearer at2-0"
+    );
+    assert_eq!(
+        seen(&get(gw.addr, "/b/x", Some("caller-1")).await),
+        "Bearer at2-1"
+    );
     assert_eq!(sts.calls(), 3);
 
     let requests = sts.requests();
@@ -149,8 +164,14 @@ async fn resource_and_details_go_with_the_chain_grant_too() {
         upstream.url()
     );
     let gw = gateway(&config(&sts.url(), &upstream.url(), &extra)).await;
-    assert_eq!(seen(&get(gw.addr, "/pay", Some("caller-2")).await), "Bearer at2-0");
-    assert_eq!(seen(&get(gw.addr, "/", Some("caller-2")).await), "Bearer at2-1");
+    assert_eq!(
+        seen(&get(gw.addr, "/pay", Some("caller-2")).await),
+        "Bearer at2-0"
+    );
+    assert_eq!(
+        seen(&get(gw.addr, "/", Some("caller-2")).await),
+        "Bearer at2-1"
+    );
     let requests = sts.requests();
     assert_eq!(params(&requests[0], "resource"), ["https://pay.example/"]);
     assert_eq!(
@@ -162,7 +183,8 @@ async fn resource_and_details_go_with_the_chain_grant_too() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_authorization_details_are_a_403_the_caller_can_act_on() {
-    let sts = TokenServer::scripted(|_, _| Reply::error(400, "invalid_authorization_details")).await;
+    let sts =
+        TokenServer::scripted(|_, _| Reply::error(400, "invalid_authorization_details")).await;
     let upstream = Upstream::start().await;
     let routes = route(
         "pay",
@@ -210,12 +232,27 @@ async fn the_first_route_matching_path_host_method_and_headers_wins() {
         let request = request.body(Full::new(Bytes::new())).unwrap();
         async move { send(&client(), request).await.status }
     };
-    assert_eq!(send_one("POST", "/mcp", None, Some("tools/call")).await, 200);
-    assert_eq!(send_one("POST", "/mcp", None, Some("tools/list")).await, 200);
+    assert_eq!(
+        send_one("POST", "/mcp", None, Some("tools/call")).await,
+        200
+    );
+    assert_eq!(
+        send_one("POST", "/mcp", None, Some("tools/list")).await,
+        200
+    );
     assert_eq!(send_one("GET", "/mcp", None, Some("tools/call")).await, 200);
-    assert_eq!(send_one("POST", "/mcp/x", None, Some("tools/call")).await, 200);
-    assert_eq!(send_one("GET", "/x", Some("api.example:8080"), None).await, 200);
-    assert_eq!(send_one("GET", "/x", Some("other.example"), None).await, 200);
+    assert_eq!(
+        send_one("POST", "/mcp/x", None, Some("tools/call")).await,
+        200
+    );
+    assert_eq!(
+        send_one("GET", "/x", Some("api.example:8080"), None).await,
+        200
+    );
+    assert_eq!(
+        send_one("GET", "/x", Some("other.example"), None).await,
+        200
+    );
     let paths = |u: &Upstream| {
         u.received()
             .iter()
@@ -271,7 +308,10 @@ async fn if_needed_forwards_a_token_already_for_the_upstream_and_exchanges_the_o
     assert_eq!(sts.calls(), 0);
     // For chaingate only: exchanged for the upstream's audience.
     let ours = caller_token(&key, json!("urn:chaingate"));
-    assert_eq!(seen(&get(gw.addr, "/tools", Some(&ours)).await), "Bearer at2-0");
+    assert_eq!(
+        seen(&get(gw.addr, "/tools", Some(&ours)).await),
+        "Bearer at2-0"
+    );
     assert_eq!(sts.calls(), 1);
     assert_eq!(params(&sts.requests()[0], "audience"), ["urn:upstream"]);
     assert_eq!(params(&sts.requests()[0], "subject_token"), [ours.as_str()]);
