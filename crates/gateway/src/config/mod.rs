@@ -20,6 +20,7 @@ mod scope_strategy;
 mod shared_cache;
 mod shared_signals;
 mod tracing;
+mod txn_token;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -45,6 +46,7 @@ pub use scope_strategy::ScopeStrategy;
 pub use shared_cache::{SharedCacheServer, SharedCacheSettings};
 pub use shared_signals::SharedSignals;
 pub use tracing::TracingSettings;
+pub use txn_token::{TxnEdge, TxnMode, TxnVerify};
 
 use digest::Digest;
 use domain::validate_domain;

@@ -32,6 +32,10 @@ pub struct Route {
     pub dpop: super::InboundDpop,
     /// `dpop_max_age`: the oldest proof `iat` accepted, and how long a `jti` is remembered.
     pub dpop_max_age: Duration,
+    /// `[routes.txn_token]`: a Txn-Token from a Transaction Token Service per request.
+    pub txn_token: Option<Arc<super::TxnEdge>>,
+    /// `[routes.txn_token_verify]`: the incoming Txn-Token is checked.
+    pub txn_token_verify: Option<Arc<super::TxnVerify>>,
 }
 
 /// `[routes.validate]`: RFC 9068 §4 / RFC 8725 checks of the caller's token.
@@ -118,7 +122,11 @@ pub(super) fn validate_route(
             .ok_or_else(|| ConfigError::key(key("upstream"), "must be an http(s) origin"))?,
     };
     let dpop_max_age = super::route_dpop::max_age(&key("dpop_max_age"), r)?;
+    let txn_token = super::txn_token::edge(i, r, domains)?;
+    let txn_token_verify = super::txn_token::verify(i, r)?;
     Ok(Route {
+        txn_token,
+        txn_token_verify,
         dpop: r.dpop,
         dpop_max_age,
         resource_origin: Arc::from(resource_origin),
