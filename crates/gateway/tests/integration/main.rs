@@ -25,4 +25,5 @@ mod response_metadata;
 mod secrets;
 mod shared_cache;
 mod shared_signals;
+mod txn_token;
 mod upstream_pool;
