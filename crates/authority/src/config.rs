@@ -352,7 +352,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
     let reciprocal_policies = validate_policies(raw.reciprocal_policies, &clients)?;
     let txn_token_service = raw
         .txn_token_service
-        .map(|t| super::txn_token::validate(t, &clients, base))
+        .map(|t| super::txn_token::validate(t, &clients))
         .transpose()?;
     Ok(AuthorityConfig {
         listen,

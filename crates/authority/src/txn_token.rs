@@ -8,7 +8,6 @@
 //! `rctx` and `tctx` carry `request_context` and `request_details` as given. §7.4: `token_type`
 //! `N_A`, `issued_token_type` txn_token, never a refresh token.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -56,7 +55,6 @@ pub(crate) struct TxnTokenService {
 pub(crate) fn validate(
     raw: RawTxnTokenService,
     clients: &[std::sync::Arc<Client>],
-    _base: &Path,
 ) -> Result<TxnTokenService, ConfigError> {
     let key = |k: &str| format!("txn_token_service.{k}");
     if raw.audiences.is_empty() {

@@ -98,6 +98,8 @@ fn request_to(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_edge_sends_a_txn_token_from_the_authority_that_the_trust_domain_accepts_unchanged() {
+    // Installed before anything logs: process-wide, so other tests' lines only add to the search.
+    let captured = logs::Logs::global();
     let d = Domains::start_with(SERVICE).await;
     let at1 = d.at1("a:read").await;
     let bearer = format!("Bearer {at1}");
@@ -166,7 +168,7 @@ async fn the_edge_sends_a_txn_token_from_the_authority_that_the_trust_domain_acc
         inner_metrics.contains(r#"chaingate_txn_tokens_total{route="inside",result="verified"} 2"#),
         "{inner_metrics}"
     );
-    let logs = logs::Logs::global().text();
+    let logs = captured.text();
     for secret in [at1.as_str(), txn, second.as_str()] {
         assert!(!logs.contains(secret), "a token was logged");
         assert!(!edge_metrics.contains(secret) && !inner_metrics.contains(secret));
@@ -253,6 +255,7 @@ impl Inside {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inside_only_a_valid_txn_token_passes_and_it_passes_unchanged() {
+    let captured = logs::Logs::global();
     let t = Inside::start("").await;
     let good = t.key.sign("txntoken+jwt", &t.claims());
     let answer = t.call(Some(&good)).await;
@@ -300,7 +303,7 @@ async fn inside_only_a_valid_txn_token_passes_and_it_passes_unchanged() {
     let m = metrics(&t.gw).await;
     assert!(m.contains(r#"chaingate_txn_tokens_total{route="inside",result="invalid"} 8"#), "{m}");
     assert!(m.contains(r#"chaingate_txn_tokens_total{route="inside",result="missing"} 1"#), "{m}");
-    let logs = logs::Logs::global().text();
+    let logs = captured.text();
     assert!(refused.iter().all(|(_, token)| !logs.contains(token.as_str())));
 }
 
