@@ -404,7 +404,10 @@ mod tests {
             (StatusCode::BAD_GATEWAY, None)
         );
         assert_eq!(challenge(Error::UpstreamTimeout).0, 504);
-        assert_eq!(challenge(Error::TxnTokenService("x")), (StatusCode::BAD_GATEWAY, None));
+        assert_eq!(
+            challenge(Error::TxnTokenService("x")),
+            (StatusCode::BAD_GATEWAY, None)
+        );
         assert_eq!(
             challenge(Error::TxnTokenMissing),
             (StatusCode::UNAUTHORIZED, Some(TXN_REALM.into()))

@@ -79,7 +79,10 @@ async fn the_printed_curl_line_reaches_the_upstream_with_a_domain_b_token() {
     assert_eq!(txn["aud"], "urn:demo:trust");
     assert_eq!(txn["tctx"]["path"], "/txn/orders");
     assert_eq!(answer.json()["received_token_claims"]["scope"], "b:read");
-    assert!(printed.iter().any(|l| l.contains("/txn/orders")), "{printed:#?}");
+    assert!(
+        printed.iter().any(|l| l.contains("/txn/orders")),
+        "{printed:#?}"
+    );
 
     let interrupted = Command::new("kill")
         .args(["-INT", &child.0.id().to_string()])

@@ -109,7 +109,10 @@ pub(super) fn edge(
         .iter()
         .find(|d| *d.name == *t.domain)
         .ok_or_else(|| {
-            ConfigError::key(key("domain"), format!("no [domains.{}] is defined", t.domain))
+            ConfigError::key(
+                key("domain"),
+                format!("no [domains.{}] is defined", t.domain),
+            )
         })?;
     // Draft §7: a Txn-Token Request over HTTP is an RFC 8693 token exchange.
     if !matches!(domain.grant, Grant::TokenExchange(_)) {
@@ -127,14 +130,11 @@ pub(super) fn edge(
             "name the trust domain (non-empty, no whitespace)",
         ));
     }
-    let scope = match t.scope.clone().or_else(|| domain.scope.clone()) {
-        Some(scope) => scope,
-        None => {
-            return Err(ConfigError::key(
-                key("scope"),
-                "a Txn-Token Request needs a scope (draft §7.1): set it here or on the domain",
-            ))
-        }
+    let Some(scope) = t.scope.clone().or_else(|| domain.scope.clone()) else {
+        return Err(ConfigError::key(
+            key("scope"),
+            "a Txn-Token Request needs a scope (draft §7.1): set it here or on the domain",
+        ));
     };
     validate_scope(&key("scope"), &scope)?;
     if r.txn_token_verify.is_some() {

@@ -86,7 +86,12 @@ impl Exchanger {
         let subject_token_type = match &self.domain.grant {
             Grant::TokenExchange(settings) => settings.subject_token_type.as_str(),
             // Refused at config load; kept total rather than panicking.
-            _ => return Err(Failure::error(Error::TxnTokenService("not a token exchange domain"), "grant")),
+            _ => {
+                return Err(Failure::error(
+                    Error::TxnTokenService("not a token exchange domain"),
+                    "grant",
+                ))
+            }
         };
         let request = build(req, subject_token_type, &credentials, &endpoints)?;
         let response = self
@@ -100,7 +105,9 @@ impl Exchanger {
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-                .map_or(self.retry_after, |s| std::time::Duration::from_secs(s.min(3600)));
+                .map_or(self.retry_after, |s| {
+                    std::time::Duration::from_secs(s.min(3600))
+                });
             return Err(Failure::error(
                 Error::ExchangeUnavailable { retry_after },
                 "unavailable status",

@@ -241,7 +241,9 @@ impl Gateway {
                 }
             }
             if let Some(txn_token) = txn_token {
-                request.headers_mut().insert(crate::txn::TXN_TOKEN, txn_token);
+                request
+                    .headers_mut()
+                    .insert(crate::txn::TXN_TOKEN, txn_token);
             }
             // The next hop's parent is chaingate's span, not the caller's.
             trace::inject_current(request.headers_mut());

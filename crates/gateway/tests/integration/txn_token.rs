@@ -88,7 +88,11 @@ allow_insecure_http = true
     )
 }
 
-fn request_to(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
+fn request_to(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> http::Request<Full<Bytes>> {
     let mut request = http::Request::get(format!("http://{addr}{path}"));
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -106,15 +110,23 @@ async fn the_edge_sends_a_txn_token_from_the_authority_that_the_trust_domain_acc
     let deep = Upstream::start().await;
     let inner = gateway(&inside(
         &deep,
-        &format!("jwks_uri = \"{}\"\nissuer = \"{}\"", d.b_url("/jwks.json"), d.b.issuer()),
+        &format!(
+            "jwks_uri = \"{}\"\nissuer = \"{}\"",
+            d.b_url("/jwks.json"),
+            d.b.issuer()
+        ),
         "",
     ))
     .await;
     let inner_upstream = format!("http://{}", inner.addr);
     // The edge forwards to the inner gateway, alone: the Txn-Token is the only credential.
     let edge_gw = gateway(
-        &edge(&d, &deep, &format!("audience = \"{TRUST}\"\nmode = \"alone\""))
-            .replace(&deep.url(), &inner_upstream),
+        &edge(
+            &d,
+            &deep,
+            &format!("audience = \"{TRUST}\"\nmode = \"alone\""),
+        )
+        .replace(&deep.url(), &inner_upstream),
     )
     .await;
     let answer = send(
@@ -150,11 +162,21 @@ async fn the_edge_sends_a_txn_token_from_the_authority_that_the_trust_domain_acc
     // Two requests, two transactions: nothing is cached.
     let again = send(
         &client(),
-        request_to(edge_gw.addr, "/orders/8", &[("authorization", bearer.as_str())]),
+        request_to(
+            edge_gw.addr,
+            "/orders/8",
+            &[("authorization", bearer.as_str())],
+        ),
     )
     .await;
     assert_eq!(again.status, 200, "{}", again.body);
-    let second = deep.received().last().unwrap().header("txn-token").unwrap().to_string();
+    let second = deep
+        .received()
+        .last()
+        .unwrap()
+        .header("txn-token")
+        .unwrap()
+        .to_string();
     assert_ne!(claims(&second)["txn"], c["txn"]);
 
     let edge_metrics = metrics(&edge_gw).await;
@@ -162,7 +184,9 @@ async fn the_edge_sends_a_txn_token_from_the_authority_that_the_trust_domain_acc
         edge_metrics.contains(r#"chaingate_txn_tokens_total{route="edge",result="issued"} 2"#),
         "{edge_metrics}"
     );
-    assert!(edge_metrics.contains(r#"chaingate_txn_tokens_total{route="edge",result="stripped"} 1"#));
+    assert!(
+        edge_metrics.contains(r#"chaingate_txn_tokens_total{route="edge",result="stripped"} 1"#)
+    );
     let inner_metrics = metrics(&inner).await;
     assert!(
         inner_metrics.contains(r#"chaingate_txn_tokens_total{route="inside",result="verified"} 2"#),
@@ -184,7 +208,14 @@ async fn beside_the_swapped_authorization_goes_with_the_txn_token() {
     let gw = gateway(&edge(&d, &upstream, &format!("audience = \"{TRUST}\""))).await;
     let answer = send(
         &client(),
-        request_to(gw.addr, "/x", &[("authorization", bearer.as_str()), ("connection", "txn-token")]),
+        request_to(
+            gw.addr,
+            "/x",
+            &[
+                ("authorization", bearer.as_str()),
+                ("connection", "txn-token"),
+            ],
+        ),
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -213,7 +244,10 @@ async fn a_trust_domain_the_tts_does_not_serve_is_a_502_and_nothing_goes_upstrea
     assert!(!answer.body.contains(&at1));
     assert!(upstream.received().is_empty());
     let m = metrics(&gw).await;
-    assert!(m.contains(r#"chaingate_txn_tokens_total{route="edge",result="failed"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"chaingate_txn_tokens_total{route="edge",result="failed"} 1"#),
+        "{m}"
+    );
 }
 
 /// Txn-Tokens the test signs, checked by a gateway that trusts `key` as the TTS.
@@ -237,7 +271,12 @@ impl Inside {
             extra,
         ))
         .await;
-        Self { key, gw, upstream, _dir: dir }
+        Self {
+            key,
+            gw,
+            upstream,
+            _dir: dir,
+        }
     }
 
     fn claims(&self) -> Value {
@@ -260,12 +299,18 @@ async fn inside_only_a_valid_txn_token_passes_and_it_passes_unchanged() {
     let good = t.key.sign("txntoken+jwt", &t.claims());
     let answer = t.call(Some(&good)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(t.upstream.received()[0].header("txn-token"), Some(good.as_str()));
+    assert_eq!(
+        t.upstream.received()[0].header("txn-token"),
+        Some(good.as_str())
+    );
 
     let missing = t.call(None).await;
     assert_eq!(missing.status, 401, "{}", missing.body);
     assert_eq!(missing.json()["error"], "invalid_request");
-    assert_eq!(missing.header("www-authenticate"), Some("Txn-Token realm=\"chaingate\""));
+    assert_eq!(
+        missing.header("www-authenticate"),
+        Some("Txn-Token realm=\"chaingate\"")
+    );
 
     let other_key = TestKey::new("tts-1");
     let mut wrong_aud = t.claims();
@@ -299,19 +344,35 @@ async fn inside_only_a_valid_txn_token_passes_and_it_passes_unchanged() {
         );
         assert!(!answer.body.contains(token.as_str()), "{what}");
     }
-    assert_eq!(t.upstream.received().len(), 1, "nothing refused went upstream");
+    assert_eq!(
+        t.upstream.received().len(),
+        1,
+        "nothing refused went upstream"
+    );
     let m = metrics(&t.gw).await;
-    assert!(m.contains(r#"chaingate_txn_tokens_total{route="inside",result="invalid"} 8"#), "{m}");
-    assert!(m.contains(r#"chaingate_txn_tokens_total{route="inside",result="missing"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"chaingate_txn_tokens_total{route="inside",result="invalid"} 8"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"chaingate_txn_tokens_total{route="inside",result="missing"} 1"#),
+        "{m}"
+    );
     let logs = captured.text();
-    assert!(refused.iter().all(|(_, token)| !logs.contains(token.as_str())));
+    assert!(refused
+        .iter()
+        .all(|(_, token)| !logs.contains(token.as_str())));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_txn_token_headers_are_refused() {
     let t = Inside::start("").await;
     let good = t.key.sign("txntoken+jwt", &t.claims());
-    let request = request_to(t.gw.addr, "/in", &[("txn-token", &good), ("txn-token", &good)]);
+    let request = request_to(
+        t.gw.addr,
+        "/in",
+        &[("txn-token", &good), ("txn-token", &good)],
+    );
     let answer = send(&client(), request).await;
     assert_eq!(answer.status, 401, "{}", answer.body);
     assert!(t.upstream.received().is_empty());
@@ -344,7 +405,10 @@ domain = "chain"
             .to_string()
     };
     let e = error("[routes.txn_token]\ndomain = \"chain\"\naudience = \"t\"\nscope = \"s\"");
-    assert!(e.contains("routes[0].txn_token.domain") && e.contains("token_exchange"), "{e}");
+    assert!(
+        e.contains("routes[0].txn_token.domain") && e.contains("token_exchange"),
+        "{e}"
+    );
     let e = error("[routes.txn_token]\ndomain = \"nope\"\naudience = \"t\"");
     assert!(e.contains("routes[0].txn_token.domain"), "{e}");
     let e = error("[routes.txn_token_verify]\njwks_uri = \"https://k.example/j\"\naudience = \"t\"\nmode = \"alone\"\nrequired = false");

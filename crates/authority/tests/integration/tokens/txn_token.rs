@@ -182,15 +182,22 @@ async fn request_context_that_is_not_a_json_object_is_invalid_request() {
 #[test]
 fn config_names_the_key_of_an_unknown_client_and_of_a_long_lifetime() {
     let base = "listen = \"127.0.0.1:0\"\n[[clients]]\nclient_id = \"gw\"\nclient_secret = \"s\"\ngrants = [\"client_credentials\"]\n";
-    let unknown = format!("{base}[txn_token_service]\naudiences = [\"t\"]\nclients = [\"nobody\"]\n");
+    let unknown =
+        format!("{base}[txn_token_service]\naudiences = [\"t\"]\nclients = [\"nobody\"]\n");
     let e = chaingate_authority::AuthorityConfig::from_toml(&unknown).unwrap_err();
-    assert!(e.to_string().contains("txn_token_service.clients[0]"), "{e}");
+    assert!(
+        e.to_string().contains("txn_token_service.clients[0]"),
+        "{e}"
+    );
     let no_grant = format!("{base}[txn_token_service]\naudiences = [\"t\"]\nclients = [\"gw\"]\n");
     let e = chaingate_authority::AuthorityConfig::from_toml(&no_grant).unwrap_err();
     assert!(e.to_string().contains("token-exchange"), "{e}");
-    let long = format!("{base}[txn_token_service]\naudiences = [\"t\"]\nclients = []\nlifetime = \"1h\"\n");
+    let long = format!(
+        "{base}[txn_token_service]\naudiences = [\"t\"]\nclients = []\nlifetime = \"1h\"\n"
+    );
     let e = chaingate_authority::AuthorityConfig::from_toml(&long).unwrap_err();
     assert!(e.to_string().contains("txn_token_service.lifetime"), "{e}");
-    let typo = format!("{base}[txn_token_service]\naudiences = [\"t\"]\nclients = []\nlifetim = \"1s\"\n");
+    let typo =
+        format!("{base}[txn_token_service]\naudiences = [\"t\"]\nclients = []\nlifetim = \"1s\"\n");
     assert!(chaingate_authority::AuthorityConfig::from_toml(&typo).is_err());
 }
