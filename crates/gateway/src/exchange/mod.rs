@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::audit::{Caller, Decision};
 use crate::authn::InboundToken;
-use crate::config::{AssertionFileError, ClientAuth, Domain, Grant, TokenEndpoint};
+use crate::config::{AssertionFileError, ClientAuth, Domain, Grant, Targets, TokenEndpoint};
 use crate::error::Error;
 use crate::metrics::DomainLabel;
 use crate::trace;
@@ -239,14 +239,17 @@ impl Exchanger {
         }
     }
 
-    /// Exchanges `subject` (the caller's token, or a previous hop's) for a token of this domain.
+    /// Exchanges `subject` (the caller's token, or a previous hop's) for a token of this domain;
+    /// `targets`: the route's audience, resource and authorization details, if it has any.
     pub(crate) async fn exchange(
         &self,
         subject: &str,
         scope: Option<&str>,
+        targets: Option<&Targets>,
         on_behalf: OnBehalf<'_>,
     ) -> Result<Issued, Error> {
-        self.exchange_for(subject, scope, false, on_behalf).await
+        self.exchange_for(subject, (scope, targets), false, on_behalf)
+            .await
     }
 
     /// As [`Self::exchange`], for a background renewal of a token in use: it may go through an
@@ -255,16 +258,18 @@ impl Exchanger {
         &self,
         subject: &str,
         scope: Option<&str>,
+        targets: Option<&Targets>,
         on_behalf: OnBehalf<'_>,
     ) -> Result<Issued, Error> {
-        self.exchange_for(subject, scope, true, on_behalf).await
+        self.exchange_for(subject, (scope, targets), true, on_behalf)
+            .await
     }
 
     /// One exchange in its client span, with its metrics and its audit event.
     async fn exchange_for(
         &self,
         subject: &str,
-        scope: Option<&str>,
+        (scope, targets): (Option<&str>, Option<&Targets>),
         renewal: bool,
         on_behalf: OnBehalf<'_>,
     ) -> Result<Issued, Error> {
@@ -278,7 +283,7 @@ impl Exchanger {
             oauth.error = tracing::field::Empty,
         );
         let result = self
-            .admitted_exchange(subject, scope, renewal)
+            .admitted_exchange(subject, (scope, targets), renewal)
             .instrument(span.clone())
             .await;
         let (outcome, reason) = match &result {
@@ -320,7 +325,7 @@ impl Exchanger {
     async fn admitted_exchange(
         &self,
         subject: &str,
-        scope: Option<&str>,
+        ask: (Option<&str>, Option<&Targets>),
         renewal: bool,
     ) -> Result<Issued, Failure> {
         let started = Instant::now();
@@ -337,7 +342,7 @@ impl Exchanger {
         {
             Err(failure) => Err(failure),
             Ok(_admission) => {
-                let attempts = self.attempts(subject, scope, started + self.domain.timeout);
+                let attempts = self.attempts(subject, ask, started + self.domain.timeout);
                 let result = match tokio::time::timeout(self.domain.timeout, attempts).await {
                     Ok(result) => result,
                     Err(_) => Err(Failure::error(Error::ExchangeTimeout, "timeout")),
@@ -392,12 +397,12 @@ impl Exchanger {
     async fn attempts(
         &self,
         subject: &str,
-        scope: Option<&str>,
+        ask: (Option<&str>, Option<&Targets>),
         deadline: Instant,
     ) -> Result<Issued, Failure> {
         let mut attempt = 0;
         loop {
-            let result = self.request(subject, scope).await;
+            let result = self.request(subject, ask).await;
             let Err(failure) = &result else { return result };
             let Some(hint) = failure.retry_hint else {
                 return result;
@@ -417,7 +422,11 @@ impl Exchanger {
         }
     }
 
-    async fn request(&self, subject: &str, scope: Option<&str>) -> Result<Issued, Failure> {
+    async fn request(
+        &self,
+        subject: &str,
+        (scope, targets): (Option<&str>, Option<&Targets>),
+    ) -> Result<Issued, Failure> {
         let Some(endpoints) = self.endpoints.load_full() else {
             return Err(Failure::error(
                 Error::ExchangeUnavailable {
@@ -464,6 +473,7 @@ impl Exchanger {
                     subject,
                     scope,
                     actor: actor.as_deref(),
+                    targets,
                 },
             )
             .inspect_err(|failure| self.assertion_failed(failure))?;
