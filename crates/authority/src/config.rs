@@ -56,6 +56,7 @@ struct RawConfig {
     reciprocal: Option<RawReciprocal>,
     #[serde(default)]
     reciprocal_policies: Vec<RawPolicy>,
+    txn_token_service: Option<super::txn_token::RawTxnTokenService>,
 }
 
 /// Validated authority configuration. Build with [`AuthorityConfig::from_toml`] or `load`.
@@ -85,6 +86,8 @@ pub struct AuthorityConfig {
     pub(crate) reciprocal: Option<Arc<Redeemer>>,
     /// Party A of Reciprocal OAuth: service-to-service pre-consent.
     pub(crate) reciprocal_policies: Vec<Policy>,
+    /// `[txn_token_service]`: Txn-Tokens for the listed clients (absent: none are issued).
+    pub(crate) txn_token_service: Option<super::txn_token::TxnTokenService>,
 }
 
 /// How a client proves its identity at the token endpoint.
@@ -347,6 +350,10 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
         .map(|r| validate_redeemer(r, base))
         .transpose()?;
     let reciprocal_policies = validate_policies(raw.reciprocal_policies, &clients)?;
+    let txn_token_service = raw
+        .txn_token_service
+        .map(|t| super::txn_token::validate(t, &clients))
+        .transpose()?;
     Ok(AuthorityConfig {
         listen,
         issuer: raw.issuer,
@@ -388,6 +395,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
         interactive,
         reciprocal,
         reciprocal_policies,
+        txn_token_service,
     })
 }
 

@@ -86,6 +86,10 @@ pub(crate) async fn token(
     let mut body = match grant {
         Grant::ClientCredentials => client_credentials(state, client, form, jkt),
         Grant::Chain => chain(state, client, form, jkt).await,
+        // draft-ietf-oauth-transaction-tokens §7: a Txn-Token Request is a token exchange.
+        Grant::TokenExchange if super::txn_token::requested(form) => {
+            super::txn_token::issue(state, client, form).await
+        }
         Grant::TokenExchange => exchange(state, client, form, jkt).await,
         Grant::JwtBearer => jwt_bearer(state, client, form, jkt).await,
         Grant::AuthorizationCode => code_grant::authorization_code(state, client, form, jkt),
@@ -264,7 +268,7 @@ async fn jwt_bearer(
 }
 
 /// Scope (requested ∩ mapped token scope ∩ client scope) and mapped subject.
-fn mapped(
+pub(crate) fn mapped(
     state: &Authority,
     client: &Client,
     form: &Form,

@@ -29,6 +29,7 @@ mod sessions;
 mod state;
 mod store;
 mod subject;
+mod txn_token;
 mod web;
 
 use std::net::SocketAddr;

@@ -33,6 +33,8 @@ use chaingate_oauth::util::{now_secs, random_id};
 /// The demo cluster's service account issuer and the gateway's service account.
 const CLUSTER_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:demo:chaingate";
+/// The trust domain the demo authority B issues Txn-Tokens for.
+const TRUST_DOMAIN: &str = "urn:demo:trust";
 /// As a projected volume with `expirationSeconds: 3600`; rewritten at half-life like the
 /// kubelet (which refreshes at 80 %).
 const TOKEN_LIFETIME_SECS: u64 = 3600;
@@ -104,7 +106,12 @@ jwks_uri = "{a}/jwks.json"
 allow_insecure_http = true
 audiences = ["urn:demo:gateway"]
 scope_map = {{ "a:read" = "b:read", "a:write" = "b:write" }}
+
+[txn_token_service]
+audiences = ["{trust}"]
+clients = ["chaingate"]
 "#,
+        trust = TRUST_DOMAIN,
         cluster_issuer = CLUSTER_ISSUER,
         service_account = SERVICE_ACCOUNT,
         jwks = cluster.jwks_file().display().to_string(),
@@ -126,12 +133,30 @@ client_assertion_file = {token:?}
 allow_insecure_http = true
 scope = "b:read"
 
+[domains.tts]
+token_endpoint = "{b}/token"
+grant = "token-exchange"
+client_id = "chaingate"
+client_assertion_file = {token:?}
+allow_insecure_http = true
+scope = "b:read"
+
+[[routes]]
+name = "txn"
+path_prefix = "/txn"
+upstream = "http://{upstream}"
+domain = "b"
+[routes.txn_token]
+domain = "tts"
+audience = "{trust}"
+
 [[routes]]
 name = "demo"
 path_prefix = "/"
 upstream = "http://{upstream}"
 domain = "b"
 "#,
+        trust = TRUST_DOMAIN,
         b = authority_b.issuer(),
         token = cluster.token_file().display().to_string(),
     ))?)
@@ -171,6 +196,9 @@ impl Demo {
              \n\nThe upstream answers with the claims of the token it received: AT2, issued by {b}\
              \nwith scope b:read, not AT1. Run it twice: the second answer comes from the cache\
              \n(see chaingate_token_cache_lookups_total at http://{admin}/metrics).\
+             \n\nUnder /txn the upstream also gets a Txn-Token from {b} acting as Transaction\
+             \nToken Service (trust domain {trust}), one per request:\
+             \n\n  curl -s -H \"Authorization: Bearer {at1}\" http://{gw}/txn/orders\
              \n\nAnother AT1:\n\n  curl -s -u demo-app:{app} -d grant_type=client_credentials {a}/token\
              \n\nCtrl-C stops everything.\n",
             up = self.upstream,
@@ -178,6 +206,7 @@ impl Demo {
             at1 = self.at1.expose(),
             app = self.app_secret.expose(),
             token = self.cluster.token_file().display(),
+            trust = TRUST_DOMAIN,
         )
     }
 
@@ -322,11 +351,39 @@ async fn echo_upstream() -> std::io::Result<(SocketAddr, drain::Signal, JoinHand
 }
 
 fn echo(request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let claims = request
+    let bearer = request
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let claims = jwt_claims(bearer);
+    let txn_claims = jwt_claims(
+        request
+            .headers()
+            .get("txn-token")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let mut body = serde_json::json!({
+        "upstream": "chaingate demo echo",
+        "method": request.method().as_str(),
+        "path": request.uri().path(),
+        "x_forwarded_for": request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+        "received_token_claims": claims,
+    });
+    if !txn_claims.is_null() {
+        body["received_txn_token_claims"] = txn_claims;
+    }
+    let mut response = Response::new(Full::new(Bytes::from(format!("{body:#}\n"))));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The unverified claims of a JWT, or null.
+fn jwt_claims(token: Option<&str>) -> serde_json::Value {
+    token
         .and_then(|token| token.split('.').nth(1))
         .and_then(|payload| {
             base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -334,18 +391,5 @@ fn echo(request: &Request<Incoming>) -> Response<Full<Bytes>> {
                 .ok()
         })
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .unwrap_or(serde_json::Value::Null);
-    let body = serde_json::json!({
-        "upstream": "chaingate demo echo",
-        "method": request.method().as_str(),
-        "path": request.uri().path(),
-        "x_forwarded_for": request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()),
-        "received_token_claims": claims,
-    });
-    let mut response = Response::new(Full::new(Bytes::from(format!("{body:#}\n"))));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
+        .unwrap_or(serde_json::Value::Null)
 }

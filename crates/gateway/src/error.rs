@@ -93,9 +93,21 @@ pub(crate) enum Error {
         /// How long the caller should wait, sent as `Retry-After` (`limits.retry_after`).
         retry_after: Duration,
     },
+    /// Transaction Token Service or our config: it refused chaingate (unserved trust domain,
+    /// client not allowed) or its answer was not a draft §7.4 Txn-Token Response.
+    #[error("Txn-Token request failed: {0}")]
+    TxnTokenService(&'static str),
+    /// Caller, on a `txn_token_verify` route that requires one: no `Txn-Token` header.
+    #[error("no Txn-Token")]
+    TxnTokenMissing,
+    /// Caller, on a `txn_token_verify` route: the `Txn-Token` failed a check of draft §8.2 (or
+    /// there were several, §8.1); the reason goes to the log only.
+    #[error("the Txn-Token is not accepted")]
+    TxnTokenInvalid,
 }
 
 const REALM: &str = "Bearer realm=\"chaingate\"";
+const TXN_REALM: &str = "Txn-Token realm=\"chaingate\"";
 
 impl Error {
     /// The token server refused the caller's token or scope: the same request would be refused
@@ -232,6 +244,30 @@ impl Error {
                 "upstream did not answer in time",
             )
             .done(),
+            Self::TxnTokenService(_) => respond(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "transaction token request failed",
+            )
+            .done(),
+            // draft-ietf-oauth-transaction-tokens-10 §8.2 says a workload MUST validate the
+            // Txn-Token but defines no error; a missing or bad credential is RFC 9110 §15.5.2's
+            // 401, shaped like RFC 6750 §3.1 (no error code when none was sent). The challenge
+            // names the `Txn-Token` header, not Bearer: §8 keeps Txn-Tokens out of
+            // `Authorization`, and the caller's bearer token (if any) is not what failed.
+            Self::TxnTokenMissing => respond(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request",
+                "a Txn-Token is required",
+            )
+            // No `resource_metadata`: it tells how to get a bearer token, not a Txn-Token.
+            .challenge(TXN_REALM, ""),
+            Self::TxnTokenInvalid => respond(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the Txn-Token is not accepted",
+            )
+            .challenge("Txn-Token realm=\"chaingate\", error=\"invalid_token\"", ""),
             // RFC 8935 §2.3 names its members `err` and `description`, not RFC 6749's.
             Self::SecurityEvent(refusal) => {
                 let body = format!(
@@ -463,6 +499,21 @@ mod tests {
             (StatusCode::BAD_GATEWAY, None)
         );
         assert_eq!(challenge(Error::UpstreamTimeout).0, 504);
+        assert_eq!(
+            challenge(Error::TxnTokenService("x")),
+            (StatusCode::BAD_GATEWAY, None)
+        );
+        assert_eq!(
+            challenge(Error::TxnTokenMissing),
+            (StatusCode::UNAUTHORIZED, Some(TXN_REALM.into()))
+        );
+        assert_eq!(
+            challenge(Error::TxnTokenInvalid),
+            (
+                StatusCode::UNAUTHORIZED,
+                Some("Txn-Token realm=\"chaingate\", error=\"invalid_token\"".into())
+            )
+        );
     }
 
     #[test]

@@ -43,6 +43,7 @@ mod shed;
 mod signals;
 mod tokens;
 pub mod trace;
+mod txn;
 mod validate;
 
 use std::net::SocketAddr;

@@ -169,7 +169,11 @@ pub(crate) fn prepare(
         // hyper-util's client sets Host from the URI when there is none.
         UpstreamClient::Tls(_) => headers.remove(header::HOST),
     };
-    headers.insert(header::AUTHORIZATION, credential.authorization);
+    if credential.authorization.is_empty() {
+        headers.remove(header::AUTHORIZATION);
+    } else {
+        headers.insert(header::AUTHORIZATION, credential.authorization);
+    }
     if let Some(proof) = proof {
         headers.insert(chaingate_oauth::dpop::DPOP, proof);
     }
@@ -221,7 +225,7 @@ fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
             .collect();
         for name in listed {
             // A caller must not be able to make us drop the credential we add ourselves.
-            if name != header::AUTHORIZATION {
+            if name != header::AUTHORIZATION && name != crate::txn::TXN_TOKEN {
                 headers.remove(&name);
             }
         }

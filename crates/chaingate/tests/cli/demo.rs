@@ -71,6 +71,18 @@ async fn the_printed_curl_line_reaches_the_upstream_with_a_domain_b_token() {
     assert_eq!(claims["scope"], "b:read");
     assert_eq!(claims["sub"], "demo-app");
     assert!(!answer.body.contains(&at1));
+    // Under /txn the upstream also gets a Txn-Token from authority B as TTS.
+    let answer = support::get(addr, "/txn/orders", Some(&at1)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let txn = &answer.json()["received_txn_token_claims"];
+    assert_eq!(txn["iss"], authority_b.as_str(), "{}", answer.body);
+    assert_eq!(txn["aud"], "urn:demo:trust");
+    assert_eq!(txn["tctx"]["path"], "/txn/orders");
+    assert_eq!(answer.json()["received_token_claims"]["scope"], "b:read");
+    assert!(
+        printed.iter().any(|l| l.contains("/txn/orders")),
+        "{printed:#?}"
+    );
 
     let interrupted = Command::new("kill")
         .args(["-INT", &child.0.id().to_string()])

@@ -196,6 +196,10 @@ pub(crate) struct FileRoute {
     pub(crate) dpop: super::route_dpop::InboundDpop,
     /// Oldest acceptable proof `iat` on a DPoP route.
     pub(crate) dpop_max_age: Option<String>,
+    /// At the edge: a Txn-Token from a Transaction Token Service for every request.
+    pub(crate) txn_token: Option<super::txn_token::FileTxnToken>,
+    /// Inside the trust domain: the incoming Txn-Token is checked.
+    pub(crate) txn_token_verify: Option<super::txn_token::FileTxnVerify>,
     /// The one path this route takes, instead of `path_prefix`.
     pub(crate) path: Option<String>,
     /// Only requests for this host (`Host` or `:authority`; the port only if given here).

@@ -23,6 +23,7 @@ mod shared_cache;
 mod shared_signals;
 mod targets;
 mod tracing;
+mod txn_token;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -51,6 +52,7 @@ pub use shared_cache::{SharedCacheServer, SharedCacheSettings};
 pub use shared_signals::SharedSignals;
 pub use targets::{ExchangeMode, Targets};
 pub use tracing::TracingSettings;
+pub use txn_token::{TxnEdge, TxnMode, TxnVerify};
 
 use digest::Digest;
 use domain::validate_domain;

@@ -33,6 +33,10 @@ pub struct Route {
     pub dpop: super::InboundDpop,
     /// `dpop_max_age`: the oldest proof `iat` accepted, and how long a `jti` is remembered.
     pub dpop_max_age: Duration,
+    /// `[routes.txn_token]`: a Txn-Token from a Transaction Token Service per request.
+    pub txn_token: Option<Arc<super::TxnEdge>>,
+    /// `[routes.txn_token_verify]`: the incoming Txn-Token is checked.
+    pub txn_token_verify: Option<Arc<super::TxnVerify>>,
     /// `path` was set: `path_prefix` holds it, and the request's path must equal it.
     pub path_exact: bool,
     /// `host`, `methods`, `headers`; `None`: the path alone picks the route.
@@ -135,7 +139,11 @@ pub(super) fn validate_route(
     let targets = super::targets::targets(i, r, domain)?;
     let (exchange, target_audiences) =
         super::targets::exchange_mode(i, r, targets.as_deref(), domain)?;
+    let txn_token = super::txn_token::edge(i, r, domains)?;
+    let txn_token_verify = super::txn_token::verify(i, r)?;
     Ok(Route {
+        txn_token,
+        txn_token_verify,
         path_exact: matching.exact,
         conditions: matching.conditions,
         targets,

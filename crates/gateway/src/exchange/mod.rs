@@ -13,6 +13,7 @@ mod reciprocal;
 mod registration;
 mod request;
 mod response;
+mod txn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,7 @@ use metrics::DomainExchangeMetrics;
 pub(crate) use metrics::{ExchangeMetrics, Outcome};
 pub(crate) use reciprocal::ReciprocalMetrics;
 pub(crate) use registration::RegistrationMetrics;
+pub(crate) use txn::TxnRequest;
 
 /// Token responses larger than this are refused rather than buffered.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;

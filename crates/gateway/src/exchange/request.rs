@@ -117,7 +117,7 @@ pub(super) fn reciprocal(
 
 /// The form, posted to the token endpoint with exactly one client authentication method
 /// (RFC 6749 §2.3).
-fn authenticated(
+pub(super) fn authenticated(
     credentials: &Credentials,
     endpoints: &Endpoints,
     mut form: form_urlencoded::Serializer<'_, String>,

@@ -36,6 +36,7 @@ pub(crate) struct GatewayMetrics {
     tokens: TokensMetrics,
     signals: SignalsMetrics,
     dpop_proofs: ProofsTotal,
+    txn_tokens: crate::txn::TxnTokensTotal,
 }
 
 impl GatewayMetrics {
@@ -47,6 +48,7 @@ impl GatewayMetrics {
             tokens: TokensMetrics::register(registry),
             signals: SignalsMetrics::register(registry),
             dpop_proofs: crate::authn::register_dpop_metrics(registry),
+            txn_tokens: crate::txn::register(registry),
         }
     }
 }
@@ -85,6 +87,8 @@ pub(crate) struct RouteRuntime {
     /// The upstream's last DPoP nonce (RFC 9449 §9), for routes whose tokens are bound.
     upstream_nonce: outbound::UpstreamNonce,
     pub(crate) label: RouteLabel,
+    /// `[routes.txn_token]` or `[routes.txn_token_verify]`, if set.
+    txn: crate::txn::RouteTxn,
     /// `resource_metadata` and `scope` for this route's challenges, rendered once.
     challenge: ChallengeParams,
     duration: RouteDuration,
@@ -146,6 +150,12 @@ impl Gateway {
                         config.timeouts.pool_idle,
                     )?,
                     upstream_nonce: outbound::UpstreamNonce::default(),
+                    txn: crate::txn::RouteTxn::new(
+                        &route,
+                        &domains,
+                        &jwks_client,
+                        &metrics.txn_tokens,
+                    ),
                     challenge: resource_metadata::challenge_params(&route),
                     duration: metrics.requests.duration.child(&label),
                     requests: StatusCounters::new(&metrics.requests.requests, &label.route),
@@ -218,55 +228,75 @@ impl Gateway {
             // shed: refuse at once rather than queue when too many requests are in flight.
             // The place is held until both bodies have ended (`shed::InFlight`).
             let mut permit = Some(self.shed.admit()?);
-            // authn: exactly one bearer token (RFC 6750 §2.1), optionally validated locally; on
-            // a `dpop` route a DPoP token's proof is checked here (RFC 9449 §4.3, §7.1).
-            let at1 = route.authn.authenticate(&request, peer.tls).await?;
-            // tokens: AT1 → AT2 for the route's domain and scope, from the cache or exchanged
-            // once for all concurrent callers; refreshed ahead, hop by hop, metadata checked.
+            // txn: at the edge a caller's own `Txn-Token` is dropped; inside the trust domain the
+            // incoming one is checked (draft-ietf-oauth-transaction-tokens-10 §8.2).
+            route.txn.inbound(request.headers_mut()).await?;
             let caller = Caller::new(&route.label.route, self.audit, || {
                 trace::traceparent(request.headers())
             });
-            // `exchange = "never"`, or `"if_needed"` with a token already for the target
-            // audience: the caller's own Authorization goes upstream, nothing is exchanged.
-            let skip = match route.config.exchange {
-                ExchangeMode::Always => false,
-                ExchangeMode::IfNeeded => at1.aimed_at_target(),
-                ExchangeMode::Never => true,
-            };
-            let credential = match request.headers().get(http::header::AUTHORIZATION) {
-                Some(own) if skip => {
-                    if let Some(skipped) = &route.skipped {
-                        skipped.inc();
-                    }
-                    outcome.lookup = Some(Lookup::Skipped);
-                    outbound::Credential {
-                        authorization: own.clone(),
-                        dpop: None,
-                    }
+            let mut credential = None;
+            let mut txn_token = None;
+            let mut skip = false;
+            if !route.txn.without_bearer() {
+                // authn: exactly one bearer token (RFC 6750 §2.1), optionally validated locally;
+                // on a `dpop` route a DPoP token's proof is checked here (RFC 9449 §4.3, §7.1).
+                let at1 = route.authn.authenticate(&request, peer.tls).await?;
+                // txn: at the edge, AT1 → a Txn-Token for this request, never cached.
+                txn_token = route.txn.issue(&request, at1, &peer).await?;
+                if !route.txn.without_exchange() {
+                    // `exchange = "never"`, or `"if_needed"` with a token already for the target
+                    // audience: the caller's own Authorization goes upstream, nothing is exchanged.
+                    skip = match route.config.exchange {
+                        ExchangeMode::Always => false,
+                        ExchangeMode::IfNeeded => at1.aimed_at_target(),
+                        ExchangeMode::Never => true,
+                    };
+                    credential = Some(match request.headers().get(http::header::AUTHORIZATION) {
+                        Some(own) if skip => {
+                            if let Some(skipped) = &route.skipped {
+                                skipped.inc();
+                            }
+                            outcome.lookup = Some(Lookup::Skipped);
+                            outbound::Credential {
+                                authorization: own.clone(),
+                                dpop: None,
+                            }
+                        }
+                        _ => {
+                            // tokens: AT1 → AT2 for the route's domain and scope, from the cache
+                            // or exchanged once for all concurrent callers; refreshed ahead.
+                            let (at2, lookup) = route
+                                .tokens
+                                .for_route(&route.config, at1, &caller)
+                                .await
+                                .map_err(|e| at1.in_its_scheme(e))?;
+                            outcome.lookup = Some(lookup);
+                            outbound::Credential {
+                                authorization: at2.authorization.clone(),
+                                dpop: at2.dpop.clone(),
+                            }
+                        }
+                    });
                 }
-                _ => {
-                    let (at2, lookup) = route
-                        .tokens
-                        .for_route(&route.config, at1, &caller)
-                        .await
-                        .map_err(|e| at1.in_its_scheme(e))?;
-                    outcome.lookup = Some(lookup);
-                    outbound::Credential {
-                        authorization: at2.authorization.clone(),
-                        dpop: at2.dpop.clone(),
-                    }
-                }
-            };
+            }
+            if let Some(txn_token) = txn_token {
+                request
+                    .headers_mut()
+                    .insert(crate::txn::TXN_TOKEN, txn_token);
+            }
             // The next hop's parent is chaingate's span, not the caller's.
             trace::inject_current(request.headers_mut());
             // outbound: swap the credential, strip hop-by-hop fields, stream both bodies.
             // A DPoP-bound AT2 goes as `DPoP` with a fresh proof for this request (RFC 9449 §7.1).
             let limits = (self.body_idle, self.upstream_timeout);
             let target = route.target();
+            let exchanged = credential.is_some();
+            let credential = credential.unwrap_or_else(outbound::Credential::withheld);
             let (response, replay) =
                 outbound::forward(target, request, credential, &peer, &mut permit, limits).await?;
             // A refusal of the caller's own token is the caller's to hear: nothing to re-exchange.
-            let replay = replay.filter(|_| !skip);
+            // Nor on a route that sends no token (Txn-Token alone): a retry would add one.
+            let replay = replay.filter(|_| exchanged && !skip);
             // feedback: an upstream 401 invalid_token (RFC 6750 §3.1) evicts, re-exchanges and
             // retries a bodyless request once; 401 use_dpop_nonce (RFC 9449 §9) resends once.
             let (timeout, challenge) = (self.upstream_timeout, &route.challenge);
@@ -311,6 +341,9 @@ impl Gateway {
         for validator in self.routes.iter().filter_map(|r| r.authn.validator()) {
             validator.ready().await;
         }
+        for verifier in self.routes.iter().filter_map(|r| r.txn.verifier()) {
+            verifier.ready().await;
+        }
     }
 
     /// Whether [`Self::ready`] would return at once.
@@ -321,6 +354,11 @@ impl Gateway {
                 .iter()
                 .filter_map(|r| r.authn.validator())
                 .all(InboundValidator::is_ready)
+            && self
+                .routes
+                .iter()
+                .filter_map(|r| r.txn.verifier())
+                .all(crate::txn::Verifier::is_ready)
     }
 
     /// Domains whose `client_assertion_file` is unusable now, with why: `/ready` names them.

@@ -20,6 +20,17 @@ pub(crate) struct Credential {
     pub(crate) dpop: Option<Arc<ProofKey>>,
 }
 
+impl Credential {
+    /// No credential at all: the upstream gets no `Authorization` (a `mode = "alone"`
+    /// Txn-Token route, where the Txn-Token is the only one).
+    pub(crate) fn withheld() -> Self {
+        Self {
+            authorization: HeaderValue::from_static(""),
+            dpop: None,
+        }
+    }
+}
+
 /// One route's DPoP state toward its upstream: the resource server's last `DPoP-Nonce`.
 #[derive(Debug, Default)]
 pub(crate) struct UpstreamNonce {

@@ -27,4 +27,5 @@ mod route_targets;
 mod secrets;
 mod shared_cache;
 mod shared_signals;
+mod txn_token;
 mod upstream_pool;

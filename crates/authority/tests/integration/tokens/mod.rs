@@ -10,3 +10,4 @@ mod exchange;
 mod federated;
 mod introspected;
 mod jwks_fetch;
+mod txn_token;
