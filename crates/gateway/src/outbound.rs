@@ -21,6 +21,10 @@ use crate::error::Error;
 use crate::shed::Permit;
 use http_body_util::Either;
 
+/// The header a Txn-Token travels in (draft-ietf-oauth-transaction-tokens-10 §8.1): kept
+/// through `Connection`-listed removal, so a caller cannot strip the one chaingate adds.
+pub(crate) const TXN_TOKEN: http::HeaderName = http::HeaderName::from_static("txn-token");
+
 mod body;
 mod dpop;
 mod pool;
@@ -225,7 +229,7 @@ fn strip(headers: &mut HeaderMap, extra: &[HeaderName]) {
             .collect();
         for name in listed {
             // A caller must not be able to make us drop the credential we add ourselves.
-            if name != header::AUTHORIZATION && name != crate::txn::TXN_TOKEN {
+            if name != header::AUTHORIZATION && name != TXN_TOKEN {
                 headers.remove(&name);
             }
         }

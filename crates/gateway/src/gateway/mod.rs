@@ -26,6 +26,7 @@ use crate::validate::InboundValidator;
 use crate::{feedback, inbound, trace, Body};
 use chaingate_oauth::remote::SharedClient;
 
+mod credential;
 mod metrics;
 use metrics::{RequestMetrics, RouteDuration, StatusCounters};
 
@@ -231,54 +232,22 @@ impl Gateway {
             // txn: at the edge a caller's own `Txn-Token` is dropped; inside the trust domain the
             // incoming one is checked (draft-ietf-oauth-transaction-tokens-10 §8.2).
             route.txn.inbound(request.headers_mut()).await?;
+            // authn: exactly one bearer token (RFC 6750 §2.1), optionally validated locally; on
+            // a `dpop` route a DPoP token's proof is checked here (RFC 9449 §4.3, §7.1). None
+            // is read where a Txn-Token alone is the credential.
+            let at1 = route.authenticate(&request, peer.tls).await?;
+            // txn: at the edge, AT1 → a Txn-Token for this request from the TTS, never cached.
+            let txn_token = route.txn.issue(&request, at1, &peer).await?;
+            // tokens: AT1 → AT2 for the route's domain, scope and targets, from the cache or
+            // exchanged once for all concurrent callers; refreshed ahead, hop by hop, metadata
+            // checked. `exchange = "never"`/`"if_needed"` may send the caller's own instead.
             let caller = Caller::new(&route.label.route, self.audit, || {
                 trace::traceparent(request.headers())
             });
-            let mut credential = None;
-            let mut txn_token = None;
-            let mut skip = false;
-            if !route.txn.without_bearer() {
-                // authn: exactly one bearer token (RFC 6750 §2.1), optionally validated locally;
-                // on a `dpop` route a DPoP token's proof is checked here (RFC 9449 §4.3, §7.1).
-                let at1 = route.authn.authenticate(&request, peer.tls).await?;
-                // txn: at the edge, AT1 → a Txn-Token for this request, never cached.
-                txn_token = route.txn.issue(&request, at1, &peer).await?;
-                if !route.txn.without_exchange() {
-                    // `exchange = "never"`, or `"if_needed"` with a token already for the target
-                    // audience: the caller's own Authorization goes upstream, nothing is exchanged.
-                    skip = match route.config.exchange {
-                        ExchangeMode::Always => false,
-                        ExchangeMode::IfNeeded => at1.aimed_at_target(),
-                        ExchangeMode::Never => true,
-                    };
-                    credential = Some(match request.headers().get(http::header::AUTHORIZATION) {
-                        Some(own) if skip => {
-                            if let Some(skipped) = &route.skipped {
-                                skipped.inc();
-                            }
-                            outcome.lookup = Some(Lookup::Skipped);
-                            outbound::Credential {
-                                authorization: own.clone(),
-                                dpop: None,
-                            }
-                        }
-                        _ => {
-                            // tokens: AT1 → AT2 for the route's domain and scope, from the cache
-                            // or exchanged once for all concurrent callers; refreshed ahead.
-                            let (at2, lookup) = route
-                                .tokens
-                                .for_route(&route.config, at1, &caller)
-                                .await
-                                .map_err(|e| at1.in_its_scheme(e))?;
-                            outcome.lookup = Some(lookup);
-                            outbound::Credential {
-                                authorization: at2.authorization.clone(),
-                                dpop: at2.dpop.clone(),
-                            }
-                        }
-                    });
-                }
-            }
+            let outgoing = route
+                .credential(&request, at1, &caller, &mut outcome.lookup)
+                .await?;
+            // The TTS's Txn-Token rides beside the credential, or alone (draft §7.2).
             if let Some(txn_token) = txn_token {
                 request
                     .headers_mut()
@@ -290,13 +259,13 @@ impl Gateway {
             // A DPoP-bound AT2 goes as `DPoP` with a fresh proof for this request (RFC 9449 §7.1).
             let limits = (self.body_idle, self.upstream_timeout);
             let target = route.target();
-            let exchanged = credential.is_some();
-            let credential = credential.unwrap_or_else(outbound::Credential::withheld);
+            let exchanged = outgoing.exchanged();
+            let credential = outgoing.into_credential();
             let (response, replay) =
                 outbound::forward(target, request, credential, &peer, &mut permit, limits).await?;
             // A refusal of the caller's own token is the caller's to hear: nothing to re-exchange.
             // Nor on a route that sends no token (Txn-Token alone): a retry would add one.
-            let replay = replay.filter(|_| exchanged && !skip);
+            let replay = replay.filter(|_| exchanged);
             // feedback: an upstream 401 invalid_token (RFC 6750 §3.1) evicts, re-exchanges and
             // retries a bodyless request once; 401 use_dpop_nonce (RFC 9449 §9) resends once.
             let (timeout, challenge) = (self.upstream_timeout, &route.challenge);

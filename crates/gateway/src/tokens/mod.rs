@@ -25,6 +25,7 @@ use crate::authn::InboundToken;
 use crate::cache::{Bounds, CacheMetrics, Key, ReadThrough};
 use crate::config::{CacheSettings, Config, Domain, Route, ScopeStrategy, Targets};
 use crate::error::Error;
+pub(crate) use crate::exchange::TxnRequest;
 use crate::exchange::{ExchangeMetrics, Exchanger, Issued, OnBehalf};
 use crate::fleet::{Claim, SharedMetrics};
 use crate::metrics::DomainLabel;
@@ -259,6 +260,15 @@ impl DomainTokens {
     /// The exchanger, for readiness and deregistration.
     pub(crate) fn exchanger(&self) -> &Exchanger {
         &self.exchanger
+    }
+
+    /// A Txn-Token from this domain's token endpoint acting as a Transaction Token Service:
+    /// one per request, never cached (draft-ietf-oauth-transaction-tokens-10 §7).
+    pub(crate) async fn txn_token(
+        &self,
+        req: &TxnRequest<'_>,
+    ) -> Result<chaingate_oauth::secret::Secret, Error> {
+        self.exchanger.txn_token(req).await
     }
 
     /// The token to forward on `route`: this domain's token for the route's scope, checked

@@ -16,7 +16,7 @@ mod verify;
 
 use std::sync::Arc;
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::{HeaderMap, Request};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,14 +27,12 @@ use serde_json::json;
 use crate::authn::InboundToken;
 use crate::config::{Route, TxnEdge, TxnMode};
 use crate::error::Error;
-use crate::exchange::TxnRequest;
 use crate::outbound::Peer;
-use crate::tokens::DomainTokens;
+use crate::tokens::{DomainTokens, TxnRequest};
 use chaingate_oauth::remote::SharedClient;
 pub(crate) use verify::Verifier;
 
-/// The header a Txn-Token travels in (draft §8.1).
-pub(crate) const TXN_TOKEN: HeaderName = HeaderName::from_static("txn-token");
+pub(crate) use crate::outbound::TXN_TOKEN;
 
 /// `chaingate_txn_tokens_total`, by route and result.
 pub(crate) type TxnTokensTotal = Family<RouteResult, Counter>;
@@ -162,10 +160,10 @@ impl RouteTxn {
     pub(crate) async fn issue<B>(
         &self,
         request: &Request<B>,
-        at1: InboundToken<'_>,
+        at1: Option<InboundToken<'_>>,
         peer: &Peer,
     ) -> Result<Option<HeaderValue>, Error> {
-        let Role::Edge { settings, tts } = &self.role else {
+        let (Role::Edge { settings, tts }, Some(at1)) = (&self.role, at1) else {
             return Ok(None);
         };
         // §7.1: `request_context` is the transaction's environment; `request_details` the
@@ -178,7 +176,6 @@ impl RouteTxn {
         })
         .to_string();
         let issued = tts
-            .exchanger()
             .txn_token(&TxnRequest {
                 subject: at1.expose(),
                 audience: &settings.audience,
