@@ -9,6 +9,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+use super::config_chaining::{validate_chaining, Chaining, RawChaining, RawPeer};
 use super::config_entries::{validate_client, validate_issuer, RawClient, RawIssuer};
 use super::config_interactive::{validate_interactive, Interactive, RawRegistration, RawUser};
 use super::parties::Parties;
@@ -56,6 +57,10 @@ struct RawConfig {
     reciprocal: Option<RawReciprocal>,
     #[serde(default)]
     reciprocal_policies: Vec<RawPolicy>,
+    #[serde(default)]
+    peer_authorities: Vec<RawPeer>,
+    identity_chaining_token_types: Option<Vec<String>>,
+    chaining_grant_ttl: Option<String>,
 }
 
 /// Validated authority configuration. Build with [`AuthorityConfig::from_toml`] or `load`.
@@ -85,6 +90,8 @@ pub struct AuthorityConfig {
     pub(crate) reciprocal: Option<Arc<Redeemer>>,
     /// Party A of Reciprocal OAuth: service-to-service pre-consent.
     pub(crate) reciprocal_policies: Vec<Policy>,
+    /// Identity chaining and ID-JAG: peer authorities, issued grant types, grant lifetime.
+    pub(crate) chaining: Chaining,
 }
 
 /// How a client proves its identity at the token endpoint.
@@ -347,6 +354,14 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
         .map(|r| validate_redeemer(r, base))
         .transpose()?;
     let reciprocal_policies = validate_policies(raw.reciprocal_policies, &clients)?;
+    let chaining = validate_chaining(
+        RawChaining {
+            peers: raw.peer_authorities,
+            token_types: raw.identity_chaining_token_types,
+            grant_ttl: raw.chaining_grant_ttl,
+        },
+        base,
+    )?;
     Ok(AuthorityConfig {
         listen,
         issuer: raw.issuer,
@@ -388,6 +403,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
         interactive,
         reciprocal,
         reciprocal_policies,
+        chaining,
     })
 }
 
