@@ -4,6 +4,7 @@
 //! `Duration`s, loaded PEMs and secrets; nothing parses configuration again.
 
 mod assertion_file;
+mod chaining;
 mod client_auth;
 mod digest;
 mod domain;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use assertion_file::{AssertionFile, AssertionFileError, AssertionType};
+pub use chaining::{step_one, Chaining, ChainingProfile};
 pub(crate) use chaingate_core::config::{load_certs, load_identity, validate_scope};
 pub use chaingate_core::config::{
     parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError, TlsIdentity,
@@ -244,6 +246,7 @@ impl Config {
             )?));
         }
         validate_subject_domains(&domains)?;
+        chaining::validate_chaining_domains(&domains)?;
         if file.routes.is_empty() {
             return Err(ConfigError::key(
                 "routes",

@@ -67,6 +67,11 @@ pub(super) fn build(
             form.append_pair("grant_type", JWT_BEARER_GRANT);
             form.append_pair("assertion", req.subject);
         }
+        // Step 2 of identity chaining §2.4.1 / ID-JAG §4.4: the grant from step 1.
+        Grant::Chained(_) => {
+            form.append_pair("grant_type", JWT_BEARER_GRANT);
+            form.append_pair("assertion", req.subject);
+        }
     }
     if let Some(scope) = req.scope {
         form.append_pair("scope", scope);
