@@ -6,6 +6,7 @@
 //! endpoint may come from RFC 8414 discovery (`discovery.rs`). Token server error details are
 //! logged as the `error` code only, never returned to the caller.
 
+mod chaining;
 mod discovery;
 mod guard;
 mod metrics;
@@ -112,6 +113,8 @@ pub(crate) struct Endpoints {
     pub registration: Option<Uri>,
     /// The issuer's RFC 8414 and OpenID Discovery metadata URLs (`duri` must name one).
     pub discovery: Arc<[String]>,
+    /// `identity_chaining_requested_token_types_supported` from discovery, if advertised.
+    pub chaining_token_types: Option<Vec<String>>,
 }
 
 /// Who chaingate is at the token endpoint: configured, or issued by registration.
@@ -139,6 +142,8 @@ pub(crate) struct Exchanger {
     /// The token server's last `DPoP-Nonce` (RFC 9449 §8), sent in every proof until it
     /// gives another.
     dpop_nonce: ArcSwapOption<String>,
+    /// A chaining step whose domain's metadata lacks the requested token type: why (`/ready`).
+    chaining_refused: ArcSwapOption<String>,
 }
 
 impl Exchanger {
@@ -177,6 +182,7 @@ impl Exchanger {
                 issuer: None,
                 registration: None,
                 discovery: Arc::from([]),
+                chaining_token_types: None,
             })),
             TokenEndpoint::Discover { .. } => None,
         };
@@ -196,6 +202,7 @@ impl Exchanger {
                 .map(|settings| registration::Registrar::new(settings, &domain.name, metrics)),
             discovered: Notify::new(),
             dpop_nonce: ArcSwapOption::empty(),
+            chaining_refused: ArcSwapOption::empty(),
             guard: guard::Guard::new(domain.protection.clone()),
             domain,
             client,
@@ -244,7 +251,8 @@ impl Exchanger {
         scope: Option<&str>,
         on_behalf: OnBehalf<'_>,
     ) -> Result<Issued, Error> {
-        self.exchange_for(subject, scope, false, on_behalf).await
+        self.exchange_for(subject, scope, false, on_behalf, None)
+            .await
     }
 
     /// As [`Self::exchange`], for a background renewal of a token in use: it may go through an
@@ -255,7 +263,8 @@ impl Exchanger {
         scope: Option<&str>,
         on_behalf: OnBehalf<'_>,
     ) -> Result<Issued, Error> {
-        self.exchange_for(subject, scope, true, on_behalf).await
+        self.exchange_for(subject, scope, true, on_behalf, None)
+            .await
     }
 
     /// One exchange in its client span, with its metrics and its audit event.
@@ -265,6 +274,7 @@ impl Exchanger {
         scope: Option<&str>,
         renewal: bool,
         on_behalf: OnBehalf<'_>,
+        step: Option<&Exchanger>,
     ) -> Result<Issued, Error> {
         let span = trace::client_span!(
             "token exchange",
@@ -276,7 +286,7 @@ impl Exchanger {
             oauth.error = tracing::field::Empty,
         );
         let result = self
-            .admitted_exchange(subject, scope, renewal)
+            .admitted_exchange(subject, scope, renewal, step.map(|at| (at, on_behalf)))
             .instrument(span.clone())
             .await;
         let (outcome, reason) = match &result {
@@ -320,6 +330,7 @@ impl Exchanger {
         subject: &str,
         scope: Option<&str>,
         renewal: bool,
+        step: Option<(&Exchanger, OnBehalf<'_>)>,
     ) -> Result<Issued, Failure> {
         let started = Instant::now();
         let admitted = if renewal {
@@ -335,7 +346,8 @@ impl Exchanger {
         {
             Err(failure) => Err(failure),
             Ok(_admission) => {
-                let attempts = self.attempts(subject, scope, started + self.domain.timeout);
+                let attempts =
+                    self.attempts(subject, scope, started + self.domain.timeout, step);
                 let result = match tokio::time::timeout(self.domain.timeout, attempts).await {
                     Ok(result) => result,
                     Err(_) => Err(Failure::error(Error::ExchangeTimeout, "timeout")),
@@ -347,7 +359,10 @@ impl Exchanger {
                         Error::ExchangeTimeout | Error::ExchangeUnavailable { .. }
                     )
                 });
-                self.guard.record(alive);
+                // A failed first step never reached this server: its breaker learns nothing.
+                if !result.as_ref().is_err_and(|failure| failure.step_one) {
+                    self.guard.record(alive);
+                }
                 self.metrics
                     .circuit_open
                     .set(i64::from(self.guard.is_open()));
@@ -392,10 +407,18 @@ impl Exchanger {
         subject: &str,
         scope: Option<&str>,
         deadline: Instant,
+        step: Option<(&Exchanger, OnBehalf<'_>)>,
     ) -> Result<Issued, Failure> {
         let mut attempt = 0;
         loop {
-            let result = self.request(subject, scope).await;
+            // Chained: a fresh grant for every attempt, so a retry never replays a grant
+            // the server may already have consumed.
+            let grant = match step {
+                Some((at, on_behalf)) => Some(chaining::fresh_grant(at, subject, scope, on_behalf).await?),
+                None => None,
+            };
+            let sent = grant.as_ref().map_or(subject, Secret::expose);
+            let result = self.request(sent, scope).await;
             let Err(failure) = &result else { return result };
             let Some(hint) = failure.retry_hint else {
                 return result;
@@ -638,6 +661,8 @@ struct Failure {
     retry_hint: Option<Option<Duration>>,
     /// Set when the `client_assertion_file` kept the request from being built.
     assertion: Option<AssertionFileError>,
+    /// The chaining domain's step failed; this domain's server was not asked.
+    step_one: bool,
 }
 
 impl Failure {
@@ -648,6 +673,7 @@ impl Failure {
             reason,
             retry_hint: None,
             assertion: None,
+            step_one: false,
         }
     }
 
