@@ -15,6 +15,7 @@ mod h2_floods;
 mod hostile;
 mod in_flight;
 mod inbound_validation;
+mod identity_chaining;
 mod incremental_scopes;
 mod profiles;
 mod protection;
