@@ -146,6 +146,19 @@ domain = "b"
     )
 }
 
+/// Waits until both discoveries (B's, and step one's at A) are done: `/ready` says more than
+/// a bare "not ready" (it is ready, or names a refused domain). Polls an event, bounded.
+async fn discovered(gw: &chaingate_gateway::Running) -> Answer {
+    for _ in 0..500 {
+        let ready = get(gw.admin_addr, "/ready", None).await;
+        if ready.body != "not ready\n" {
+            return ready;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("discovery did not finish");
+}
+
 fn forwarded(answer: &Answer) -> String {
     answer.json()["authorization"]
         .as_str()
@@ -160,6 +173,7 @@ async fn end_to_end(profile: &str) {
     let d = domains("", "").await;
     let upstream = Upstream::start().await;
     let gw = gateway(&gateway_toml(&d, profile, &upstream)).await;
+    assert_eq!(discovered(&gw).await.status, 200);
     let token = at1(&d.idp).await;
     let addr = gw.addr;
     // Concurrent misses share one exchange: one grant from A, one token from B.
@@ -231,6 +245,7 @@ async fn every_exchange_gets_a_fresh_id_jag() {
     let d = domains("", "token_ttl = \"20s\"").await;
     let upstream = Upstream::start().await;
     let gw = gateway(&gateway_toml(&d, "id-jag", &upstream)).await;
+    assert_eq!(discovered(&gw).await.status, 200);
     let token = at1(&d.idp).await;
     let mut seen = Vec::new();
     for _ in 0..3 {
@@ -267,7 +282,7 @@ async fn a_chaining_domain_without_the_type_is_refused() {
     );
     let upstream = Upstream::start().await;
     let gw = gateway(&gateway_toml(&d, "identity-chaining", &upstream)).await;
-    let ready = get(gw.admin_addr, "/ready", None).await;
+    let ready = discovered(&gw).await;
     assert_eq!(ready.status, 503, "{}", ready.body);
     assert!(
         ready.body.contains(
@@ -290,6 +305,7 @@ async fn a_chaining_domain_without_the_type_is_refused() {
     );
     // The id-jag profile, which A does advertise, is ready on the same authorities.
     let gw = gateway(&gateway_toml(&d, "id-jag", &upstream)).await;
+    assert_eq!(discovered(&gw).await.status, 200);
     assert_eq!(get(gw.addr, "/x", Some(&token)).await.status, 200);
 }
 
