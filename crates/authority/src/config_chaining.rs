@@ -73,7 +73,10 @@ pub(crate) struct Chaining {
 
 impl Chaining {
     pub(crate) fn peer(&self, issuer: &str) -> Option<(usize, &Peer)> {
-        self.peers.iter().enumerate().find(|(_, p)| p.issuer == issuer)
+        self.peers
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.issuer == issuer)
     }
 
     pub(crate) fn issues(&self, token_type: &str) -> bool {

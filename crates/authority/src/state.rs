@@ -253,7 +253,10 @@ impl Authority {
         index: usize,
         kid: Option<&str>,
     ) -> Result<Arc<KeySet>, String> {
-        match (&self.config.chaining.peers[index].keys, &self.peer_keys[index]) {
+        match (
+            &self.config.chaining.peers[index].keys,
+            &self.peer_keys[index],
+        ) {
             (Some(PeerKeys::Static(set)), _) => Ok(Arc::new(set.clone())),
             (Some(PeerKeys::Remote(_)), Some(remote)) => remote.keys(kid).await,
             _ => Err("the peer authority's keys are not configured".into()),

@@ -64,12 +64,10 @@ pub(super) fn parse(name: &str, d: &FileDomain) -> Result<Chaining, ConfigError>
         _ => ChainingProfile::IdentityChaining,
     };
     let domain = match d.chaining_domain.as_deref() {
-        None | Some("") => {
-            return Err(ConfigError::key(
-                key("chaining_domain"),
-                "missing: the [domains.<name>] of the caller's authority, where the grant is obtained",
-            ))
-        }
+        None | Some("") => return Err(ConfigError::key(
+            key("chaining_domain"),
+            "missing: the [domains.<name>] of the caller's authority, where the grant is obtained",
+        )),
         Some(other) if other == name => {
             return Err(ConfigError::key(
                 key("chaining_domain"),

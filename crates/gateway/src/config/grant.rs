@@ -87,7 +87,10 @@ pub(super) fn parse_grant(name: &str, d: &FileDomain) -> Result<Grant, ConfigErr
         ("subject_token_type", d.subject_token_type.is_some()),
         ("audience", !d.audience.to_vec().is_empty()),
         // An ID-JAG may name the resource server at B (ID-JAG §4.3).
-        ("resource", !d.resource.to_vec().is_empty() && d.grant != "id-jag"),
+        (
+            "resource",
+            !d.resource.to_vec().is_empty() && d.grant != "id-jag",
+        ),
         ("requested_token_type", d.requested_token_type.is_some()),
         ("actor_token_file", d.actor_token_file.is_some()),
         ("actor_token_type", d.actor_token_type.is_some()),
@@ -137,12 +140,10 @@ pub(super) fn parse_grant(name: &str, d: &FileDomain) -> Result<Grant, ConfigErr
         }
         "jwt-bearer" => Grant::JwtBearer,
         "identity-chaining" | "id-jag" => Grant::Chained(super::chaining::parse(name, d)?),
-        _ => {
-            return Err(ConfigError::key(
-                key("grant"),
-                "not a supported grant (chain, token-exchange, jwt-bearer, identity-chaining, id-jag)",
-            ))
-        }
+        _ => return Err(ConfigError::key(
+            key("grant"),
+            "not a supported grant (chain, token-exchange, jwt-bearer, identity-chaining, id-jag)",
+        )),
     };
     if !matches!(grant, Grant::TokenExchange(_)) {
         if let Some((field, _)) = exchange_only.iter().find(|(_, set)| *set) {

@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use assertion_file::{AssertionFile, AssertionFileError, AssertionType};
-pub use chaining::{step_one, Chaining, ChainingProfile};
 pub(crate) use chaingate_core::config::{load_certs, load_identity, validate_scope};
 pub use chaingate_core::config::{
     parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError, TlsIdentity,
 };
+pub use chaining::{step_one, Chaining, ChainingProfile};
 pub(crate) use client_auth::basic_authorization;
 pub use domain::{AssertionAudience, AssertionKey, ClientAuth, Domain, Protection, TokenEndpoint};
 pub use dpop::DpopKey;

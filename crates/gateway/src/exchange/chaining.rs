@@ -80,13 +80,10 @@ impl Exchanger {
                 );
                 self.chaining_refused.store(None);
             }
-            Some(types) if types.iter().any(|t| t == wanted) => {
-                self.chaining_refused.store(None)
-            }
+            Some(types) if types.iter().any(|t| t == wanted) => self.chaining_refused.store(None),
             Some(_) => {
-                let why = format!(
-                    "identity_chaining_requested_token_types_supported lacks {wanted}"
-                );
+                let why =
+                    format!("identity_chaining_requested_token_types_supported lacks {wanted}");
                 tracing::error!(domain = %self.domain.name, reason = %why, "chaining domain refused");
                 self.chaining_refused.store(Some(Arc::new(why)));
             }

@@ -346,8 +346,7 @@ impl Exchanger {
         {
             Err(failure) => Err(failure),
             Ok(_admission) => {
-                let attempts =
-                    self.attempts(subject, scope, started + self.domain.timeout, step);
+                let attempts = self.attempts(subject, scope, started + self.domain.timeout, step);
                 let result = match tokio::time::timeout(self.domain.timeout, attempts).await {
                     Ok(result) => result,
                     Err(_) => Err(Failure::error(Error::ExchangeTimeout, "timeout")),
@@ -414,7 +413,9 @@ impl Exchanger {
             // Chained: a fresh grant for every attempt, so a retry never replays a grant
             // the server may already have consumed.
             let grant = match step {
-                Some((at, on_behalf)) => Some(chaining::fresh_grant(at, subject, scope, on_behalf).await?),
+                Some((at, on_behalf)) => {
+                    Some(chaining::fresh_grant(at, subject, scope, on_behalf).await?)
+                }
                 None => None,
             };
             let sent = grant.as_ref().map_or(subject, Secret::expose);

@@ -368,7 +368,10 @@ impl DomainTokens {
         if self.incremental() {
             let needed = Scopes::parse(scope.unwrap_or(""));
             if let Some(hit) = self.cache.get(&key, |t| t.serves(&needed)).await {
-                if self.subject.is_none() && self.chaining.is_none() && hit.should_refresh(self.settings.refresh_ahead) {
+                if self.subject.is_none()
+                    && self.chaining.is_none()
+                    && hit.should_refresh(self.settings.refresh_ahead)
+                {
                     // The renewal asks for the held union, so no route loses its scope.
                     let held = hit.scope.clone().unwrap_or_default();
                     let renewal = (Some(held.to_string()), Some(held));
@@ -382,7 +385,10 @@ impl DomainTokens {
         if let Some(hit) = self.cache.get(&key, |_| true).await {
             // Refresh ahead: a token in use is renewed before it expires, so a steady caller
             // never waits on the token server; if the renewal fails, this one keeps serving.
-            if self.subject.is_none() && self.chaining.is_none() && hit.should_refresh(self.settings.refresh_ahead) {
+            if self.subject.is_none()
+                && self.chaining.is_none()
+                && hit.should_refresh(self.settings.refresh_ahead)
+            {
                 self.refresh_ahead(&hit, key, at1, (scope.map(str::to_owned), None), caller);
             }
             return Ok((hit, Lookup::Hit));

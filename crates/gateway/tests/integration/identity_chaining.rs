@@ -200,7 +200,9 @@ async fn end_to_end(profile: &str) {
         assert_eq!(
             sample(
                 &scrape,
-                &format!(r#"chaingate_token_exchanges_total{{domain="{domain}",outcome="issued"}}"#)
+                &format!(
+                    r#"chaingate_token_exchanges_total{{domain="{domain}",outcome="issued"}}"#
+                )
             ),
             Some(1.0),
             "{scrape}"
@@ -322,7 +324,10 @@ async fn b_refuses_a_replayed_or_misbound_id_jag() {
                 &format!("{a}/token"),
                 Some(&support::authority::basic("gateway", "a-secret")),
                 &[
-                    ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ),
                     ("subject_token", &token),
                     (
                         "subject_token_type",
@@ -345,13 +350,19 @@ async fn b_refuses_a_replayed_or_misbound_id_jag() {
         "urn:ietf:params:oauth:token-type:id-jag"
     );
     let grant = answer.token();
-    assert_eq!(support::authority::header(&grant)["typ"], "oauth-id-jag+jwt");
+    assert_eq!(
+        support::authority::header(&grant)["typ"],
+        "oauth-id-jag+jwt"
+    );
     let claims = claims_of(&grant);
     assert_eq!(claims["aud"], d.b.issuer());
     assert_eq!(claims["client_id"], "gateway-b");
     assert_eq!(claims["sub"], "app");
     // An audience that is no peer: invalid_target (identity chaining §2.3.2).
-    assert_eq!(ask("https://c.example".into()).await.error(), "invalid_target");
+    assert_eq!(
+        ask("https://c.example".into()).await.error(),
+        "invalid_target"
+    );
     let redeem = |grant: String, client: &'static str, secret: &'static str| {
         let b = d.b.issuer().to_string();
         async move {
