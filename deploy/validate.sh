@@ -168,6 +168,10 @@ for variant in native classic; do
   HELM_TOMLS+=("$out/configmap.yaml")
 done
 
+grep -q '^    \[protected_resource\]' "$WORK/helm-classic/chaingate/templates/configmap.yaml"
+grep -q 'authorization_servers = \["https://idp.a.example"\]' "$WORK/helm-classic/chaingate/templates/configmap.yaml"
+echo "  ok   helm classic: chaingate.config.protected_resource renders [protected_resource]"
+
 step "helm template with values-workload-identity.yaml (secretless) + kubernetes-validate"
 "$HELM" lint --strict --kube-version "$KUBERNETES_VERSION" -f "$DEPLOY/helm/values-workload-identity.yaml" "$CHART"
 "$HELM" template demo "$CHART" --namespace default --kube-version "$KUBERNETES_VERSION" \

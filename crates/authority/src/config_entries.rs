@@ -264,20 +264,7 @@ pub(super) fn validate_issuer(
             "list at least one audience the presented token must carry",
         ));
     }
-    let algorithms = match &t.algorithms {
-        None => DEFAULT_ALGORITHMS.to_vec(),
-        Some(names) => names
-            .iter()
-            .enumerate()
-            .map(|(a, n)| {
-                parse_asymmetric_alg(n)
-                    .map_err(|m| ConfigError::key(key(&format!("algorithms[{a}]")), m))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    if algorithms.is_empty() {
-        return Err(ConfigError::key(key("algorithms"), "must not be empty"));
-    }
+    let algorithms = algorithms(&key, t.algorithms.as_deref())?;
     let keys = match (&t.jwks_uri, &t.jwks_file, &t.introspection_endpoint) {
         (Some(uri), None, None) => KeySource::Remote(
             check_remote_uri(uri, t.allow_insecure_http)
@@ -365,4 +352,27 @@ pub(super) fn check_remote_uri(uri: &str, allow_insecure_http: bool) -> Result<h
         }
         _ => Err("must be an https:// URL".into()),
     }
+}
+
+/// `algorithms` of a table that trusts another issuer's keys: asymmetric JWS algorithms only
+/// (RFC 8725 §3.1), the default set when absent, never an empty list.
+pub(crate) fn algorithms(
+    key: &dyn Fn(&str) -> String,
+    names: Option<&[String]>,
+) -> Result<Vec<jsonwebtoken::Algorithm>, ConfigError> {
+    let algorithms = match names {
+        None => DEFAULT_ALGORITHMS.to_vec(),
+        Some(names) => names
+            .iter()
+            .enumerate()
+            .map(|(a, n)| {
+                parse_asymmetric_alg(n)
+                    .map_err(|m| ConfigError::key(key(&format!("algorithms[{a}]")), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if algorithms.is_empty() {
+        return Err(ConfigError::key(key("algorithms"), "must not be empty"));
+    }
+    Ok(algorithms)
 }

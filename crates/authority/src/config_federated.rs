@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::config::{read_relative, Federated, FederatedKeys};
-use super::config_entries::check_remote_uri;
+use super::config_entries::{algorithms, check_remote_uri};
 use chaingate_core::config::ConfigError;
-use chaingate_oauth::keys::{parse_asymmetric_alg, KeySet, DEFAULT_ALGORITHMS};
+use chaingate_oauth::keys::KeySet;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,20 +41,7 @@ pub(super) fn validate_federated(
     if f.audience.as_deref() == Some("") {
         return Err(ConfigError::key(key("audience"), "must not be empty"));
     }
-    let algorithms = match &f.algorithms {
-        None => DEFAULT_ALGORITHMS.to_vec(),
-        Some(names) => names
-            .iter()
-            .enumerate()
-            .map(|(a, n)| {
-                parse_asymmetric_alg(n)
-                    .map_err(|m| ConfigError::key(key(&format!("algorithms[{a}]")), m))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    if algorithms.is_empty() {
-        return Err(ConfigError::key(key("algorithms"), "must not be empty"));
-    }
+    let algorithms = algorithms(&key, f.algorithms.as_deref())?;
     let keys = match (&f.jwks_uri, &f.jwks_file) {
         (Some(uri), None) => FederatedKeys::Remote(
             check_remote_uri(uri, f.allow_insecure_http)

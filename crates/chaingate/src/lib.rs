@@ -90,7 +90,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match Config::load(&config, std::env::vars()) {
-            Ok(_) => {
+            Ok(loaded) => {
+                // Valid but likely not what was meant: said, and still exit 0.
+                for warning in loaded.warnings() {
+                    eprintln!("{}: warning: {warning}", config.display());
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }

@@ -45,10 +45,11 @@ pub(crate) enum Error {
     /// Caller: the token server refused the scope the route needs (`invalid_scope`).
     #[error("the token server refused the route's scope")]
     InsufficientScope,
-    /// Caller: the token server needs the user back (`interaction_required`) or more claims
-    /// (`insufficient_claims`, a step-up); relayed so the caller's client can act on it.
-    #[error("the token server needs the user: {0}")]
-    ChallengeRelayed(&'static str),
+    /// Caller: the token server needs the user back (`interaction_required`), more claims
+    /// (`insufficient_claims`) or a stronger authentication (`insufficient_user_authentication`,
+    /// RFC 9470 §3); relayed whole, with its parameters, so the caller's client can act on it.
+    #[error("the token server needs the user: {}", .0.code)]
+    ChallengeRelayed(StepUp),
     /// Caller: the request's body framing is ambiguous (RFC 9112 §6.1: `chunked` applied more
     /// than once). Answered 400 with `Connection: close`: the rest of the connection cannot be
     /// parsed safely (RFC 9112 §6.3).
@@ -109,24 +110,28 @@ impl Error {
 
 impl Error {
     /// The response for this error. No side effects: logging and metrics happen at the edge.
-    pub(crate) fn into_response(self) -> Response<Body> {
+    ///
+    /// `params` are the route's own challenge parameters (RFC 9728 §5.1 `resource_metadata`,
+    /// RFC 6750 §3 `scope`), appended to every challenge.
+    pub(crate) fn into_response(self, params: &ChallengeParams) -> Response<Body> {
+        let (p401, p403) = (&*params.on_401, &*params.on_403);
         match self {
             Self::MissingToken => respond(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "bearer token required",
             )
-            .challenge(REALM),
+            .challenge(REALM, p401),
             Self::DpopMissingToken { bearer_too } => {
                 let mut r = respond(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "DPoP token required",
                 )
-                .challenge_owned(dpop_challenge(""));
+                .challenge_owned(dpop_challenge("", p401));
                 if bearer_too {
                     r.headers_mut()
-                        .append(WWW_AUTHENTICATE, HeaderValue::from_static(REALM));
+                        .append(WWW_AUTHENTICATE, with_params(REALM, p401));
                 }
                 r
             }
@@ -135,39 +140,47 @@ impl Error {
                 "invalid_token",
                 "the access token is not accepted",
             )
-            .challenge_owned(dpop_challenge("error=\"invalid_token\", ")),
+            .challenge_owned(dpop_challenge("error=\"invalid_token\", ", p401)),
             Self::InvalidDpopProof(why) => {
                 respond(StatusCode::UNAUTHORIZED, "invalid_dpop_proof", why).challenge_owned(
-                    dpop_challenge(&format!(
-                        "error=\"invalid_dpop_proof\", error_description=\"{why}\", "
-                    )),
+                    dpop_challenge(
+                        &format!("error=\"invalid_dpop_proof\", error_description=\"{why}\", "),
+                        p401,
+                    ),
                 )
             }
             Self::InvalidRequest(why) => respond(StatusCode::BAD_REQUEST, "invalid_request", why)
-                .challenge("Bearer realm=\"chaingate\", error=\"invalid_request\""),
+                .challenge(
+                    "Bearer realm=\"chaingate\", error=\"invalid_request\"",
+                    p401,
+                ),
             Self::InvalidToken => respond(
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
                 "the access token is not accepted",
             )
-            .challenge("Bearer realm=\"chaingate\", error=\"invalid_token\""),
-            Self::ChallengeRelayed(code) => respond(
-                StatusCode::UNAUTHORIZED,
-                code,
-                "the caller's authorization is not enough",
-            )
-            .challenge(match code {
-                "insufficient_claims" => {
-                    "Bearer realm=\"chaingate\", error=\"insufficient_claims\""
-                }
-                _ => "Bearer realm=\"chaingate\", error=\"interaction_required\"",
-            }),
+            .challenge("Bearer realm=\"chaingate\", error=\"invalid_token\"", p401),
+            Self::ChallengeRelayed(step_up) => {
+                let value = format!(
+                    "Bearer realm=\"chaingate\", error=\"{}\"{}",
+                    step_up.code, step_up.params
+                );
+                respond(
+                    StatusCode::UNAUTHORIZED,
+                    step_up.code,
+                    "the caller's authorization is not enough",
+                )
+                .challenge_owned(with_params(&value, p401))
+            }
             Self::InsufficientScope => respond(
                 StatusCode::FORBIDDEN,
                 "insufficient_scope",
                 "the access token does not allow this request",
             )
-            .challenge("Bearer realm=\"chaingate\", error=\"insufficient_scope\""),
+            .challenge(
+                "Bearer realm=\"chaingate\", error=\"insufficient_scope\"",
+                p403,
+            ),
             Self::BadFraming(why) => {
                 respond(StatusCode::BAD_REQUEST, "invalid_request", why).close()
             }
@@ -238,15 +251,94 @@ impl Error {
     }
 }
 
-/// A `DPoP` challenge: `params` (each ending in `, `) then the accepted algorithms (§5, §7.1).
-fn dpop_challenge(params: &str) -> HeaderValue {
+/// A `DPoP` challenge: `params` (each ending in `, `), the accepted algorithms (§5, §7.1), then
+/// the route's own parameters.
+fn dpop_challenge(params: &str, route: &str) -> HeaderValue {
     let algs: Vec<String> = chaingate_oauth::keys::DEFAULT_ALGORITHMS
         .iter()
         .filter_map(|a| serde_json::to_value(a).ok()?.as_str().map(str::to_owned))
         .collect();
     // Descriptions and parameters are fixed ASCII, so this cannot fail.
-    HeaderValue::from_str(&format!("DPoP {params}algs=\"{}\"", algs.join(" ")))
-        .unwrap_or_else(|_| HeaderValue::from_static("DPoP"))
+    with_params(&format!("DPoP {params}algs=\"{}\"", algs.join(" ")), route)
+}
+
+/// `challenge` then the route's parameters. Every part is checked ASCII without quotes or
+/// controls (config validation, [`StepUp::new`]), so this cannot fail in practice.
+fn with_params(challenge: &str, route: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{challenge}{route}"))
+        .or_else(|_| HeaderValue::from_str(challenge))
+        .unwrap_or_else(|_| HeaderValue::from_static(REALM))
+}
+
+/// A route's parameters for its challenges, rendered once per config generation, each one
+/// starting with `, `; empty when the route has none.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChallengeParams {
+    /// On 401s: `resource_metadata` (RFC 9728 §5.1) and `scope`, so a client that has no token
+    /// yet learns where and what to ask for (MCP authorization, "scope selection").
+    pub(crate) on_401: Box<str>,
+    /// On 403 `insufficient_scope`: the `scope` needed (RFC 6750 §3), and `resource_metadata`.
+    pub(crate) on_403: Box<str>,
+}
+
+/// A step-up challenge a token server answered with, kept to be relayed whole: the error code
+/// and the parameters that tell the caller's client what to get (RFC 9470 §3 `acr_values`,
+/// `max_age`; `claims`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StepUp {
+    /// `interaction_required`, `insufficient_claims` or `insufficient_user_authentication`.
+    pub(crate) code: &'static str,
+    /// The rendered parameters, each starting with `, `; only values safe in a quoted string.
+    params: Box<str>,
+}
+
+/// The longest parameter value relayed: a token server's answer cannot grow our headers much.
+const MAX_STEP_UP_VALUE: usize = 1024;
+
+impl StepUp {
+    /// A challenge with no parameters.
+    #[cfg(test)]
+    pub(crate) fn bare(code: &'static str) -> Self {
+        Self {
+            code,
+            params: Box::from(""),
+        }
+    }
+
+    /// Keeps the parameters that are safe to put in a quoted string (RFC 9110 §5.6.4: visible
+    /// ASCII without `"` and `\`, and spaces) and not overlong; anything else is left out,
+    /// never escaped into our header.
+    pub(crate) fn new(
+        code: &'static str,
+        acr_values: Option<&str>,
+        max_age: Option<u64>,
+        claims: Option<&str>,
+    ) -> Self {
+        let safe = |v: &&str| {
+            !v.is_empty()
+                && v.len() <= MAX_STEP_UP_VALUE
+                && v.bytes()
+                    .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+        };
+        let mut params = String::new();
+        if let Some(acr) = acr_values.filter(safe) {
+            params.push_str(&format!(", acr_values=\"{acr}\""));
+        }
+        if let Some(age) = max_age {
+            params.push_str(&format!(", max_age={age}"));
+        }
+        if let Some(claims) = claims.filter(safe) {
+            params.push_str(&format!(", claims=\"{claims}\""));
+        }
+        Self {
+            code,
+            params: params.into_boxed_str(),
+        }
+    }
+    /// The rendered parameters, each starting with `, `.
+    pub(crate) fn params(&self) -> &str {
+        &self.params
+    }
 }
 
 struct Synthetic(Response<Body>);
@@ -262,10 +354,12 @@ fn respond(status: StatusCode, error: &'static str, description: &'static str) -
 }
 
 impl Synthetic {
-    fn challenge(mut self, value: &'static str) -> Response<Body> {
-        self.0
-            .headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(value));
+    fn challenge(mut self, value: &'static str, route: &str) -> Response<Body> {
+        let value = match route {
+            "" => HeaderValue::from_static(value),
+            route => with_params(value, route),
+        };
+        self.0.headers_mut().insert(WWW_AUTHENTICATE, value);
         self.0
     }
 
@@ -335,7 +429,7 @@ mod tests {
     use super::*;
 
     fn challenge(e: Error) -> (StatusCode, Option<String>) {
-        let r = e.into_response();
+        let r = e.into_response(&ChallengeParams::default());
         let c = r
             .headers()
             .get(WWW_AUTHENTICATE)
@@ -376,7 +470,7 @@ mod tests {
         let r = Error::ExchangeUnavailable {
             retry_after: Duration::from_secs(7),
         }
-        .into_response();
+        .into_response(&ChallengeParams::default());
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()[RETRY_AFTER], "7");
     }

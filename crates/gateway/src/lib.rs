@@ -38,6 +38,7 @@ mod inbound;
 mod metrics;
 mod outbound;
 pub mod reload;
+mod resource_metadata;
 mod shed;
 mod signals;
 mod tokens;

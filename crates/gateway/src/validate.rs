@@ -119,10 +119,11 @@ impl InboundValidator {
     }
 
     /// Checks the caller's token: a bad token is `invalid_token` (the reason goes to the log);
-    /// keys that cannot be had at all are our outage, a 503, not the caller's fault.
-    pub(crate) async fn check(&self, token: &str) -> Result<(), Error> {
+    /// keys that cannot be had at all are our outage, a 503, not the caller's fault. `Ok(true)`:
+    /// its `aud` names the route's target audience (`exchange = "if_needed"`).
+    pub(crate) async fn check(&self, token: &str) -> Result<bool, Error> {
         match self.verify(token).await {
-            Ok(()) => Ok(()),
+            Ok(aimed) => Ok(aimed),
             Err(Refusal::Token(reason)) => {
                 tracing::debug!(issuer = %self.settings.issuer, reason, "caller's token refused locally");
                 Err(Error::InvalidToken)
@@ -136,7 +137,7 @@ impl InboundValidator {
         }
     }
 
-    async fn verify(&self, token: &str) -> Result<(), Refusal> {
+    async fn verify(&self, token: &str) -> Result<bool, Refusal> {
         let settings = &self.settings;
         let (header, unverified) = jwt::peek(token).map_err(Refusal::Token)?;
         if let Some(typ) = &settings.typ {
@@ -155,13 +156,18 @@ impl InboundValidator {
     }
 }
 
-fn check_claims(settings: &Validate, claims: &Value) -> Result<(), String> {
+/// `Ok(true)`: the token's `aud` names a target audience (then chaingate's own `audience` need not
+/// be among them: such a token is only ever forwarded to that target, never exchanged).
+fn check_claims(settings: &Validate, claims: &Value) -> Result<bool, String> {
     if jwt::string_claim(claims, "iss")? != settings.issuer {
         return Err("issuer mismatch".into());
     }
     jwt::check_times(claims, settings.clock_skew.as_secs())?;
     let audiences = jwt::audiences(claims)?;
-    if !audiences.iter().any(|a| settings.audiences.contains(a)) {
+    let aimed = audiences
+        .iter()
+        .any(|a| settings.target_audiences.contains(a));
+    if !aimed && !audiences.iter().any(|a| settings.audiences.contains(a)) {
         return Err("audience validation failed".into());
     }
     if let Some(missing) = settings
@@ -171,7 +177,7 @@ fn check_claims(settings: &Validate, claims: &Value) -> Result<(), String> {
     {
         return Err(format!("required claim {missing} is missing"));
     }
-    Ok(())
+    Ok(aimed)
 }
 
 enum Refusal {

@@ -212,3 +212,38 @@ async fn worker_threads_sets_the_runtime_workers_and_one_runs_on_the_main_thread
         assert_eq!(workers(&gw), expected, "worker_threads = {configured}");
     }
 }
+
+#[test]
+fn check_warns_about_a_route_an_earlier_one_shadows_and_still_exits_0() {
+    let base = config("http://127.0.0.1:1/token", "http://127.0.0.1:2", "");
+    // After the catch-all `/` route, a `/late` route can never match.
+    let shadowed = base
+        + "\n[[routes]]\nname = \"late\"\npath_prefix = \"/late\"\nupstream = \"http://127.0.0.1:2\"\ndomain = \"billing\"\n";
+    let (_dir, path) = write_config(&shadowed);
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("routes[1]") && stderr.contains("late"),
+        "{stderr}"
+    );
+    // Narrowed to GET, the first leaves the second its other methods: no warning.
+    let narrowed = shadowed.replacen(
+        "path_prefix = \"/\"",
+        "path_prefix = \"/\"\nmethods = [\"GET\"]",
+        1,
+    );
+    let (_dir, path) = write_config(&narrowed);
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}

@@ -61,10 +61,13 @@ impl Authn {
         if token.expose().len() > self.max_token_bytes {
             return Err(Error::InvalidRequest("bearer token too long"));
         }
+        let mut token = token;
         if let Some(validator) = &self.validator {
-            Box::pin(validator.check(token.expose()))
+            let aimed = Box::pin(validator.check(token.expose()))
                 .await
                 .map_err(|e| token.in_its_scheme(e))?;
+            // A DPoP token's proof is for chaingate: the upstream could not accept it as sent.
+            token.2 = aimed && scheme == Scheme::Bearer;
         }
         // The key a JWT AT1 is bound to (RFC 9449 §6.1). Read even where the route does not
         // validate the token here: whoever holds a stolen AT1 cannot edit its `cnf` without
@@ -85,14 +88,14 @@ impl Authn {
         &self,
         request: &'r http::Request<B>,
     ) -> Result<InboundToken<'r>, Error> {
-        let token = bearer(request.headers(), request.uri())?;
+        let mut token = bearer(request.headers(), request.uri())?;
         if token.expose().len() > self.max_token_bytes {
             return Err(Error::InvalidRequest("bearer token too long"));
         }
         if let Some(validator) = &self.validator {
             // Boxed: a route without local validation should not carry its (JWKS-fetching)
             // future in every request's state.
-            Box::pin(validator.check(token.expose())).await?;
+            token.2 = Box::pin(validator.check(token.expose())).await?;
         }
         Ok(token)
     }
@@ -103,15 +106,21 @@ impl Authn {
     }
 }
 
-/// The caller's token (AT1), borrowed from the request, and whether it came under the DPoP
-/// scheme. Never printed.
+/// The caller's token (AT1), borrowed from the request, whether it came under the DPoP scheme,
+/// and whether local validation found it already for the route's target audience. Never printed.
 #[derive(Clone, Copy)]
-pub(crate) struct InboundToken<'a>(&'a str, bool);
+pub(crate) struct InboundToken<'a>(&'a str, bool, bool);
 
 impl<'a> InboundToken<'a> {
     /// The token's value, for the cache key digest and the exchange request only.
     pub(crate) fn expose(&self) -> &'a str {
         self.0
+    }
+
+    /// A bearer token that validated locally with an `aud` naming the route's target audience
+    /// (`exchange = "if_needed"`): the upstream can take it as it is.
+    pub(crate) fn aimed_at_target(&self) -> bool {
+        self.2
     }
 
     /// `error` as this caller must hear it: a token refused later (by the token server's
@@ -182,7 +191,7 @@ fn credential<'a>(
     }
     // is_b64token admits ASCII only, so this cannot fail.
     std::str::from_utf8(rest)
-        .map(|t| (scheme, InboundToken(t, scheme == Scheme::Dpop)))
+        .map(|t| (scheme, InboundToken(t, scheme == Scheme::Dpop, false)))
         .map_err(|_| Error::InvalidRequest("malformed bearer token"))
 }
 
@@ -224,12 +233,12 @@ fn has_access_token_param(query: &str) -> bool {
 impl<'a> InboundToken<'a> {
     /// A token that [`bearer`] accepted earlier, held on to for a background renewal.
     pub(crate) fn already_accepted(token: &'a str) -> Self {
-        Self(token, false)
+        Self(token, false, false)
     }
 
     #[cfg(test)]
     pub(crate) fn for_test(token: &'a str) -> Self {
-        Self(token, false)
+        Self(token, false, false)
     }
 }
 
@@ -294,7 +303,7 @@ mod tests {
 
     #[test]
     fn debug_does_not_show_the_token() {
-        let t = InboundToken("very-secret-token", false);
+        let t = InboundToken("very-secret-token", false, false);
         assert!(!format!("{t:?}").contains("very-secret"));
     }
 }

@@ -18,6 +18,8 @@ pub(crate) enum Lookup {
     Hit,
     /// Loaded (and, unless it failed, cached).
     Miss,
+    /// Not looked up: the route forwarded the caller's own token (`exchange`).
+    Skipped,
 }
 
 impl EncodeLabelValue for Lookup {
@@ -27,6 +29,7 @@ impl EncodeLabelValue for Lookup {
             match self {
                 Self::Hit => "hit",
                 Self::Miss => "miss",
+                Self::Skipped => "skipped",
             },
         )
     }
@@ -38,6 +41,7 @@ impl Lookup {
         match self {
             Self::Hit => "hit",
             Self::Miss => "miss",
+            Self::Skipped => "skipped",
         }
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct FileConfig {
     pub(crate) tracing: Option<super::tracing::FileTracing>,
     /// `[shared_signals]`: absent, no security events are taken.
     pub(crate) shared_signals: Option<super::shared_signals::FileSharedSignals>,
+    /// `[protected_resource]`: RFC 9728 metadata every route inherits; absent, none is served.
+    pub(crate) protected_resource: Option<super::protected_resource::FileProtectedResource>,
     /// Runtime worker threads; default: the CPUs the process may use.
     pub(crate) worker_threads: Option<usize>,
 }
@@ -155,6 +157,11 @@ pub(crate) enum OneOrMany {
 }
 
 impl OneOrMany {
+    /// Whether the key was written at all (an empty list counts).
+    pub(crate) fn is_set(&self) -> bool {
+        !matches!(self, Self::None)
+    }
+
     pub(crate) fn to_vec(&self) -> Vec<String> {
         match self {
             Self::None => Vec::new(),
@@ -178,7 +185,7 @@ impl std::fmt::Debug for FileDomain {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileRoute {
     pub(crate) name: Option<String>,
-    pub(crate) path_prefix: String,
+    pub(crate) path_prefix: Option<String>,
     pub(crate) upstream: String,
     pub(crate) domain: String,
     pub(crate) scope: Option<String>,
@@ -193,6 +200,27 @@ pub(crate) struct FileRoute {
     pub(crate) dpop: super::route_dpop::InboundDpop,
     /// Oldest acceptable proof `iat` on a DPoP route.
     pub(crate) dpop_max_age: Option<String>,
+    /// The one path this route takes, instead of `path_prefix`.
+    pub(crate) path: Option<String>,
+    /// Only requests for this host (`Host` or `:authority`; the port only if given here).
+    pub(crate) host: Option<String>,
+    /// Only requests with one of these methods.
+    pub(crate) methods: Option<Vec<String>>,
+    /// Only requests carrying each of these fields once, with exactly this value.
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    /// RFC 8693 `audience` for this route's tokens, instead of the domain's.
+    #[serde(default)]
+    pub(crate) audience: OneOrMany,
+    /// RFC 8707 `resource` for this route's tokens, instead of the domain's.
+    #[serde(default)]
+    pub(crate) resource: OneOrMany,
+    /// RFC 9396 `authorization_details`: an array of tables, each with a string `type`.
+    pub(crate) authorization_details: Option<Vec<serde_json::Value>>,
+    /// `always` (default), `if_needed` or `never`: whether the caller's token is exchanged.
+    #[serde(default)]
+    pub(crate) exchange: super::targets::ExchangeMode,
+    /// This route's RFC 9728 metadata, over the top-level `[protected_resource]`.
+    pub(crate) protected_resource: Option<super::protected_resource::FileProtectedResource>,
 }
 
 #[derive(Debug, Deserialize)]

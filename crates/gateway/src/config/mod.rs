@@ -12,6 +12,8 @@ mod dpop;
 mod env;
 mod file;
 mod grant;
+mod matching;
+mod protected_resource;
 mod reciprocal;
 mod registration;
 mod response_metadata;
@@ -20,6 +22,7 @@ mod route_dpop;
 mod scope_strategy;
 mod shared_cache;
 mod shared_signals;
+mod targets;
 mod tracing;
 
 use std::net::SocketAddr;
@@ -37,6 +40,8 @@ pub(crate) use client_auth::basic_authorization;
 pub use domain::{AssertionAudience, AssertionKey, ClientAuth, Domain, Protection, TokenEndpoint};
 pub use dpop::DpopKey;
 pub use grant::{Grant, OAuthTokenFormat, TokenExchange, TOKEN_TYPE_PREFIX};
+pub use matching::{Conditions, HostMatch};
+pub use protected_resource::{ProtectedResource, WELL_KNOWN};
 pub use reciprocal::Reciprocal;
 pub use registration::Registration;
 pub use response_metadata::{origin, ResponseMetadata};
@@ -46,6 +51,7 @@ pub use route_dpop::{InboundDpop, DEFAULT_DPOP_MAX_AGE};
 pub use scope_strategy::ScopeStrategy;
 pub use shared_cache::{SharedCacheServer, SharedCacheSettings};
 pub use shared_signals::SharedSignals;
+pub use targets::{ExchangeMode, Targets};
 pub use tracing::TracingSettings;
 
 use digest::Digest;
@@ -205,6 +211,12 @@ pub struct LogSettings {
 // === impl Config ===
 
 impl Config {
+    /// What `chaingate check` warns about without refusing the config: routes that can never
+    /// match because an earlier one takes every request they would.
+    pub fn warnings(&self) -> Vec<String> {
+        matching::shadowed(&self.routes)
+    }
+
     /// Reads and validates a config file, with `CHAINGATE_*` overrides from `env`.
     pub fn load(
         path: &Path,
@@ -253,12 +265,13 @@ impl Config {
                 "at least one [[routes]] entry is required",
             ));
         }
-        let routes = file
+        let mut routes = file
             .routes
             .iter()
             .enumerate()
             .map(|(i, route)| validate_route(i, route, &domains))
             .collect::<Result<Vec<_>, _>>()?;
+        protected_resource::resolve(file.protected_resource.as_ref(), &file.routes, &mut routes)?;
         let at_least_one = |key: &str, n: usize| match n {
             0 => Err(ConfigError::key(key, "must be at least 1")),
             n => Ok(n),
@@ -390,5 +403,7 @@ const MAX_HEADER_BYTES: usize = 1024 * 1024;
 /// The largest access log batch: past a few MiB a batch only delays lines and holds memory.
 const MAX_ACCESS_LOG_BUFFER: usize = 16 * 1024 * 1024;
 
+#[cfg(test)]
+mod route_tests;
 #[cfg(test)]
 mod tests;

@@ -13,9 +13,10 @@ use super::{load_certs, parse_duration, validate_scope, ConfigError, Domain};
 /// A route: requests whose path starts with `path_prefix` go to `upstream` with a token of `domain`.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// `name`, else the `path_prefix`: the `route` label in metrics and logs.
+    /// `name`, else the `path_prefix` (or `path`): the `route` label in metrics and logs.
     pub name: Arc<str>,
-    /// Requests whose path starts with this (it starts with `/`) take this route.
+    /// Requests whose path starts with this (it starts with `/`) take this route; with
+    /// `path_exact`, only the path equal to it (`path`).
     pub path_prefix: String,
     /// Where matching requests are forwarded, their own path and query kept.
     pub upstream: Upstream,
@@ -32,6 +33,18 @@ pub struct Route {
     pub dpop: super::InboundDpop,
     /// `dpop_max_age`: the oldest proof `iat` accepted, and how long a `jti` is remembered.
     pub dpop_max_age: Duration,
+    /// `path` was set: `path_prefix` holds it, and the request's path must equal it.
+    pub path_exact: bool,
+    /// `host`, `methods`, `headers`; `None`: the path alone picks the route.
+    pub conditions: Option<Arc<super::Conditions>>,
+    /// `audience`, `resource`, `authorization_details` of the route over the domain's; `None`:
+    /// the domain's alone, and the cache key as before these keys existed.
+    pub targets: Option<Arc<super::Targets>>,
+    /// `exchange`: always (default), only if the caller's token is not already for the
+    /// target audience, or never.
+    pub exchange: super::ExchangeMode,
+    /// RFC 9728 metadata of this route (its own table over `[protected_resource]`), if any.
+    pub protected_resource: Option<Arc<super::ProtectedResource>>,
 }
 
 /// `[routes.validate]`: RFC 9068 §4 / RFC 8725 checks of the caller's token.
@@ -48,6 +61,9 @@ pub struct Validate {
     pub required_claims: Vec<String>,
     /// The header `typ` required, lowercased (default `at+jwt`, RFC 9068 §2.1); `None`: any.
     pub typ: Option<String>,
+    /// `exchange = "if_needed"`: the route's target audience. A token whose `aud` names one of
+    /// these passes too (it is forwarded unchanged, never exchanged).
+    pub target_audiences: Vec<String>,
     /// Leeway for `nbf` and `iat` in the future; `exp` gets none.
     pub clock_skew: Duration,
     /// Least time between two JWKS fetches, however many tokens name an unknown `kid`.
@@ -77,9 +93,7 @@ pub(super) fn validate_route(
     domains: &[Arc<Domain>],
 ) -> Result<Route, ConfigError> {
     let key = |field: &str| format!("routes[{i}].{field}");
-    if !r.path_prefix.starts_with('/') {
-        return Err(ConfigError::key(key("path_prefix"), "must start with /"));
-    }
+    let matching = super::matching::parse(i, r)?;
     let uri: Uri = r
         .upstream
         .parse()
@@ -118,12 +132,21 @@ pub(super) fn validate_route(
             .ok_or_else(|| ConfigError::key(key("upstream"), "must be an http(s) origin"))?,
     };
     let dpop_max_age = super::route_dpop::max_age(&key("dpop_max_age"), r)?;
+    let targets = super::targets::targets(i, r, domain)?;
+    let (exchange, target_audiences) =
+        super::targets::exchange_mode(i, r, targets.as_deref(), domain)?;
     Ok(Route {
+        path_exact: matching.exact,
+        conditions: matching.conditions,
+        targets,
+        exchange,
+        // Set once every route is known: routes may share a metadata document.
+        protected_resource: None,
         dpop: r.dpop,
         dpop_max_age,
         resource_origin: Arc::from(resource_origin),
-        name: Arc::from(r.name.as_deref().unwrap_or(&r.path_prefix)),
-        path_prefix: r.path_prefix.clone(),
+        name: Arc::from(r.name.as_deref().unwrap_or(&matching.path)),
+        path_prefix: matching.path.clone(),
         upstream: Upstream {
             scheme,
             authority,
@@ -140,6 +163,10 @@ pub(super) fn validate_route(
             .as_ref()
             .map(|v| validate_settings(i, v))
             .transpose()?
+            .map(|v| Validate {
+                target_audiences,
+                ..v
+            })
             .map(Arc::new),
     })
 }
@@ -170,6 +197,7 @@ fn validate_settings(i: usize, v: &file::FileValidate) -> Result<Validate, Confi
         audiences,
         algorithms,
         required_claims: v.required_claims.clone(),
+        target_audiences: Vec::new(),
         typ: match v.typ.as_deref() {
             None => Some("at+jwt".to_string()),
             Some("") => None,

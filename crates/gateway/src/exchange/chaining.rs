@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{Endpoints, Exchanger, Failure, OnBehalf, Outcome};
-use crate::config::Grant;
+use crate::config::{Grant, Targets};
 use crate::error::Error;
 use chaingate_oauth::secret::Secret;
 
@@ -36,7 +36,7 @@ pub(super) async fn fresh_grant(
         ));
     }
     // Boxed: an exchange that may itself start with a step is recursive as a type.
-    match Box::pin(at.exchange(subject, scope, on_behalf)).await {
+    match Box::pin(at.exchange(subject, scope, None, on_behalf)).await {
         Ok(issued) => Ok(issued.access_token),
         Err(error) => Err(step_one(error, "chaining grant")),
     }
@@ -53,10 +53,10 @@ impl Exchanger {
         &self,
         step: &Exchanger,
         subject: &str,
-        scope: Option<&str>,
+        (scope, targets): (Option<&str>, Option<&Targets>),
         on_behalf: OnBehalf<'_>,
     ) -> Result<super::Issued, Error> {
-        self.exchange_for(subject, scope, false, on_behalf, Some(step))
+        self.exchange_for(subject, (scope, targets), false, on_behalf, Some(step))
             .await
     }
 

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::audit::{Caller, Decision};
 use crate::authn::InboundToken;
-use crate::config::{AssertionFileError, ClientAuth, Domain, Grant, TokenEndpoint};
+use crate::config::{AssertionFileError, ClientAuth, Domain, Grant, Targets, TokenEndpoint};
 use crate::error::Error;
 use crate::metrics::DomainLabel;
 use crate::trace;
@@ -244,14 +244,16 @@ impl Exchanger {
         }
     }
 
-    /// Exchanges `subject` (the caller's token, or a previous hop's) for a token of this domain.
+    /// Exchanges `subject` (the caller's token, or a previous hop's) for a token of this domain;
+    /// `targets`: the route's audience, resource and authorization details, if it has any.
     pub(crate) async fn exchange(
         &self,
         subject: &str,
         scope: Option<&str>,
+        targets: Option<&Targets>,
         on_behalf: OnBehalf<'_>,
     ) -> Result<Issued, Error> {
-        self.exchange_for(subject, scope, false, on_behalf, None)
+        self.exchange_for(subject, (scope, targets), false, on_behalf, None)
             .await
     }
 
@@ -261,9 +263,10 @@ impl Exchanger {
         &self,
         subject: &str,
         scope: Option<&str>,
+        targets: Option<&Targets>,
         on_behalf: OnBehalf<'_>,
     ) -> Result<Issued, Error> {
-        self.exchange_for(subject, scope, true, on_behalf, None)
+        self.exchange_for(subject, (scope, targets), true, on_behalf, None)
             .await
     }
 
@@ -271,7 +274,7 @@ impl Exchanger {
     async fn exchange_for(
         &self,
         subject: &str,
-        scope: Option<&str>,
+        (scope, targets): (Option<&str>, Option<&Targets>),
         renewal: bool,
         on_behalf: OnBehalf<'_>,
         step: Option<&Exchanger>,
@@ -286,7 +289,12 @@ impl Exchanger {
             oauth.error = tracing::field::Empty,
         );
         let result = self
-            .admitted_exchange(subject, scope, renewal, step.map(|at| (at, on_behalf)))
+            .admitted_exchange(
+                subject,
+                (scope, targets),
+                renewal,
+                step.map(|at| (at, on_behalf)),
+            )
             .instrument(span.clone())
             .await;
         let (outcome, reason) = match &result {
@@ -328,7 +336,7 @@ impl Exchanger {
     async fn admitted_exchange(
         &self,
         subject: &str,
-        scope: Option<&str>,
+        ask: (Option<&str>, Option<&Targets>),
         renewal: bool,
         step: Option<(&Exchanger, OnBehalf<'_>)>,
     ) -> Result<Issued, Failure> {
@@ -346,7 +354,7 @@ impl Exchanger {
         {
             Err(failure) => Err(failure),
             Ok(_admission) => {
-                let attempts = self.attempts(subject, scope, started + self.domain.timeout, step);
+                let attempts = self.attempts(subject, ask, started + self.domain.timeout, step);
                 let result = match tokio::time::timeout(self.domain.timeout, attempts).await {
                     Ok(result) => result,
                     Err(_) => Err(Failure::error(Error::ExchangeTimeout, "timeout")),
@@ -404,7 +412,7 @@ impl Exchanger {
     async fn attempts(
         &self,
         subject: &str,
-        scope: Option<&str>,
+        ask: (Option<&str>, Option<&Targets>),
         deadline: Instant,
         step: Option<(&Exchanger, OnBehalf<'_>)>,
     ) -> Result<Issued, Failure> {
@@ -414,12 +422,12 @@ impl Exchanger {
             // the server may already have consumed.
             let grant = match step {
                 Some((at, on_behalf)) => {
-                    Some(chaining::fresh_grant(at, subject, scope, on_behalf).await?)
+                    Some(chaining::fresh_grant(at, subject, ask.0, on_behalf).await?)
                 }
                 None => None,
             };
             let sent = grant.as_ref().map_or(subject, Secret::expose);
-            let result = self.request(sent, scope).await;
+            let result = self.request(sent, ask).await;
             let Err(failure) = &result else { return result };
             let Some(hint) = failure.retry_hint else {
                 return result;
@@ -439,7 +447,11 @@ impl Exchanger {
         }
     }
 
-    async fn request(&self, subject: &str, scope: Option<&str>) -> Result<Issued, Failure> {
+    async fn request(
+        &self,
+        subject: &str,
+        (scope, targets): (Option<&str>, Option<&Targets>),
+    ) -> Result<Issued, Failure> {
         let Some(endpoints) = self.endpoints.load_full() else {
             return Err(Failure::error(
                 Error::ExchangeUnavailable {
@@ -486,6 +498,7 @@ impl Exchanger {
                     subject,
                     scope,
                     actor: actor.as_deref(),
+                    targets,
                 },
             )
             .inspect_err(|failure| self.assertion_failed(failure))?;

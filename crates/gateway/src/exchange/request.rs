@@ -7,7 +7,7 @@ use http_body_util::Full;
 use serde::Serialize;
 
 use super::{Credentials, Endpoints, Failure};
-use crate::config::{AssertionAudience, ClientAuth, Domain, Grant, OAuthTokenFormat};
+use crate::config::{AssertionAudience, ClientAuth, Domain, Grant, OAuthTokenFormat, Targets};
 use crate::error::Error;
 use chaingate_oauth::util::{now_secs, random_id};
 
@@ -25,6 +25,8 @@ pub(super) struct TokenRequest<'a> {
     pub(super) scope: Option<&'a str>,
     /// The actor token (RFC 8693), already read from its file.
     pub(super) actor: Option<&'a str>,
+    /// The route's audience, resource and authorization details over the domain's.
+    pub(super) targets: Option<&'a Targets>,
 }
 
 pub(super) fn build(
@@ -48,10 +50,15 @@ pub(super) fn build(
             form.append_pair("grant_type", TOKEN_EXCHANGE_GRANT);
             form.append_pair("subject_token", req.subject);
             form.append_pair("subject_token_type", &settings.subject_token_type);
-            for audience in &settings.audience {
+            // A route's targets already hold the domain's where the route sets none.
+            let (audience, resource) = match req.targets {
+                Some(targets) => (&targets.audience, &targets.resource),
+                None => (&settings.audience, &settings.resource),
+            };
+            for audience in audience {
                 form.append_pair("audience", audience);
             }
-            for resource in &settings.resource {
+            for resource in resource {
                 form.append_pair("resource", resource);
             }
             if let Some(wanted) = &settings.requested_token_type {
@@ -71,6 +78,18 @@ pub(super) fn build(
         Grant::Chained(_) => {
             form.append_pair("grant_type", JWT_BEARER_GRANT);
             form.append_pair("assertion", req.subject);
+        }
+    }
+    if let Some(targets) = req.targets {
+        // RFC 8707 §2 and RFC 9396 §6 apply to any token request, not only token exchange
+        // (whose resources went above).
+        if !matches!(domain.grant, Grant::TokenExchange(_)) {
+            for resource in &targets.resource {
+                form.append_pair("resource", resource);
+            }
+        }
+        if let Some(details) = &targets.authorization_details {
+            form.append_pair("authorization_details", details);
         }
     }
     if let Some(scope) = req.scope {

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use http::StatusCode;
 use serde::Deserialize;
 
 use super::{Failure, Issued, Links, Outcome};
 use crate::config::Grant;
-use crate::error::Error;
+use crate::error::{Error, StepUp};
 use chaingate_oauth::secret::Secret;
 
 #[derive(Deserialize)]
@@ -25,6 +26,37 @@ struct SuccessBody {
 #[derive(Deserialize)]
 struct ErrorBody {
     error: String,
+    /// RFC 9470 §3 step-up parameters, when a token server relays a resource's challenge.
+    acr_values: Option<serde_json::Value>,
+    max_age: Option<serde_json::Value>,
+    /// The claims the server wants (`insufficient_claims`): a string as sent, or a JSON object.
+    claims: Option<serde_json::Value>,
+}
+
+impl ErrorBody {
+    /// The step-up challenge to relay, its parameters taken as far as they are well formed.
+    fn step_up(&self, code: &'static str) -> StepUp {
+        let max_age = match &self.max_age {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            _ => None,
+        };
+        // An object is sent compact and base64url-encoded: JSON's quotes cannot sit in a quoted
+        // challenge parameter (the shape Entra ID's claims challenges use).
+        let claims = match &self.claims {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(object @ serde_json::Value::Object(_)) => {
+                Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(object.to_string()))
+            }
+            _ => None,
+        };
+        StepUp::new(
+            code,
+            self.acr_values.as_ref().and_then(serde_json::Value::as_str),
+            max_age,
+            claims.as_deref(),
+        )
+    }
 }
 
 /// `dpop`: the request carried a proof, so a `token_type` of `DPoP` (a token bound to that
@@ -106,13 +138,13 @@ pub(super) fn parse_success(body: &[u8], grant: &Grant, dpop: bool) -> Result<Is
 }
 
 pub(super) fn classify_error(status: StatusCode, body: &[u8], grant: &Grant) -> Failure {
-    let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) else {
+    let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) else {
         return Failure::error(
             Error::ExchangeFailed("malformed error response"),
             "unexpected status",
         );
     };
-    let (error, reason) = match error.as_str() {
+    let (error, reason) = match parsed.error.as_str() {
         "invalid_grant" => (Error::InvalidToken, "invalid_grant"),
         // RFC 8693 §2.2.2 reports an invalid subject token as invalid_request.
         "invalid_request" if matches!(grant, Grant::TokenExchange(_)) => {
@@ -121,14 +153,22 @@ pub(super) fn classify_error(status: StatusCode, body: &[u8], grant: &Grant) -> 
         "invalid_request" => (Error::ExchangeFailed("request refused"), "invalid_request"),
         "invalid_scope" => (Error::InsufficientScope, "invalid_scope"),
         "interaction_required" => (
-            Error::ChallengeRelayed("interaction_required"),
+            Error::ChallengeRelayed(parsed.step_up("interaction_required")),
             "interaction_required",
         ),
         "insufficient_claims" => (
-            Error::ChallengeRelayed("insufficient_claims"),
+            Error::ChallengeRelayed(parsed.step_up("insufficient_claims")),
             "insufficient_claims",
         ),
+        "insufficient_user_authentication" => (
+            Error::ChallengeRelayed(parsed.step_up("insufficient_user_authentication")),
+            "insufficient_user_authentication",
+        ),
         "invalid_target" => (Error::InsufficientScope, "invalid_target"),
+        // RFC 9396 §5: the route's authorization details were refused, as a scope can be.
+        "invalid_authorization_details" => {
+            (Error::InsufficientScope, "invalid_authorization_details")
+        }
         "invalid_client" => (
             Error::ExchangeFailed("client credentials rejected"),
             "invalid_client",
@@ -316,11 +356,11 @@ mod tests {
         assert_eq!(e("invalid_scope", &CHAIN), Error::InsufficientScope);
         assert_eq!(
             e("interaction_required", &CHAIN),
-            Error::ChallengeRelayed("interaction_required")
+            Error::ChallengeRelayed(StepUp::bare("interaction_required"))
         );
         assert_eq!(
             e("insufficient_claims", &CHAIN),
-            Error::ChallengeRelayed("insufficient_claims")
+            Error::ChallengeRelayed(StepUp::bare("insufficient_claims"))
         );
         assert!(matches!(
             e("invalid_client", &CHAIN),

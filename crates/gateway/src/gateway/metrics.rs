@@ -1,5 +1,6 @@
-//! The gateway's request metrics: `chaingate_requests_total{route,code}` and
-//! `chaingate_request_duration_seconds{route}`, and the families every generation shares.
+//! The gateway's request metrics: `chaingate_requests_total{route,code}`,
+//! `chaingate_request_duration_seconds{route}` and `chaingate_exchange_skipped_total{route}`,
+//! and the families every generation shares.
 
 use std::sync::{Arc, OnceLock};
 
@@ -67,6 +68,8 @@ pub(super) struct RouteCode {
 pub(super) struct RequestMetrics {
     pub(super) requests: Family<RouteCode, Counter>,
     pub(super) duration: DurationFamily,
+    /// Requests that forwarded the caller's own token (`exchange = "if_needed"` or `"never"`).
+    pub(super) skipped: Family<RouteLabel, Counter>,
 }
 
 impl RequestMetrics {
@@ -93,7 +96,17 @@ impl RequestMetrics {
             registry.register_with_unit(name, help, Unit::Seconds, family.clone());
             DurationFamily::Plain(family)
         };
-        Self { requests, duration }
+        let skipped = Family::default();
+        registry.register(
+            "chaingate_exchange_skipped",
+            "Requests forwarded with the caller's own token, no exchange (route exchange setting)",
+            skipped.clone(),
+        );
+        Self {
+            requests,
+            duration,
+            skipped,
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The request path: route → framing → shed → authn → tokens → outbound → feedback, in one function
+//! The request path: signals → metadata → route → framing → shed → authn → tokens → outbound →
+//! feedback, in one function
 //! ([`Gateway::handle`]). Each phase is a module of its own; this one only puts them in order
 //! and records what happened.
 
@@ -13,10 +14,11 @@ use tracing::{Instrument, Span};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::authn::{Authn, InboundProofs, ProofsTotal};
-use crate::config::{AssertionFileError, Config, Route};
-use crate::error::Error;
+use crate::config::{AssertionFileError, Config, ExchangeMode, Route};
+use crate::error::{ChallengeParams, Error};
 use crate::metrics::RouteLabel;
 use crate::outbound::{self, Peer, UpstreamClient};
+use crate::resource_metadata::{self, Documents};
 use crate::shed::{self, Shed};
 use crate::signals::{Receiver, SignalsMetrics};
 use crate::tokens::{Caller, DomainTokens, Lookup, TokensMetrics};
@@ -68,6 +70,8 @@ pub(crate) struct Gateway {
     shared: Option<Arc<crate::tokens::SharedTier>>,
     /// `[shared_signals]`: the receiver of pushed revocation events.
     signals: Option<Receiver>,
+    /// `[protected_resource]`: the RFC 9728 documents, if any route has one.
+    metadata: Option<Documents>,
 }
 
 /// One route, with the runtime of each phase it goes through.
@@ -81,8 +85,12 @@ pub(crate) struct RouteRuntime {
     /// The upstream's last DPoP nonce (RFC 9449 §9), for routes whose tokens are bound.
     upstream_nonce: outbound::UpstreamNonce,
     pub(crate) label: RouteLabel,
+    /// `resource_metadata` and `scope` for this route's challenges, rendered once.
+    challenge: ChallengeParams,
     duration: RouteDuration,
     requests: StatusCounters,
+    /// `chaingate_exchange_skipped_total{route}`; only routes that may skip have a child.
+    skipped: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Gateway {
@@ -138,8 +146,11 @@ impl Gateway {
                         config.timeouts.pool_idle,
                     )?,
                     upstream_nonce: outbound::UpstreamNonce::default(),
+                    challenge: resource_metadata::challenge_params(&route),
                     duration: metrics.requests.duration.child(&label),
                     requests: StatusCounters::new(&metrics.requests.requests, &label.route),
+                    skipped: (route.exchange != ExchangeMode::Always)
+                        .then(|| metrics.requests.skipped.get_or_create_owned(&label)),
                     label,
                     config: route,
                 })
@@ -151,6 +162,7 @@ impl Gateway {
             .map(|settings| Receiver::new(settings, jwks_client.clone(), &metrics.signals));
         Ok(Self {
             signals,
+            metadata: Documents::new(&config.routes),
             routes,
             domains,
             shed: Shed::new(
@@ -190,8 +202,13 @@ impl Gateway {
             if let Some(signals) = self.signals.as_ref().filter(|s| s.is_for(&request)) {
                 return signals.receive(request, &self.domains).await;
             }
-            // route: the first configured prefix wins; nothing else about the request picks a
-            // target, and an oversized target is refused before anything reads it.
+            // metadata: RFC 9728 documents are public and name where a token comes from, so
+            // a client that has none yet can read them; answered before any route (§3).
+            if let Some(metadata) = self.metadata.as_ref().filter(|m| m.is_for(&request)) {
+                return Ok(metadata.serve(&request));
+            }
+            // route: the first route whose path, host, method and headers match wins; an
+            // oversized target is refused before anything reads it.
             let route = self.route(&request)?;
             outcome.route = Some(route);
             trace::record_route(&span, request.method(), &route.config);
@@ -209,39 +226,67 @@ impl Gateway {
             let caller = Caller::new(&route.label.route, self.audit, || {
                 trace::traceparent(request.headers())
             });
-            let (at2, lookup) = route
-                .tokens
-                .for_route(&route.config, at1, &caller)
-                .await
-                .map_err(|e| at1.in_its_scheme(e))?;
-            outcome.lookup = Some(lookup);
+            // `exchange = "never"`, or `"if_needed"` with a token already for the target
+            // audience: the caller's own Authorization goes upstream, nothing is exchanged.
+            let skip = match route.config.exchange {
+                ExchangeMode::Always => false,
+                ExchangeMode::IfNeeded => at1.aimed_at_target(),
+                ExchangeMode::Never => true,
+            };
+            let credential = match request.headers().get(http::header::AUTHORIZATION) {
+                Some(own) if skip => {
+                    if let Some(skipped) = &route.skipped {
+                        skipped.inc();
+                    }
+                    outcome.lookup = Some(Lookup::Skipped);
+                    outbound::Credential {
+                        authorization: own.clone(),
+                        dpop: None,
+                    }
+                }
+                _ => {
+                    let (at2, lookup) = route
+                        .tokens
+                        .for_route(&route.config, at1, &caller)
+                        .await
+                        .map_err(|e| at1.in_its_scheme(e))?;
+                    outcome.lookup = Some(lookup);
+                    outbound::Credential {
+                        authorization: at2.authorization.clone(),
+                        dpop: at2.dpop.clone(),
+                    }
+                }
+            };
             // The next hop's parent is chaingate's span, not the caller's.
             trace::inject_current(request.headers_mut());
             // outbound: swap the credential, strip hop-by-hop fields, stream both bodies.
             // A DPoP-bound AT2 goes as `DPoP` with a fresh proof for this request (RFC 9449 §7.1).
             let limits = (self.body_idle, self.upstream_timeout);
             let target = route.target();
-            let credential = outbound::Credential {
-                authorization: at2.authorization.clone(),
-                dpop: at2.dpop.clone(),
-            };
             let (response, replay) =
                 outbound::forward(target, request, credential, &peer, &mut permit, limits).await?;
+            // A refusal of the caller's own token is the caller's to hear: nothing to re-exchange.
+            let replay = replay.filter(|_| !skip);
             // feedback: an upstream 401 invalid_token (RFC 6750 §3.1) evicts, re-exchanges and
             // retries a bodyless request once; 401 use_dpop_nonce (RFC 9449 §9) resends once.
+            let (timeout, challenge) = (self.upstream_timeout, &route.challenge);
             let route = (&route.config, &route.tokens, target);
             let response =
-                feedback::after(route, replay, response, self.upstream_timeout, &caller).await?;
+                feedback::after(route, replay, response, timeout, &caller, challenge).await?;
             Ok(shed::until_body_ends(response, permit))
         }
         .instrument(span.clone())
         .await
-        .unwrap_or_else(Error::into_response);
+        .unwrap_or_else(|e| {
+            let none = ChallengeParams::default();
+            e.into_response(outcome.route.map_or(&none, |r| &r.challenge))
+        });
         self.record(outcome, &response, &span);
         response
     }
 
-    /// The route for `request`: the first whose prefix matches its path.
+    /// The route for `request`: the first whose path (prefix or exact), host, method and
+    /// headers match.
     pub(crate) fn route<B>(&self, request: &Request<B>) -> Result<&RouteRuntime, Error> {
         let target = request
             .uri()
@@ -253,7 +298,7 @@ impl Gateway {
         let path = request.uri().path();
         self.routes
             .iter()
-            .find(|r| path.starts_with(&r.config.path_prefix))
+            .find(|r| r.config.matches(path, request))
             .ok_or(Error::NoRoute)
     }
 

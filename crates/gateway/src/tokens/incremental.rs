@@ -27,6 +27,7 @@ impl DomainTokens {
         self: &Arc<Self>,
         key: Key,
         needed: Scopes,
+        targets: Option<&crate::config::Targets>,
         at1: InboundToken<'_>,
         caller: &Caller<'_>,
     ) -> TokenResult {
@@ -54,7 +55,7 @@ impl DomainTokens {
                     self.upgrades.inc();
                 }
                 let asked = Some(ask.to_string()).filter(|a| !a.is_empty());
-                let fresh = match self.exchange(asked.as_deref(), at1, caller).await {
+                let fresh = match self.exchange(asked.as_deref(), targets, at1, caller).await {
                     Ok(issued) => CachedToken::cached(issued, at1, Some(&ask), &self.settings),
                     Err(error) => Err(error),
                 };
@@ -63,7 +64,7 @@ impl DomainTokens {
                         if let Some(scope) = &fresh.scope {
                             self.grown.insert(key, scope.clone()).await;
                         }
-                        self.index_subject(key, None, at1).await;
+                        self.index_subject(key, (None, None), at1).await;
                         Ok(Op::Put(fresh))
                     }
                     Err(error) => {

@@ -23,7 +23,7 @@ pub(crate) use crate::audit::Caller;
 use crate::audit::Decision;
 use crate::authn::InboundToken;
 use crate::cache::{Bounds, CacheMetrics, Key, ReadThrough};
-use crate::config::{CacheSettings, Config, Domain, Route, ScopeStrategy};
+use crate::config::{CacheSettings, Config, Domain, Route, ScopeStrategy, Targets};
 use crate::error::Error;
 use crate::exchange::{ExchangeMetrics, Exchanger, Issued, OnBehalf};
 use crate::fleet::{Claim, SharedMetrics};
@@ -49,6 +49,9 @@ mod tests;
 
 /// A domain's token for the caller, and whether the cache had it.
 pub(crate) type TokenResult = Result<(Arc<CachedToken>, Lookup), Error>;
+
+/// What a renewal asks for: the scope, and an incremental entry's whole held scope.
+type Renewal = (Option<String>, Option<Scopes>);
 
 /// The exchange's metrics, `chaingate_token_cache_*`, `chaingate_scope_upgrades_total` and the
 /// response-metadata refusals.
@@ -287,7 +290,9 @@ impl DomainTokens {
         at1: InboundToken<'_>,
         caller: &Caller<'_>,
     ) -> TokenResult {
-        let (token, lookup) = self.get(route.scope.as_deref(), at1, caller).await?;
+        let (token, lookup) = self
+            .get(route.scope.as_deref(), route.targets.as_ref(), at1, caller)
+            .await?;
         self.forwardable(&token, route)?;
         Ok((token, lookup))
     }
@@ -301,12 +306,13 @@ impl DomainTokens {
         caller: &Caller<'_>,
     ) -> TokenResult {
         let scope = route.scope.as_deref();
-        self.cache.evict(&self.key(scope, at1)).await;
+        let targets = route.targets.as_deref();
+        self.cache.evict(&self.key(scope, targets, at1)).await;
         self.audit_eviction(scope, "upstream")
             .emit(caller, Some(at1));
         if let Some(shared) = &self.shared {
             // The whole fleet drops it, not only this replica.
-            let key = self.shared_key(&shared.tier, scope, at1);
+            let key = self.shared_key(&shared.tier, scope, targets, at1);
             shared.index.invalidate(key.id()).await;
             shared.tier.evict(&key).await;
             shared.counters.evicted_here();
@@ -350,10 +356,11 @@ impl DomainTokens {
     }
 
     /// The cache key of the caller's token for a request needing `scope`: one per scope, or
-    /// one per caller for an incremental domain. A scope of "" and no scope differ.
-    fn key(&self, scope: Option<&str>, at1: InboundToken<'_>) -> Key {
+    /// one per caller for an incremental domain; and one per route targets (audience, resource,
+    /// authorization details) in both. A scope of "" and no scope differ.
+    fn key(&self, scope: Option<&str>, targets: Option<&Targets>, at1: InboundToken<'_>) -> Key {
         let scope = if self.incremental() { None } else { scope };
-        token_key(self.name(), scope, at1)
+        token_key(self.name(), scope, targets, at1)
     }
 
     /// This domain's token for the caller: cached, or exchanged once for all concurrent
@@ -361,10 +368,11 @@ impl DomainTokens {
     async fn get(
         self: &Arc<Self>,
         scope: Option<&str>,
+        targets: Option<&Arc<Targets>>,
         at1: InboundToken<'_>,
         caller: &Caller<'_>,
     ) -> TokenResult {
-        let key = self.key(scope, at1);
+        let key = self.key(scope, targets.map(Arc::as_ref), at1);
         if self.incremental() {
             let needed = Scopes::parse(scope.unwrap_or(""));
             if let Some(hit) = self.cache.get(&key, |t| t.serves(&needed)).await {
@@ -375,12 +383,12 @@ impl DomainTokens {
                     // The renewal asks for the held union, so no route loses its scope.
                     let held = hit.scope.clone().unwrap_or_default();
                     let renewal = (Some(held.to_string()), Some(held));
-                    self.refresh_ahead(&hit, key, at1, renewal, caller);
+                    self.refresh_ahead(&hit, key, at1, (renewal, targets), caller);
                 }
                 return Ok((hit, Lookup::Hit));
             }
             // Boxed, like the per-scope miss below: only a miss carries the exchange's future.
-            return Box::pin(self.grow(key, needed, at1, caller)).await;
+            return Box::pin(self.grow(key, needed, targets.map(Arc::as_ref), at1, caller)).await;
         }
         if let Some(hit) = self.cache.get(&key, |_| true).await {
             // Refresh ahead: a token in use is renewed before it expires, so a steady caller
@@ -389,22 +397,25 @@ impl DomainTokens {
                 && self.chaining.is_none()
                 && hit.should_refresh(self.settings.refresh_ahead)
             {
-                self.refresh_ahead(&hit, key, at1, (scope.map(str::to_owned), None), caller);
+                let renewal = (scope.map(str::to_owned), None);
+                self.refresh_ahead(&hit, key, at1, (renewal, targets), caller);
             }
             return Ok((hit, Lookup::Hit));
         }
         // Boxed: the exchange's future is large, and every hit would otherwise carry it.
+        let targets = targets.map(Arc::as_ref);
         let load = async {
             if let Some(shared) = &self.shared {
-                return self.load_shared(shared, key, scope, at1, caller).await;
+                let ask = (scope, targets);
+                return self.load_shared(shared, key, ask, at1, caller).await;
             }
-            let issued = self.exchange(scope, at1, caller).await?;
+            let issued = self.exchange(scope, targets, at1, caller).await?;
             CachedToken::cached(issued, at1, None, &self.settings)
         };
         let (token, loaded) = Box::pin(self.cache.load(key, load, Error::is_refusal)).await?;
         trace::record_coalesced(!loaded);
         if loaded {
-            self.index_subject(key, scope, at1).await;
+            self.index_subject(key, (scope, targets), at1).await;
         }
         Ok((token, Lookup::Miss))
     }
@@ -414,6 +425,7 @@ impl DomainTokens {
     async fn exchange(
         &self,
         scope: Option<&str>,
+        targets: Option<&Targets>,
         at1: InboundToken<'_>,
         caller: &Caller<'_>,
     ) -> Result<Issued, Error> {
@@ -422,20 +434,20 @@ impl DomainTokens {
         if let Some(step) = &self.chaining {
             let issued = self
                 .exchanger
-                .exchange_chained(step, at1.expose(), scope, on_behalf)
+                .exchange_chained(step, at1.expose(), (scope, targets), on_behalf)
                 .await?;
             return self.metadata.check_issued(issued);
         }
         let issued = match &self.subject {
             None => {
                 self.exchanger
-                    .exchange(at1.expose(), scope, on_behalf)
+                    .exchange(at1.expose(), scope, targets, on_behalf)
                     .await?
             }
             Some(parent) => {
                 let (subject, _) = parent_token(parent, at1, caller).await?;
                 self.exchanger
-                    .exchange(subject.token(), scope, on_behalf)
+                    .exchange(subject.token(), scope, targets, on_behalf)
                     .await?
             }
         };
@@ -451,9 +463,10 @@ impl DomainTokens {
         current: &Arc<CachedToken>,
         key: Key,
         at1: InboundToken<'_>,
-        (scope, held): (Option<String>, Option<Scopes>),
+        ((scope, held), targets): (Renewal, Option<&Arc<Targets>>),
         caller: &Caller<'_>,
     ) {
+        let targets = targets.cloned();
         let at1 = at1.expose().to_owned();
         let domain = self.clone();
         let current = current.clone();
@@ -470,7 +483,8 @@ impl DomainTokens {
             // replica stored is taken as this one's renewal.
             let mut lease = None;
             if let Some(shared) = &domain.shared {
-                let skey = domain.shared_key(&shared.tier, scope.as_deref(), token);
+                let skey =
+                    domain.shared_key(&shared.tier, scope.as_deref(), targets.as_deref(), token);
                 match shared
                     .tier
                     .claim(&skey, current.expires_unix_ms(), &shared.counters)
@@ -490,7 +504,7 @@ impl DomainTokens {
             }
             let Ok(issued) = domain
                 .exchanger
-                .renew(&at1, scope.as_deref(), on_behalf)
+                .renew(&at1, scope.as_deref(), targets.as_deref(), on_behalf)
                 .await
                 .and_then(|issued| domain.metadata.check_issued(issued))
             else {
@@ -504,7 +518,12 @@ impl DomainTokens {
             match CachedToken::cached(issued, token, held.as_ref(), &domain.settings) {
                 Ok(fresh) => {
                     if let Some(shared) = &domain.shared {
-                        let skey = domain.shared_key(&shared.tier, scope.as_deref(), token);
+                        let skey = domain.shared_key(
+                            &shared.tier,
+                            scope.as_deref(),
+                            targets.as_deref(),
+                            token,
+                        );
                         shared.tier.put(&skey, &fresh.to_shared()).await;
                     }
                     domain.store_renewal(key, fresh).await
@@ -521,15 +540,28 @@ impl DomainTokens {
     }
 }
 
-/// The keyed hash of (domain, scope, AT1): the raw token is never kept. A scope of "" and no scope
-/// must not share an entry.
-fn token_key(domain: &str, scope: Option<&str>, at1: InboundToken<'_>) -> Key {
-    Key::of(&[
+/// The keyed hash of (domain, scope, AT1) and the route's targets' digest: the raw token is
+/// never kept. A scope of "" and no scope must not share an entry. A route without targets has
+/// the key it had before targets existed.
+fn token_key(
+    domain: &str,
+    scope: Option<&str>,
+    targets: Option<&Targets>,
+    at1: InboundToken<'_>,
+) -> Key {
+    let parts: [&[u8]; 4] = [
         domain.as_bytes(),
         scope.unwrap_or("").as_bytes(),
         at1.expose().as_bytes(),
         &[u8::from(scope.is_some())],
-    ])
+    ];
+    match targets {
+        None => Key::of(&parts),
+        Some(targets) => {
+            let [a, b, c, d] = parts;
+            Key::of(&[a, b, c, d, &targets.digest])
+        }
+    }
 }
 
 /// Boxed, because hops recurse (config validation bounds the depth).
@@ -539,7 +571,7 @@ fn parent_token<'a>(
     caller: &'a Caller<'a>,
 ) -> Pin<Box<dyn Future<Output = TokenResult> + Send + 'a>> {
     let scope = parent.exchanger.domain().scope.as_deref();
-    Box::pin(parent.get(scope, at1, caller))
+    Box::pin(parent.get(scope, None, at1, caller))
 }
 
 /// The chaining domain of an `identity-chaining`/`id-jag` domain, with the profile's settings.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::{CachedToken, Caller, DomainTokens};
 use crate::authn::InboundToken;
 use crate::cache::Key;
+use crate::config::Targets;
 use crate::error::Error;
 pub(crate) use crate::fleet::SharedTier;
 use crate::fleet::{Claim, SharedCounters, SharedKey};
@@ -35,20 +36,29 @@ pub(crate) fn shared_tier(
 
 impl DomainTokens {
     /// Where the fleet keeps this caller's token: keyed by domain (and its settings' digest, so
-    /// a changed domain never reuses a token), scope and AT1.
+    /// a changed domain never reuses a token), scope, the route's targets' digest and AT1.
     pub(super) fn shared_key(
         &self,
         tier: &SharedTier,
         scope: Option<&str>,
+        targets: Option<&Targets>,
         at1: InboundToken<'_>,
     ) -> SharedKey {
-        tier.key(&[
+        let parts: [&[u8]; 5] = [
             self.name().as_bytes(),
             &self.built_from.domain,
             &[u8::from(scope.is_some())],
             scope.unwrap_or("").as_bytes(),
             at1.expose().as_bytes(),
-        ])
+        ];
+        // Without targets, the key replicas of the previous version use too.
+        match targets {
+            None => tier.key(&parts),
+            Some(targets) => {
+                let [a, b, c, d, e] = parts;
+                tier.key(&[a, b, c, d, e, &targets.digest])
+            }
+        }
     }
 
     /// A first-tier miss with the shared tier: another replica's token, or one exchange for
@@ -57,11 +67,11 @@ impl DomainTokens {
         &self,
         shared: &DomainShared,
         key: Key,
-        scope: Option<&str>,
+        (scope, targets): (Option<&str>, Option<&Targets>),
         at1: InboundToken<'_>,
         caller: &Caller<'_>,
     ) -> Result<Arc<CachedToken>, Error> {
-        let skey = self.shared_key(&shared.tier, scope, at1);
+        let skey = self.shared_key(&shared.tier, scope, targets, at1);
         shared.index.insert(skey.id().clone(), key).await;
         let claim = shared.tier.claim(&skey, 0, &shared.counters).await;
         if let Claim::Filled(entry) = &claim {
@@ -69,7 +79,7 @@ impl DomainTokens {
                 return Ok(token);
             }
         }
-        let issued = match self.exchange(scope, at1, caller).await {
+        let issued = match self.exchange(scope, targets, at1, caller).await {
             Ok(issued) => issued,
             Err(e) => {
                 if matches!(claim, Claim::Leased) {

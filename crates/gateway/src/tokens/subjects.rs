@@ -133,7 +133,12 @@ impl Subjects {
 
 impl DomainTokens {
     /// Records whose token the entry `key` was exchanged for (`[shared_signals]` only).
-    pub(super) async fn index_subject(&self, key: Key, scope: Option<&str>, at1: InboundToken<'_>) {
+    pub(super) async fn index_subject(
+        &self,
+        key: Key,
+        (scope, targets): (Option<&str>, Option<&crate::config::Targets>),
+        at1: InboundToken<'_>,
+    ) {
         let Some(subjects) = &self.subjects else {
             return;
         };
@@ -144,7 +149,7 @@ impl DomainTokens {
         let shared = self
             .shared
             .as_ref()
-            .map(|shared| self.shared_key(&shared.tier, scope, at1));
+            .map(|shared| self.shared_key(&shared.tier, scope, targets, at1));
         subjects.record(&ids, &Indexed { key, shared }).await;
     }
 

@@ -13,21 +13,40 @@ fn jwt_with(payload: &str) -> String {
 #[test]
 fn keys_differ_by_domain_scope_and_token() {
     let t = InboundToken::for_test("tok");
-    let base = token_key("billing", Some("a"), t);
-    assert_eq!(base, token_key("billing", Some("a"), t));
-    assert_ne!(base, token_key("payroll", Some("a"), t));
-    assert_ne!(base, token_key("billing", Some("b"), t));
-    assert_ne!(base, token_key("billing", None, t));
+    let base = token_key("billing", Some("a"), None, t);
+    assert_eq!(base, token_key("billing", Some("a"), None, t));
+    assert_ne!(base, token_key("payroll", Some("a"), None, t));
+    assert_ne!(base, token_key("billing", Some("b"), None, t));
+    assert_ne!(base, token_key("billing", None, None, t));
     assert_ne!(
-        token_key("billing", Some(""), t),
-        token_key("billing", None, t)
+        token_key("billing", Some(""), None, t),
+        token_key("billing", None, None, t)
     );
     assert_ne!(
         base,
-        token_key("billing", Some("a"), InboundToken::for_test("tok2"))
+        token_key("billing", Some("a"), None, InboundToken::for_test("tok2"))
     );
     // Length prefixes keep shifted boundaries apart.
-    assert_ne!(token_key("ab", Some("c"), t), token_key("a", Some("bc"), t));
+    assert_ne!(
+        token_key("ab", Some("c"), None, t),
+        token_key("a", Some("bc"), None, t)
+    );
+}
+
+#[test]
+fn keys_differ_by_route_targets() {
+    let t = InboundToken::for_test("tok");
+    let targets = |digest: u8| Targets {
+        audience: Vec::new(),
+        resource: Vec::new(),
+        authorization_details: None,
+        digest: [digest; 32],
+    };
+    let plain = token_key("billing", Some("a"), None, t);
+    let one = token_key("billing", Some("a"), Some(&targets(1)), t);
+    assert_ne!(plain, one);
+    assert_eq!(one, token_key("billing", Some("a"), Some(&targets(1)), t));
+    assert_ne!(one, token_key("billing", Some("a"), Some(&targets(2)), t));
 }
 
 #[test]

@@ -425,7 +425,7 @@ async fn token_server_refusals_map_to_caller_errors() {
     assert_eq!(invalid_target.status, 403);
     assert_eq!(
         invalid_target.header("www-authenticate"),
-        Some("Bearer realm=\"chaingate\", error=\"insufficient_scope\"")
+        Some("Bearer realm=\"chaingate\", error=\"insufficient_scope\", scope=\"invoices.read\"")
     );
     assert_eq!(invalid_target.json()["error"], "insufficient_scope");
 

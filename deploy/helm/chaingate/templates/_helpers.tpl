@@ -74,7 +74,7 @@ client_secret_file = {{ printf "%s/%s/%s" $.Values.chaingate.secretsDir $name $d
 upstream = {{ printf "http://127.0.0.1:%d" (int $.Values.app.port) | quote }}
 {{- end }}
 {{- end }}
-{{- range $table := list "cache" "timeouts" "limits" "shutdown" "log" }}
+{{- range $table := list "cache" "timeouts" "limits" "shutdown" "log" "protected_resource" }}
 {{- with index $.Values.chaingate.config $table }}
 
 [{{ $table }}]

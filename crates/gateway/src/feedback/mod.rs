@@ -3,32 +3,38 @@
 //! and send a bodyless request once more; the second answer stands, so a token server and an
 //! upstream that disagree cannot loop. Likewise a DPoP upstream that answers 401
 //! `use_dpop_nonce` (RFC 9449 §9) gets the same token once more, with a proof carrying its nonce.
+//! A step-up the upstream asks for is relayed to the caller in chaingate's own terms
+//! ([`step_up`]).
 
 use http::header::WWW_AUTHENTICATE;
 use http::{Response, StatusCode};
 
 use crate::authn::InboundToken;
 use crate::config::Route;
-use crate::error::Error;
+use crate::error::{ChallengeParams, Error};
 use crate::outbound::{self, Credential, Replay, Target, UpstreamResponseBody};
 use crate::shed::InFlight;
 use crate::tokens::Caller;
 use crate::tokens::DomainTokens;
 use crate::Body;
 
-/// The response the caller gets: the upstream's, or the retry's after a refusal.
+mod step_up;
+
+/// The response the caller gets: the upstream's, or the retry's after a refusal; a step-up
+/// challenge in it is rewritten for the caller when the route publishes metadata.
 pub(crate) async fn after(
     (route, tokens, target): (&Route, &std::sync::Arc<DomainTokens>, Target<'_>),
     replay: Option<Replay>,
     response: Response<UpstreamResponseBody>,
     timeout: std::time::Duration,
     caller: &Caller<'_>,
+    challenge: &ChallengeParams,
 ) -> Result<Response<Body>, Error> {
     let Some(replay) = replay.filter(|replay| {
         refuses_token(&response)
             || (replay.dpop_credential().is_some() && outbound::asks_for_nonce(&response))
     }) else {
-        return Ok(response.map(streamed));
+        return Ok(step_up::relay(response, challenge).map(streamed));
     };
     // Boxed: the retry (an exchange and a second send) is rare, and every request's future would
     // otherwise be sized for it.
@@ -40,6 +46,7 @@ pub(crate) async fn after(
         caller,
     ))
     .await
+    .map(|r| step_up::relay(r, challenge))
 }
 
 async fn retry(
