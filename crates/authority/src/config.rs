@@ -9,6 +9,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+use super::config_chaining::{validate_chaining, Chaining, RawChaining, RawPeer};
 use super::config_entries::{validate_client, validate_issuer, RawClient, RawIssuer};
 use super::config_interactive::{validate_interactive, Interactive, RawRegistration, RawUser};
 use super::parties::Parties;
@@ -57,6 +58,10 @@ struct RawConfig {
     #[serde(default)]
     reciprocal_policies: Vec<RawPolicy>,
     txn_token_service: Option<super::txn_token::RawTxnTokenService>,
+    #[serde(default)]
+    peer_authorities: Vec<RawPeer>,
+    identity_chaining_token_types: Option<Vec<String>>,
+    chaining_grant_ttl: Option<String>,
 }
 
 /// Validated authority configuration. Build with [`AuthorityConfig::from_toml`] or `load`.
@@ -88,6 +93,8 @@ pub struct AuthorityConfig {
     pub(crate) reciprocal_policies: Vec<Policy>,
     /// `[txn_token_service]`: Txn-Tokens for the listed clients (absent: none are issued).
     pub(crate) txn_token_service: Option<super::txn_token::TxnTokenService>,
+    /// Identity chaining and ID-JAG: peer authorities, issued grant types, grant lifetime.
+    pub(crate) chaining: Chaining,
 }
 
 /// How a client proves its identity at the token endpoint.
@@ -354,6 +361,14 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
         .txn_token_service
         .map(|t| super::txn_token::validate(t, &clients))
         .transpose()?;
+    let chaining = validate_chaining(
+        RawChaining {
+            peers: raw.peer_authorities,
+            token_types: raw.identity_chaining_token_types,
+            grant_ttl: raw.chaining_grant_ttl,
+        },
+        base,
+    )?;
     Ok(AuthorityConfig {
         listen,
         issuer: raw.issuer,
@@ -396,6 +411,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<AuthorityConfig, ConfigError>
         reciprocal,
         reciprocal_policies,
         txn_token_service,
+        chaining,
     })
 }
 

@@ -232,6 +232,11 @@ fn metadata(state: &Authority) -> Response {
         // RFC 9449 §5.1: the proof algorithms chaingate_oauth::dpop::verify accepts.
         "dpop_signing_alg_values_supported": chaingate_oauth::keys::DEFAULT_ALGORITHMS,
     });
+    // draft-ietf-oauth-identity-chaining-11 §3: the requested token types it issues grants as.
+    let chaining = &state.config.chaining;
+    if !chaining.peers.is_empty() {
+        doc["identity_chaining_requested_token_types_supported"] = json!(chaining.token_types);
+    }
     if let Some(reg) = &interactive.registration {
         scopes.extend(reg.scope.iter().cloned());
         doc["registration_endpoint"] = json!(state.endpoint("/register"));

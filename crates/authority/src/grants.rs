@@ -106,7 +106,7 @@ pub(crate) async fn token(
     Ok((body, code_grant::link_header(state, client)))
 }
 
-fn requested_scope(form: &Form) -> Result<Option<BTreeSet<String>>, OAuthError> {
+pub(crate) fn requested_scope(form: &Form) -> Result<Option<BTreeSet<String>>, OAuthError> {
     form.get("scope")
         .map(|s| parse_scope(s).map_err(OAuthError::invalid_scope))
         .transpose()
@@ -252,6 +252,10 @@ async fn jwt_bearer(
             "exactly one assertion parameter is required",
         ));
     }
+    // A peer's identity chaining grant or ID-JAG (chaining.rs); else a trusted issuer's token.
+    if let Some(response) = super::chaining::redeem(state, client, form, jkt).await? {
+        return Ok(response);
+    }
     let presented = subject::validate(state, client, form.require("assertion")?)
         .await
         .map_err(OAuthError::invalid_grant)?;
@@ -292,6 +296,10 @@ async fn exchange(
     form: &Form,
     jkt: Option<&str>,
 ) -> Result<Value, OAuthError> {
+    // A JWT grant for a peer authority, or an ID-JAG (chaining.rs).
+    if let Some(response) = super::chaining::exchange(state, client, form).await? {
+        return Ok(response);
+    }
     let subject_token = form.require("subject_token")?;
     let subject_type = form.require("subject_token_type")?;
     if subject_type != ACCESS_TOKEN_TYPE && subject_type != JWT_TYPE {

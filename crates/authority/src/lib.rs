@@ -8,9 +8,11 @@
 //! `GET /reciprocal/consent`). See `docs/authority.md`.
 
 mod authorize;
+mod chaining;
 mod client_auth;
 mod code_grant;
 mod config;
+mod config_chaining;
 mod config_entries;
 mod config_federated;
 mod config_interactive;

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::config::{
     AuthorityConfig, Client, ClientAuthMethod, Federated, FederatedKeys, KeySource, TrustedIssuer,
 };
+use super::config_chaining::PeerKeys;
 use super::dpop;
 use super::introspection::Introspector;
 use super::reciprocal;
@@ -41,6 +42,8 @@ pub(crate) struct Authority {
     pub(crate) introspectors: Vec<Option<Introspector>>,
     /// Federated clients' workload issuer JWKS caches (`jwks_uri`), by client id.
     federated: HashMap<String, RemoteKeys>,
+    /// Parallel to `config.chaining.peers`: the remote key cache, if the peer's keys are remote.
+    peer_keys: Vec<Option<RemoteKeys>>,
     pub(crate) http: SharedClient,
     pub(crate) limits: FetchLimits,
     pub(crate) replay: ExpiringSet,
@@ -133,6 +136,20 @@ impl Authority {
             .iter()
             .map(|t| matches!(t.keys, KeySource::Introspection(_)).then(Introspector::default))
             .collect();
+        let peer_keys = config
+            .chaining
+            .peers
+            .iter()
+            .map(|p| match &p.keys {
+                Some(PeerKeys::Remote(uri)) => Some(RemoteKeys::new(
+                    uri.clone(),
+                    chaingate_oauth::keys::DEFAULT_ALGORITHMS.to_vec(),
+                    limits.clone(),
+                    client.clone(),
+                )),
+                _ => None,
+            })
+            .collect();
         let reciprocal = Arc::new(reciprocal::Runtime::new(config.reciprocal.clone())?);
         Ok(Self {
             issuer,
@@ -144,6 +161,7 @@ impl Authority {
             config,
             remote,
             federated,
+            peer_keys,
             introspectors,
             http: client,
             limits,
@@ -226,6 +244,22 @@ impl Authority {
             (FederatedKeys::Remote(_), None) => {
                 Err("workload issuer keys are not configured".into())
             }
+        }
+    }
+
+    /// Verification keys of peer authority `index` (identity chaining), fetching remote ones.
+    pub(crate) async fn peer_keys(
+        &self,
+        index: usize,
+        kid: Option<&str>,
+    ) -> Result<Arc<KeySet>, String> {
+        match (
+            &self.config.chaining.peers[index].keys,
+            &self.peer_keys[index],
+        ) {
+            (Some(PeerKeys::Static(set)), _) => Ok(Arc::new(set.clone())),
+            (Some(PeerKeys::Remote(_)), Some(remote)) => remote.keys(kid).await,
+            _ => Err("the peer authority's keys are not configured".into()),
         }
     }
 

@@ -104,7 +104,8 @@ impl Admin {
         // Live check too: a self-registered domain whose secret expired is not ready.
         let started = self.readiness.is_ready() && gateway.is_ready();
         let unusable = gateway.unusable_assertions();
-        if started && unusable.is_empty() {
+        let refused = gateway.refused_chaining();
+        if started && unusable.is_empty() && refused.is_empty() {
             return text(StatusCode::OK, "ready\n");
         }
         let mut body = String::from("not ready\n");
@@ -113,6 +114,9 @@ impl Admin {
                 "domain {domain}: client_assertion_file {}\n",
                 error.reason()
             ));
+        }
+        for (domain, why) in refused {
+            body.push_str(&format!("domain {domain}: chaining_domain {why}\n"));
         }
         text(StatusCode::SERVICE_UNAVAILABLE, body)
     }

@@ -55,6 +55,9 @@ pub struct Domain {
     pub response_metadata: ResponseMetadata,
     /// `dpop`: the key proving possession to the token server and to upstreams (RFC 9449).
     pub dpop: Option<super::DpopKey>,
+    /// Set on the first step of `identity-chaining`/`id-jag` (built by [`super::step_one`]): its
+    /// discovery checks `identity_chaining_requested_token_types_supported`.
+    pub chaining_step: bool,
 }
 
 /// How chaingate protects a token server, and its callers, when the server struggles.
@@ -305,6 +308,7 @@ pub(super) fn validate_domain(
             d.response_metadata.as_deref(),
             d.issuer.is_some(),
         )?,
+        chaining_step: false,
     })
 }
 

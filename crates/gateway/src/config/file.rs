@@ -117,6 +117,10 @@ pub(crate) struct FileDomain {
     pub(crate) extra_params: BTreeMap<String, SecretText>,
     /// Another domain whose token (exchanged from the caller's) is this domain's subject token.
     pub(crate) subject_domain: Option<String>,
+    /// `identity-chaining` / `id-jag`: the caller's authority, where the grant is obtained.
+    pub(crate) chaining_domain: Option<String>,
+    /// The grant's `audience` at the chaining domain; default this domain's `issuer`.
+    pub(crate) chaining_audience: Option<String>,
     #[serde(default)]
     pub(crate) allow_insecure_http: bool,
     /// PEM bundle of CAs trusted for this token endpoint instead of the system roots.

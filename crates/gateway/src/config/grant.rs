@@ -20,6 +20,9 @@ pub enum Grant {
     TokenExchange(TokenExchange),
     /// RFC 7523 §2.1: the subject token is the `assertion` (on-behalf-of, identity chaining).
     JwtBearer,
+    /// `identity-chaining` or `id-jag`: RFC 8693 at `chaining_domain` for a grant aimed at this
+    /// domain's authority, then RFC 7523 `jwt-bearer` here with it as the `assertion`.
+    Chained(super::chaining::Chaining),
 }
 
 impl Grant {
@@ -29,6 +32,7 @@ impl Grant {
             Self::Chain { .. } => "chain",
             Self::TokenExchange(_) => "token-exchange",
             Self::JwtBearer => "jwt-bearer",
+            Self::Chained(chaining) => chaining.profile.name(),
         }
     }
 }
@@ -82,7 +86,11 @@ pub(super) fn parse_grant(name: &str, d: &FileDomain) -> Result<Grant, ConfigErr
     let exchange_only = [
         ("subject_token_type", d.subject_token_type.is_some()),
         ("audience", !d.audience.to_vec().is_empty()),
-        ("resource", !d.resource.to_vec().is_empty()),
+        // An ID-JAG may name the resource server at B (ID-JAG §4.3).
+        (
+            "resource",
+            !d.resource.to_vec().is_empty() && d.grant != "id-jag",
+        ),
         ("requested_token_type", d.requested_token_type.is_some()),
         ("actor_token_file", d.actor_token_file.is_some()),
         ("actor_token_type", d.actor_token_type.is_some()),
@@ -131,12 +139,11 @@ pub(super) fn parse_grant(name: &str, d: &FileDomain) -> Result<Grant, ConfigErr
             })
         }
         "jwt-bearer" => Grant::JwtBearer,
-        _ => {
-            return Err(ConfigError::key(
-                key("grant"),
-                "not a supported grant (chain, token-exchange, jwt-bearer)",
-            ))
-        }
+        "identity-chaining" | "id-jag" => Grant::Chained(super::chaining::parse(name, d)?),
+        _ => return Err(ConfigError::key(
+            key("grant"),
+            "not a supported grant (chain, token-exchange, jwt-bearer, identity-chaining, id-jag)",
+        )),
     };
     if !matches!(grant, Grant::TokenExchange(_)) {
         if let Some((field, _)) = exchange_only.iter().find(|(_, set)| *set) {
@@ -145,6 +152,9 @@ pub(super) fn parse_grant(name: &str, d: &FileDomain) -> Result<Grant, ConfigErr
                 "applies to grant = \"token-exchange\" only",
             ));
         }
+    }
+    if !matches!(grant, Grant::Chained(_)) {
+        super::chaining::refuse_keys(name, d)?;
     }
     if d.oauth_token_format.is_some() && !matches!(grant, Grant::Chain { .. }) {
         return Err(ConfigError::key(

@@ -4,6 +4,7 @@
 //! `Duration`s, loaded PEMs and secrets; nothing parses configuration again.
 
 mod assertion_file;
+mod chaining;
 mod client_auth;
 mod digest;
 mod domain;
@@ -35,6 +36,7 @@ pub(crate) use chaingate_core::config::{load_certs, load_identity, validate_scop
 pub use chaingate_core::config::{
     parse_duration, parse_toml, parse_toml_with_env, read_file, ConfigError, TlsIdentity,
 };
+pub use chaining::{step_one, Chaining, ChainingProfile};
 pub(crate) use client_auth::basic_authorization;
 pub use domain::{AssertionAudience, AssertionKey, ClientAuth, Domain, Protection, TokenEndpoint};
 pub use dpop::DpopKey;
@@ -258,6 +260,7 @@ impl Config {
             )?));
         }
         validate_subject_domains(&domains)?;
+        chaining::validate_chaining_domains(&domains)?;
         if file.routes.is_empty() {
             return Err(ConfigError::key(
                 "routes",

@@ -26,6 +26,8 @@ struct Metadata {
     token_endpoint: Option<String>,
     registration_endpoint: Option<String>,
     mtls_endpoint_aliases: Option<MtlsAliases>,
+    /// Kept as JSON: a malformed member must not break discovery for non-chaining domains.
+    identity_chaining_requested_token_types_supported: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +147,16 @@ fn endpoints(
         issuer: Some(issuer.to_string()),
         registration,
         discovery: Arc::from([]),
+        chaining_token_types: metadata
+            .identity_chaining_requested_token_types_supported
+            .map(|types| {
+                types
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            }),
     })
 }
 
@@ -172,6 +184,9 @@ pub(super) async fn keep_discovering(
         let wait = match found {
             Ok(endpoints) => {
                 tracing::info!(domain = %this.domain.name, token_endpoint = %endpoints.token, "discovered token endpoint");
+                if this.domain.chaining_step {
+                    this.check_chaining(&endpoints);
+                }
                 this.endpoints.store(Some(Arc::new(endpoints)));
                 this.discovered.notify_waiters();
                 backoff = Duration::from_millis(250);

@@ -6,6 +6,7 @@
 //! endpoint may come from RFC 8414 discovery (`discovery.rs`). Token server error details are
 //! logged as the `error` code only, never returned to the caller.
 
+mod chaining;
 mod discovery;
 mod guard;
 mod metrics;
@@ -114,6 +115,8 @@ pub(crate) struct Endpoints {
     pub registration: Option<Uri>,
     /// The issuer's RFC 8414 and OpenID Discovery metadata URLs (`duri` must name one).
     pub discovery: Arc<[String]>,
+    /// `identity_chaining_requested_token_types_supported` from discovery, if advertised.
+    pub chaining_token_types: Option<Vec<String>>,
 }
 
 /// Who chaingate is at the token endpoint: configured, or issued by registration.
@@ -141,6 +144,8 @@ pub(crate) struct Exchanger {
     /// The token server's last `DPoP-Nonce` (RFC 9449 §8), sent in every proof until it
     /// gives another.
     dpop_nonce: ArcSwapOption<String>,
+    /// A chaining step whose domain's metadata lacks the requested token type: why (`/ready`).
+    chaining_refused: ArcSwapOption<String>,
 }
 
 impl Exchanger {
@@ -179,6 +184,7 @@ impl Exchanger {
                 issuer: None,
                 registration: None,
                 discovery: Arc::from([]),
+                chaining_token_types: None,
             })),
             TokenEndpoint::Discover { .. } => None,
         };
@@ -198,6 +204,7 @@ impl Exchanger {
                 .map(|settings| registration::Registrar::new(settings, &domain.name, metrics)),
             discovered: Notify::new(),
             dpop_nonce: ArcSwapOption::empty(),
+            chaining_refused: ArcSwapOption::empty(),
             guard: guard::Guard::new(domain.protection.clone()),
             domain,
             client,
@@ -248,7 +255,7 @@ impl Exchanger {
         targets: Option<&Targets>,
         on_behalf: OnBehalf<'_>,
     ) -> Result<Issued, Error> {
-        self.exchange_for(subject, (scope, targets), false, on_behalf)
+        self.exchange_for(subject, (scope, targets), false, on_behalf, None)
             .await
     }
 
@@ -261,7 +268,7 @@ impl Exchanger {
         targets: Option<&Targets>,
         on_behalf: OnBehalf<'_>,
     ) -> Result<Issued, Error> {
-        self.exchange_for(subject, (scope, targets), true, on_behalf)
+        self.exchange_for(subject, (scope, targets), true, on_behalf, None)
             .await
     }
 
@@ -272,6 +279,7 @@ impl Exchanger {
         (scope, targets): (Option<&str>, Option<&Targets>),
         renewal: bool,
         on_behalf: OnBehalf<'_>,
+        step: Option<&Exchanger>,
     ) -> Result<Issued, Error> {
         let span = trace::client_span!(
             "token exchange",
@@ -283,7 +291,12 @@ impl Exchanger {
             oauth.error = tracing::field::Empty,
         );
         let result = self
-            .admitted_exchange(subject, (scope, targets), renewal)
+            .admitted_exchange(
+                subject,
+                (scope, targets),
+                renewal,
+                step.map(|at| (at, on_behalf)),
+            )
             .instrument(span.clone())
             .await;
         let (outcome, reason) = match &result {
@@ -327,6 +340,7 @@ impl Exchanger {
         subject: &str,
         ask: (Option<&str>, Option<&Targets>),
         renewal: bool,
+        step: Option<(&Exchanger, OnBehalf<'_>)>,
     ) -> Result<Issued, Failure> {
         let started = Instant::now();
         let admitted = if renewal {
@@ -342,7 +356,7 @@ impl Exchanger {
         {
             Err(failure) => Err(failure),
             Ok(_admission) => {
-                let attempts = self.attempts(subject, ask, started + self.domain.timeout);
+                let attempts = self.attempts(subject, ask, started + self.domain.timeout, step);
                 let result = match tokio::time::timeout(self.domain.timeout, attempts).await {
                     Ok(result) => result,
                     Err(_) => Err(Failure::error(Error::ExchangeTimeout, "timeout")),
@@ -354,7 +368,10 @@ impl Exchanger {
                         Error::ExchangeTimeout | Error::ExchangeUnavailable { .. }
                     )
                 });
-                self.guard.record(alive);
+                // A failed first step never reached this server: its breaker learns nothing.
+                if !result.as_ref().is_err_and(|failure| failure.step_one) {
+                    self.guard.record(alive);
+                }
                 self.metrics
                     .circuit_open
                     .set(i64::from(self.guard.is_open()));
@@ -399,10 +416,20 @@ impl Exchanger {
         subject: &str,
         ask: (Option<&str>, Option<&Targets>),
         deadline: Instant,
+        step: Option<(&Exchanger, OnBehalf<'_>)>,
     ) -> Result<Issued, Failure> {
         let mut attempt = 0;
         loop {
-            let result = self.request(subject, ask).await;
+            // Chained: a fresh grant for every attempt, so a retry never replays a grant
+            // the server may already have consumed.
+            let grant = match step {
+                Some((at, on_behalf)) => {
+                    Some(chaining::fresh_grant(at, subject, ask.0, on_behalf).await?)
+                }
+                None => None,
+            };
+            let sent = grant.as_ref().map_or(subject, Secret::expose);
+            let result = self.request(sent, ask).await;
             let Err(failure) = &result else { return result };
             let Some(hint) = failure.retry_hint else {
                 return result;
@@ -650,6 +677,8 @@ struct Failure {
     retry_hint: Option<Option<Duration>>,
     /// Set when the `client_assertion_file` kept the request from being built.
     assertion: Option<AssertionFileError>,
+    /// The chaining domain's step failed; this domain's server was not asked.
+    step_one: bool,
 }
 
 impl Failure {
@@ -660,6 +689,7 @@ impl Failure {
             reason,
             retry_hint: None,
             assertion: None,
+            step_one: false,
         }
     }
 

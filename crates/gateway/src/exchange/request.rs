@@ -74,6 +74,11 @@ pub(super) fn build(
             form.append_pair("grant_type", JWT_BEARER_GRANT);
             form.append_pair("assertion", req.subject);
         }
+        // Step 2 of identity chaining §2.4.1 / ID-JAG §4.4: the grant from step 1.
+        Grant::Chained(_) => {
+            form.append_pair("grant_type", JWT_BEARER_GRANT);
+            form.append_pair("assertion", req.subject);
+        }
     }
     if let Some(targets) = req.targets {
         // RFC 8707 §2 and RFC 9396 §6 apply to any token request, not only token exchange

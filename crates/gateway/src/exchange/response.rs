@@ -203,6 +203,7 @@ pub(super) fn classify_error(status: StatusCode, body: &[u8], grant: &Grant) -> 
         reason,
         retry_hint: None,
         assertion: None,
+        step_one: false,
     }
 }
 

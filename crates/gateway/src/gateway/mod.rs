@@ -306,6 +306,9 @@ impl Gateway {
     pub(crate) async fn ready(&self) {
         for domain in &self.domains {
             domain.exchanger().ready().await;
+            if let Some(step) = domain.chaining() {
+                step.ready().await;
+            }
         }
         for validator in self.routes.iter().filter_map(|r| r.authn.validator()) {
             validator.ready().await;
@@ -318,6 +321,11 @@ impl Gateway {
     /// Whether [`Self::ready`] would return at once.
     pub(crate) fn is_ready(&self) -> bool {
         self.domains.iter().all(|d| d.exchanger().is_ready())
+            && self
+                .domains
+                .iter()
+                .filter_map(|d| d.chaining())
+                .all(|step| step.is_ready())
             && self
                 .routes
                 .iter()
@@ -341,6 +349,18 @@ impl Gateway {
                 exchanger
                     .assertion_unusable()
                     .map(|e| (exchanger.domain().name.clone(), e))
+            })
+            .collect()
+    }
+
+    /// Chained domains whose chaining domain's metadata refuses the requested token type, with
+    /// why: `/ready` names them (not part of [`Self::is_ready`], like assertion files).
+    pub(crate) fn refused_chaining(&self) -> Vec<(Arc<str>, Arc<String>)> {
+        self.domains
+            .iter()
+            .filter_map(|d| {
+                let why = d.chaining()?.chaining_unsupported()?;
+                Some((d.name().clone(), why))
             })
             .collect()
     }

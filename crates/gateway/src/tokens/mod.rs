@@ -104,6 +104,8 @@ struct BuiltFrom {
     subject: Option<Box<BuiltFrom>>,
     /// `[shared_signals]` is set: entries are indexed by subject.
     subjects: bool,
+    /// The chaining domain's fingerprint (`identity-chaining`/`id-jag`), so its change rebuilds.
+    chaining: Option<[u8; 32]>,
 }
 
 // The fingerprint digests the domain's secrets: never shown, not even as a digest.
@@ -127,6 +129,8 @@ pub(crate) struct DomainTokens {
     grown: moka::future::Cache<Key, Scopes>,
     metadata: metadata::MetadataCheck,
     subject: Option<Arc<DomainTokens>>,
+    /// `identity-chaining`/`id-jag`: the exchanger of step 1 at the chaining domain.
+    chaining: Option<Arc<Exchanger>>,
     settings: CacheSettings,
     upgrades: Counter,
     built_from: BuiltFrom,
@@ -187,6 +191,7 @@ impl DomainTokens {
             retry_after: config.limits.retry_after,
             subject: subject.as_ref().map(|s| Box::new(s.built_from.clone())),
             subjects: config.shared_signals.is_some(),
+            chaining: chaining_domain(domain, config).map(|(a, _)| a.fingerprint()),
         };
         let tokens = match previous.iter().find(|d| d.built_from == built_from) {
             Some(kept) => kept.clone(),
@@ -200,6 +205,16 @@ impl DomainTokens {
                 if let Some(replaced) = previous.iter().find(|d| d.name() == &domain.name) {
                     exchanger.inherit_registration(&replaced.exchanger);
                 }
+                let chaining = chaining_domain(domain, config)
+                    .map(|(a, chaining)| {
+                        Exchanger::new(
+                            Arc::new(crate::config::step_one(a, chaining)),
+                            config.timeouts.pool_idle,
+                            config.limits.retry_after,
+                            &metrics.exchange,
+                        )
+                    })
+                    .transpose()?;
                 let settings = &config.cache;
                 let shared = shared
                     .filter(|_| domain.scope_strategy != ScopeStrategy::Incremental)
@@ -231,6 +246,7 @@ impl DomainTokens {
                     settings: settings.clone(),
                     exchanger,
                     subject,
+                    chaining,
                     built_from,
                     shared,
                     audit: config.log.audit,
@@ -269,6 +285,11 @@ impl DomainTokens {
         req: &TxnRequest<'_>,
     ) -> Result<chaingate_oauth::secret::Secret, Error> {
         self.exchanger.txn_token(req).await
+    }
+
+    /// Step 1's exchanger (`identity-chaining`/`id-jag`), for readiness.
+    pub(crate) fn chaining(&self) -> Option<&Exchanger> {
+        self.chaining.as_deref()
     }
 
     /// The token to forward on `route`: this domain's token for the route's scope, checked
@@ -365,7 +386,10 @@ impl DomainTokens {
         if self.incremental() {
             let needed = Scopes::parse(scope.unwrap_or(""));
             if let Some(hit) = self.cache.get(&key, |t| t.serves(&needed)).await {
-                if self.subject.is_none() && hit.should_refresh(self.settings.refresh_ahead) {
+                if self.subject.is_none()
+                    && self.chaining.is_none()
+                    && hit.should_refresh(self.settings.refresh_ahead)
+                {
                     // The renewal asks for the held union, so no route loses its scope.
                     let held = hit.scope.clone().unwrap_or_default();
                     let renewal = (Some(held.to_string()), Some(held));
@@ -379,7 +403,10 @@ impl DomainTokens {
         if let Some(hit) = self.cache.get(&key, |_| true).await {
             // Refresh ahead: a token in use is renewed before it expires, so a steady caller
             // never waits on the token server; if the renewal fails, this one keeps serving.
-            if self.subject.is_none() && hit.should_refresh(self.settings.refresh_ahead) {
+            if self.subject.is_none()
+                && self.chaining.is_none()
+                && hit.should_refresh(self.settings.refresh_ahead)
+            {
                 let renewal = (scope.map(str::to_owned), None);
                 self.refresh_ahead(&hit, key, at1, (renewal, targets), caller);
             }
@@ -413,6 +440,14 @@ impl DomainTokens {
         caller: &Caller<'_>,
     ) -> Result<Issued, Error> {
         let on_behalf = OnBehalf { caller, at1 };
+        // Both steps per exchange: the grant is never cached (an ID-JAG is single-use).
+        if let Some(step) = &self.chaining {
+            let issued = self
+                .exchanger
+                .exchange_chained(step, at1.expose(), (scope, targets), on_behalf)
+                .await?;
+            return self.metadata.check_issued(issued);
+        }
         let issued = match &self.subject {
             None => {
                 self.exchanger
@@ -547,4 +582,16 @@ fn parent_token<'a>(
 ) -> Pin<Box<dyn Future<Output = TokenResult> + Send + 'a>> {
     let scope = parent.exchanger.domain().scope.as_deref();
     Box::pin(parent.get(scope, None, at1, caller))
+}
+
+/// The chaining domain of an `identity-chaining`/`id-jag` domain, with the profile's settings.
+fn chaining_domain<'c>(
+    domain: &'c Domain,
+    config: &'c Config,
+) -> Option<(&'c Domain, &'c crate::config::Chaining)> {
+    let crate::config::Grant::Chained(chaining) = &domain.grant else {
+        return None;
+    };
+    let a = config.domains.iter().find(|d| d.name == chaining.domain)?;
+    Some((a, chaining))
 }

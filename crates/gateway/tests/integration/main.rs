@@ -13,6 +13,7 @@ mod fuzz_corpus;
 mod gateway;
 mod h2_floods;
 mod hostile;
+mod identity_chaining;
 mod in_flight;
 mod inbound_validation;
 mod incremental_scopes;
