@@ -387,3 +387,75 @@ async fn b_refuses_a_replayed_or_misbound_id_jag() {
     let misbound = redeem(other, "gateway-b", "wrong").await;
     assert_eq!(misbound.error(), "invalid_client");
 }
+
+/// An ID-JAG from A for `audience`, asked by the gateway with the caller's token.
+async fn id_jag(d: &Domains, token: &str, audience: &str) -> support::authority::Reply {
+    post(
+        &format!("{}/token", d.a.issuer()),
+        Some(&support::authority::basic("gateway", "a-secret")),
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", token),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:id-jag",
+            ),
+            ("audience", audience),
+        ],
+    )
+    .await
+}
+
+/// `grant` presented at B's jwt-bearer grant by `client`.
+async fn redeem_at_b(
+    d: &Domains,
+    grant: &str,
+    client: &str,
+    secret: &str,
+) -> support::authority::Reply {
+    post(
+        &format!("{}/token", d.b.issuer()),
+        Some(&support::authority::basic(client, secret)),
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", grant),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn b_refuses_an_id_jag_for_another_server_or_another_client() {
+    // A also serves a third authority C; B has a second client of its own.
+    let d = domains(
+        "[[peer_authorities]]\nissuer = \"https://c.example\"\nclient_ids = { gateway = \"gateway-b\" }\n",
+        "[[clients]]\nclient_id = \"other-b\"\nclient_secret = \"other-secret\"\ngrants = [\"jwt-bearer\"]\nscope = \"b:read\"\n",
+    )
+    .await;
+    let token = at1(&d.idp).await;
+
+    // Signed by A, a peer B trusts, but aimed at C: B is not its audience (ID-JAG §4.3).
+    let for_c = id_jag(&d, &token, "https://c.example").await.token();
+    assert_eq!(claims_of(&for_c)["aud"], "https://c.example");
+    // Bound to gateway-b as at B, so the audience alone tells them apart.
+    assert_eq!(claims_of(&for_c)["client_id"], "gateway-b");
+    let refused = redeem_at_b(&d, &for_c, "gateway-b", "b-secret").await;
+    assert_eq!(refused.error(), "invalid_grant", "{}", refused.raw);
+
+    // Aimed at B for gateway-b, presented by another client of B: the grant is not its own.
+    let for_b = id_jag(&d, &token, d.b.issuer()).await.token();
+    assert_eq!(claims_of(&for_b)["client_id"], "gateway-b");
+    let misbound = redeem_at_b(&d, &for_b, "other-b", "other-secret").await;
+    assert_eq!(misbound.error(), "invalid_grant", "{}", misbound.raw);
+    assert!(!misbound.raw.contains(&for_b));
+    // Not spent by the refusal: its own client still redeems it once.
+    let own = redeem_at_b(&d, &for_b, "gateway-b", "b-secret").await;
+    assert_eq!(own.status, 200, "{}", own.raw);
+}
