@@ -59,6 +59,32 @@ impl IssuerKeys {
         }
     }
 
+    /// The claims of `token` once its signature verifies with these keys. `typ` (when required)
+    /// and `iss` (when known) are checked first, so a stranger's token never causes a key fetch.
+    pub(crate) async fn verify(
+        &self,
+        token: &str,
+        typ: Option<&str>,
+        issuer: Option<&str>,
+    ) -> Result<Value, Refusal> {
+        let (header, unverified) = jwt::peek(token).map_err(Refusal::Token)?;
+        if let Some(typ) = typ {
+            if !jwt::typ_is(&header, typ) {
+                return Err(Refusal::Token(format!("typ is not {typ}")));
+            }
+        }
+        if let Some(issuer) = issuer {
+            if unverified.get("iss").and_then(Value::as_str) != Some(issuer) {
+                return Err(Refusal::Token("issuer is not the configured one".into()));
+            }
+        }
+        let kid = short_kid(&header).map_err(|e| Refusal::Token(e.into()))?;
+        let keys = self.get(kid).await.map_err(Refusal::KeysUnavailable)?;
+        Ok(jwt::verify(token, &header, &keys)
+            .map_err(Refusal::Token)?
+            .claims)
+    }
+
     /// The keys to try for a JWS naming `kid`; an error: they cannot be had at all.
     pub(crate) async fn get(&self, kid: Option<&str>) -> Result<Arc<KeySet>, String> {
         match self {
@@ -139,20 +165,12 @@ impl InboundValidator {
 
     async fn verify(&self, token: &str) -> Result<bool, Refusal> {
         let settings = &self.settings;
-        let (header, unverified) = jwt::peek(token).map_err(Refusal::Token)?;
-        if let Some(typ) = &settings.typ {
-            if !jwt::typ_is(&header, typ) {
-                return Err(Refusal::Token(format!("typ is not {typ}")));
-            }
-        }
         // Only the configured issuer's tokens may even cause a key lookup.
-        if unverified.get("iss").and_then(Value::as_str) != Some(settings.issuer.as_str()) {
-            return Err(Refusal::Token("issuer is not the configured one".into()));
-        }
-        let kid = short_kid(&header).map_err(|e| Refusal::Token(e.into()))?;
-        let keys = self.keys.get(kid).await.map_err(Refusal::KeysUnavailable)?;
-        let verified = jwt::verify(token, &header, &keys).map_err(Refusal::Token)?;
-        check_claims(settings, &verified.claims).map_err(Refusal::Token)
+        let claims = self
+            .keys
+            .verify(token, settings.typ.as_deref(), Some(&settings.issuer))
+            .await?;
+        check_claims(settings, &claims).map_err(Refusal::Token)
     }
 }
 
@@ -180,7 +198,7 @@ fn check_claims(settings: &Validate, claims: &Value) -> Result<bool, String> {
     Ok(aimed)
 }
 
-enum Refusal {
+pub(crate) enum Refusal {
     /// The caller's token is bad.
     Token(String),
     /// The issuer's keys could not be had: our problem, not the caller's.

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::TXN_TOKEN;
 use crate::config::{TxnMode, TxnVerify};
 use crate::error::Error;
-use crate::validate::{short_kid, IssuerKeys};
+use crate::validate::{IssuerKeys, Refusal};
 use chaingate_oauth::jwt;
 use chaingate_oauth::remote::SharedClient;
 
@@ -23,11 +23,6 @@ const TYP: &str = "txntoken+jwt";
 pub(crate) struct Verifier {
     settings: Arc<TxnVerify>,
     keys: IssuerKeys,
-}
-
-enum Refusal {
-    Token(String),
-    KeysUnavailable(String),
 }
 
 impl Verifier {
@@ -99,19 +94,11 @@ impl Verifier {
 
     async fn verify(&self, token: &str) -> Result<String, Refusal> {
         let settings = &self.settings;
-        let (header, unverified) = jwt::peek(token).map_err(Refusal::Token)?;
-        if !jwt::typ_is(&header, TYP) {
-            return Err(Refusal::Token(format!("typ is not {TYP}")));
-        }
-        if let Some(issuer) = &settings.issuer {
-            if unverified.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
-                return Err(Refusal::Token("issuer is not the configured one".into()));
-            }
-        }
-        let kid = short_kid(&header).map_err(|e| Refusal::Token(e.into()))?;
-        let keys = self.keys.get(kid).await.map_err(Refusal::KeysUnavailable)?;
-        let verified = jwt::verify(token, &header, &keys).map_err(Refusal::Token)?;
-        check_claims(settings, &verified.claims).map_err(Refusal::Token)
+        let claims = self
+            .keys
+            .verify(token, Some(TYP), settings.issuer.as_deref())
+            .await?;
+        check_claims(settings, &claims).map_err(Refusal::Token)
     }
 }
 
