@@ -505,3 +505,68 @@ scope_map = {{ "a:read" = "b:read", "a:write" = "b:write" }}
     )
     .await;
 }
+
+/// Per-route targets against oidc-provider's resource indicators (RFC 8707): the route's own
+/// `resource` and `audience` reach B, whose answer decides. A resource B serves gets a token for
+/// it; one it does not gets `invalid_target`, which the caller sees as 403.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_route_targets_reach_oidc_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_pem, jwk) = pkjwt_key(dir.path());
+    let config = json!({
+        "client_jwks": { "keys": [jwk] },
+        "secrets": { "app": APP_SECRET, "gw-basic": BASIC_SECRET, "gw-post": POST_SECRET },
+    });
+    let (peer, a, b, _tmp) = oidc_provider::start_peer(&config).await;
+    let upstream = Upstream::start().await;
+    let route = |name: &str, resource: &str| {
+        format!(
+            "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}/\"\nupstream = \"{}\"\ndomain = \"b\"\naudience = \"{resource}\"\nresource = \"{resource}\"\n",
+            upstream.url()
+        )
+    };
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[domains.b]\nissuer = \"{b}\"\ngrant = \"token-exchange\"\nclient_id = \"gw-basic\"\nauth_method = \"client_secret_basic\"\nclient_secret = \"{BASIC_SECRET}\"\nallow_insecure_http = true\nscope = \"b:read\"\n{}{}",
+        route("served", "urn:b:api"),
+        route("elsewhere", "urn:b:not-served"),
+    );
+    let gw = gateway(&toml).await;
+    let mut ready = 0;
+    for _ in 0..200 {
+        ready = get(gw.admin_addr, "/ready", None).await.status.as_u16();
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(ready, 200, "discovery of {b} never completed");
+    let token = at1(&a).await;
+
+    let served = get(gw.addr, "/served/orders", Some(&token)).await;
+    assert_eq!(served.status, 200, "{}", served.body);
+    let at2 = served.json()["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_string();
+    let payload = URL_SAFE_NO_PAD
+        .decode(at2.split('.').nth(1).unwrap())
+        .unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(claims["iss"], b);
+    assert_eq!(claims["aud"], "urn:b:api", "{claims}");
+
+    let elsewhere = get(gw.addr, "/elsewhere/orders", Some(&token)).await;
+    assert_eq!(elsewhere.status, 403, "{}", elsewhere.body);
+    assert!(elsewhere
+        .header("www-authenticate")
+        .unwrap()
+        .contains("error=\"insufficient_scope\""));
+    assert_eq!(
+        upstream.received().len(),
+        1,
+        "only the served route went through"
+    );
+    peer.stop().await;
+}

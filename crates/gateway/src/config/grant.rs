@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use http::Uri;
-
 use super::file::FileDomain;
 use super::ConfigError;
 
@@ -110,8 +108,7 @@ pub(super) fn parse_grant(name: &str, d: &FileDomain) -> Result<Grant, ConfigErr
         },
         "token-exchange" => {
             for resource in d.resource.to_vec() {
-                let ok = resource.parse::<Uri>().is_ok_and(|u| u.scheme().is_some())
-                    && !resource.contains('#');
+                let ok = super::targets::is_resource_uri(&resource);
                 if !ok {
                     return Err(ConfigError::key(
                         key("resource"),

@@ -41,11 +41,20 @@ pub enum ExchangeMode {
     Never,
 }
 
-/// An absolute URI without a fragment (RFC 8707 §2).
+/// An absolute URI without a fragment (RFC 8707 §2): any scheme (RFC 3986 §4.3), so URNs such
+/// as `urn:example:api` are resources too, not only URLs.
 pub(super) fn is_resource_uri(text: &str) -> bool {
-    text.parse::<http::Uri>()
-        .is_ok_and(|u| u.scheme().is_some())
+    let Some((scheme, rest)) = text.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty()
         && !text.contains('#')
+        && text
+            .bytes()
+            .all(|b| b > b' ' && b < 0x7f && b != b'"' && b != b'\\')
 }
 
 /// The route's targets, if it sets any, merged over the domain's.
@@ -178,4 +187,26 @@ pub(super) fn exchange_mode(
         ));
     }
     Ok((mode, audience))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_resource_uri;
+
+    #[test]
+    fn resources_are_absolute_uris_of_any_scheme() {
+        for ok in ["urn:b:api", "https://api.example/x", "spiffe://trust/ns/a"] {
+            assert!(is_resource_uri(ok), "{ok}");
+        }
+        for bad in [
+            "/relative",
+            "https://a/#f",
+            "1urn:x",
+            "urn:",
+            "urn:a b",
+            "api",
+        ] {
+            assert!(!is_resource_uri(bad), "{bad}");
+        }
+    }
 }
