@@ -143,7 +143,9 @@ impl RouteTxn {
                 Ok(())
             }
             Role::Verify(verifier) => {
-                let result = verifier.check(headers).await;
+                // Boxed, as the other rare paths: every request's future would otherwise be sized
+                // for a JWKS fetch.
+                let result = Box::pin(verifier.check(headers)).await;
                 self.count(match &result {
                     Ok(true) => "verified",
                     Ok(false) => "absent",
@@ -175,19 +177,19 @@ impl RouteTxn {
             "path": request.uri().path(),
         })
         .to_string();
-        let issued = tts
-            .txn_token(&TxnRequest {
-                subject: at1.expose(),
-                audience: &settings.audience,
-                scope: &settings.scope,
-                context: &context,
-                details: &details,
-            })
-            .await
-            .and_then(|token| {
-                HeaderValue::from_str(token.expose())
-                    .map_err(|_| Error::TxnTokenService("unusable Txn-Token"))
-            });
+        // Boxed: only edge routes pay for the TTS call's future.
+        let issued = Box::pin(tts.txn_token(&TxnRequest {
+            subject: at1.expose(),
+            audience: &settings.audience,
+            scope: &settings.scope,
+            context: &context,
+            details: &details,
+        }))
+        .await
+        .and_then(|token| {
+            HeaderValue::from_str(token.expose())
+                .map_err(|_| Error::TxnTokenService("unusable Txn-Token"))
+        });
         match &issued {
             Ok(_) => self.count("issued"),
             Err(e) if e.is_refusal() => self.count("refused"),
