@@ -49,34 +49,22 @@ scope_map = {{ "a:read" = "b:read" }}
         .await
         .unwrap();
 
-    let output = tokio::process::Command::new("node")
-        .arg(dir.join("authority.mjs"))
-        .args(["--issuer", b.issuer()])
-        .args(["--client-id", "gateway", "--client-secret", "gw-secret"])
-        .args(["--audience", "urn:b:api"])
-        .args(["--subject-issuer", a.issuer()])
-        .args([
-            "--subject-client-id",
-            "app",
-            "--subject-client-secret",
-            "app-secret",
-        ])
-        .args(["--subject-audience", "urn:a:gateway"])
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)
-        .await
-        .expect("node did not finish within 60s")
-        .expect("cannot run `node` (is Node.js installed?)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "interop script failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    assert!(stdout.contains("checks passed"), "{stdout}");
+    passes(
+        tokio::process::Command::new("node")
+            .arg(dir.join("authority.mjs"))
+            .args(["--issuer", b.issuer()])
+            .args(["--client-id", "gateway", "--client-secret", "gw-secret"])
+            .args(["--audience", "urn:b:api"])
+            .args(["--subject-issuer", a.issuer()])
+            .args([
+                "--subject-client-id",
+                "app",
+                "--subject-client-secret",
+                "app-secret",
+            ])
+            .args(["--subject-audience", "urn:a:gateway"]),
+    )
+    .await;
     b.shutdown().await;
     a.shutdown().await;
 }
@@ -126,13 +114,25 @@ domain = "billing"
         up = upstream.url(),
     );
     let gw = support::gateway(&toml).await;
-    let output = tokio::process::Command::new("node")
-        .arg(dir.join("resource.mjs"))
-        .args(["--resource", &resource])
-        .args(["--client-id", "app", "--client-secret", "app-secret"])
-        .args(["--scope", "a:read"])
-        .kill_on_drop(true)
-        .output();
+    passes(
+        tokio::process::Command::new("node")
+            .arg(dir.join("resource.mjs"))
+            .args(["--resource", &resource])
+            .args(["--client-id", "app", "--client-secret", "app-secret"])
+            .args(["--scope", "a:read"]),
+    )
+    .await;
+    assert_eq!(
+        upstream.received().len(),
+        1,
+        "only the call with A's token went through"
+    );
+    gw.begin_shutdown();
+}
+
+/// Runs a prepared `node` script: it must exit 0 within 60 s and report its checks passed.
+async fn passes(command: &mut tokio::process::Command) {
+    let output = command.kill_on_drop(true).output();
     let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)
         .await
         .expect("node did not finish within 60s")
@@ -142,14 +142,8 @@ domain = "billing"
     println!("{stdout}");
     assert!(
         output.status.success(),
-        "resource.mjs failed ({}):\n{stdout}\n{stderr}",
+        "interop script failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
     assert!(stdout.contains("checks passed"), "{stdout}");
-    assert_eq!(
-        upstream.received().len(),
-        1,
-        "only the call with A's token went through"
-    );
-    gw.begin_shutdown();
 }

@@ -205,6 +205,19 @@ dpop = "allowed"
     toml
 }
 
+/// Waits (polling `/ready`, at most 5 s) until the gateway has discovered `issuer`'s endpoints.
+async fn discovered(gw: &chaingate_gateway::Running, issuer: &str) {
+    let mut ready = 0;
+    for _ in 0..200 {
+        ready = get(gw.admin_addr, "/ready", None).await.status.as_u16();
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(ready, 200, "discovery of {issuer} never completed");
+}
+
 /// The DPoP row: AT2 is bound to the key whose proof came with it, for this very request.
 async fn dpop_bound_token_reaches_the_upstream_with_its_proof(
     gw: &chaingate_gateway::Running,
@@ -341,15 +354,7 @@ async fn swap_through_every_combination(
 ) {
     let upstream = Upstream::start().await;
     let gw = gateway(&gateway_config(issuer_b, pem, &upstream, mtls, wid)).await;
-    let mut ready = 0;
-    for _ in 0..200 {
-        ready = get(gw.admin_addr, "/ready", None).await.status.as_u16();
-        if ready == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert_eq!(ready, 200, "discovery of {issuer_b} never completed");
+    discovered(&gw, issuer_b).await;
     let token = at1(issuer_a).await;
     for grant in GRANTS {
         for (client_id, _) in clients(mtls, wid) {
@@ -531,15 +536,7 @@ async fn per_route_targets_reach_oidc_provider() {
         route("elsewhere", "urn:b:not-served"),
     );
     let gw = gateway(&toml).await;
-    let mut ready = 0;
-    for _ in 0..200 {
-        ready = get(gw.admin_addr, "/ready", None).await.status.as_u16();
-        if ready == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert_eq!(ready, 200, "discovery of {b} never completed");
+    discovered(&gw, &b).await;
     let token = at1(&a).await;
 
     let served = get(gw.addr, "/served/orders", Some(&token)).await;
